@@ -1,0 +1,133 @@
+"""Aggregation of per-sequence results into one prediction per document.
+
+Step 1 yields one `CountResult` per label, step 2 one `MentionResult` per (label, k). They are parsed,
+de-duplicated across labels by probability and grounded to character spans. Backends (embedded engine,
+TGI) and the orchestrator all hand their raw sequences to `aggregate`, so every path applies one set of rules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from .dedup import DedupPolicy, dedup_mask
+from .grounding import ground
+from .parsing import DEFAULT_MAX_COUNT, CountStatus, ParsedCount, parse_count, parse_mention
+
+
+@dataclass(frozen=True, slots=True)
+class CountResult:
+    """A decoded step-1 sequence."""
+
+    label: str
+    raw: str
+    logprob: float = 0.0  # sum over the generated count tokens, eos excluded
+    generated_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MentionResult:
+    """A decoded step-2 sequence for the k-th mention of a label."""
+
+    label: str
+    k: int
+    raw: str
+    logprob: float = 0.0  # sum over the generated mention tokens, eos excluded
+    generated_tokens: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class PredictedMention:
+    label: str
+    k: int
+    text: str
+    probability: float
+    start: int | None = None
+    end: int | None = None
+
+    @property
+    def grounded(self) -> bool:
+        return self.start is not None
+
+
+@dataclass(frozen=True)
+class LabelCount:
+    label: str
+    count: int
+    status: CountStatus
+    probability: float
+    raw: str
+
+
+@dataclass(frozen=True)
+class DocumentPrediction:
+    text: str
+    mentions: tuple[PredictedMention, ...]  # survivors of de-duplication, in label then k order
+    counts: tuple[LabelCount, ...]
+    removed_by_dedup: tuple[PredictedMention, ...] = ()
+    empty_mentions: int = 0  # step-2 outputs with no text
+    ungrounded: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "ungrounded", sum(1 for m in self.mentions if not m.grounded))
+
+    def by_label(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for mention in self.mentions:
+            out.setdefault(mention.label, []).append(mention.text)
+        return out
+
+
+def parse_counts(
+    counts: Sequence[CountResult], max_count: int = DEFAULT_MAX_COUNT, stop_strings: tuple[str, ...] = ()
+) -> dict[str, ParsedCount]:
+    """The parsed count of every label of step 1; step 2 then asks for k = 1..count of each."""
+    return {c.label: parse_count(c.raw, max_count, stop_strings) for c in counts}
+
+
+def aggregate(
+    text: str,
+    labels: Sequence[str],
+    counts: Sequence[CountResult],
+    mentions: Sequence[MentionResult],
+    *,
+    language: str,
+    dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX,
+    max_count: int = DEFAULT_MAX_COUNT,
+    stop_strings: tuple[str, ...] = (),
+) -> DocumentPrediction:
+    order = {label: i for i, label in enumerate(labels)}
+    unknown = {r.label for r in (*counts, *mentions)} - set(order)
+    if unknown:
+        raise ValueError(f"results for labels {sorted(unknown)} that were not asked for")
+    parsed = parse_counts(counts, max_count, stop_strings)
+    by_label = {c.label: c for c in counts}
+    label_counts = tuple(
+        LabelCount(
+            label,
+            parsed[label].value,
+            parsed[label].status,
+            math.exp(by_label[label].logprob),
+            by_label[label].raw,
+        )
+        for label in labels
+        if label in parsed
+    )
+    candidates: list[PredictedMention] = []
+    empty = 0
+    for result in sorted(mentions, key=lambda r: (order[r.label], r.k)):
+        mention = parse_mention(result.raw, stop_strings)
+        if mention is None:
+            empty += 1
+            continue
+        candidates.append(PredictedMention(result.label, result.k, mention, math.exp(result.logprob)))
+    keep = dedup_mask([(m.label, m.text, m.probability) for m in candidates], dedup)
+    kept = [m for m, k in zip(candidates, keep) if k]
+    removed = tuple(m for m, k in zip(candidates, keep) if not k)
+    spans = ground(text, [(m.label, m.text) for m in kept], language)
+    grounded = tuple(
+        PredictedMention(m.label, m.k, m.text, m.probability, *(span or (None, None)))
+        for m, span in zip(kept, spans)
+    )
+    return DocumentPrediction(text, grounded, label_counts, removed, empty)

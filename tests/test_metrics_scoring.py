@@ -1,0 +1,106 @@
+import json
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conftest import EXAMPLES
+from official_reference import official_dedup, official_micro_macro
+from padellm_ner.core import set_scores, span_scores
+from padellm_ner.core.scoring import score_records
+from padellm_ner.data import read_corpus, read_padellm_results
+
+
+def test_set_metric_counts_repeated_mentions_once():
+    scores = set_scores([({"MISC": ["Syrian", "Syrian"]}, {"MISC": ["Syrian", "Syrian"]})])
+    assert (scores.total.tp, scores.total.fp, scores.total.fn) == (1, 0, 0)
+
+
+def test_set_metric_by_hand():
+    pairs = [
+        ({"PER": ["A", "B"], "LOC": ["C"]}, {"PER": ["A"], "LOC": ["C", "D"]}),
+        ({"ORG": ["E"]}, {}),
+    ]
+    s = set_scores(pairs)
+    assert (s.total.tp, s.total.fp, s.total.fn) == (2, 2, 1)
+    assert math.isclose(s.micro_f1, 2 * 2 / (2 * 2 + 2 + 1))
+    # per label: PER p=1/2 r=1 f=2/3; LOC p=1 r=1/2 f=2/3; ORG f=0 -> macro 4/9
+    assert math.isclose(s.macro_f1, 4 / 9)
+    assert s.to_json()["per_label"]["ORG"] == {
+        "precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 1, "fn": 0, "support": 0}
+
+
+def test_span_metric_is_strict_and_counts_unplaced_predictions():
+    predicted = [(0, 5, "LOC"), (6, 9, "PER"), (None, None, "ORG")]
+    gold = [(0, 5, "LOC"), (6, 10, "PER")]
+    s = span_scores([(predicted, gold)])
+    assert (s.total.tp, s.total.fp, s.total.fn) == (1, 2, 1)
+    assert s.per_label["ORG"].fp == 1
+
+
+def test_bundled_results_file_matches_the_hand_count():
+    # examples/sample_results.json, counted by hand: before de-duplication TP 13, FP 4, FN 1;
+    # keep-max removes LOC:Siemens, MISC:Brazil (FPs) and ORG:United Nations (a TP, since LOC's 0.61 > 0.45).
+    records = read_padellm_results((EXAMPLES / "sample_results.json").read_text())
+    none = score_records(records, dedup="none")
+    assert (none.total.tp, none.total.fp, none.total.fn) == (13, 4, 1)
+    assert math.isclose(none.micro_f1, 26 / 31)
+    keep = score_records(records, dedup="keep-max")
+    assert (keep.total.tp, keep.total.fp, keep.total.fn) == (12, 2, 2)
+    assert math.isclose(keep.micro_f1, 24 / 28)
+    reverse = score_records(records, dedup="reverse")
+    assert reverse.micro_f1 < keep.micro_f1
+
+
+def test_bundled_results_match_the_official_scorer():
+    rows = json.loads((EXAMPLES / "sample_results.json").read_text())
+    records = read_padellm_results(json.dumps(rows))
+    for policy, official_rows in (("none", rows), ("keep-max", official_dedup(rows))):
+        micro, macro = official_micro_macro(official_rows)
+        ours = score_records(records, dedup=policy)
+        assert abs(ours.micro_f1 - micro) < 1e-4 and abs(ours.macro_f1 - macro) < 1e-4
+
+
+label = st.sampled_from(["ORG", "MISC", "PER", "LOC"])
+mention = st.sampled_from(["Japan", "Syria", "Asian Cup", "FIFA", "Uzbek"])
+row = st.fixed_dictionaries({
+    "pred": st.dictionaries(label, st.lists(st.tuples(mention, st.floats(0, 1)).map(list), max_size=3), max_size=4),
+    "gt": st.dictionaries(label, st.lists(mention, max_size=3), max_size=4),
+})
+
+
+@settings(max_examples=200)
+@given(st.lists(row, min_size=1, max_size=6))
+def test_random_results_match_the_official_scorer(rows):
+    rows = [{"id": i, "texts": "", **r} for i, r in enumerate(rows)]
+    records = read_padellm_results(json.dumps(rows))
+    for policy, official_rows in (("none", rows), ("keep-max", official_dedup(rows))):
+        micro, macro = official_micro_macro(official_rows)
+        ours = score_records(records, dedup=policy)
+        assert abs(ours.micro_f1 - micro) < 1e-9
+        assert abs(ours.macro_f1 - macro) < 1e-9
+
+
+def test_span_scoring_grounds_results_against_gold_offsets():
+    records = read_padellm_results((EXAMPLES / "sample_results.json").read_text())
+    gold = read_corpus(EXAMPLES / "sample.conll").documents
+    s = score_records(records, gold, dedup="keep-max", metric="span")
+    # as the set metric, plus the second "Geneva" of result 4, which has no second occurrence to map to
+    assert (s.total.tp, s.total.fp, s.total.fn) == (12, 3, 2)
+
+
+def test_span_metric_needs_gold_offsets():
+    records = read_padellm_results((EXAMPLES / "sample_results.json").read_text())
+    with pytest.raises(ValueError, match="gold character offsets"):
+        score_records(records, metric="span")
+
+
+def test_predictions_are_paired_with_gold_by_id_or_position():
+    from padellm_ner.core.scoring import PredictionRecord, pair_with_gold
+
+    gold = read_corpus(EXAMPLES / "sample.conll").documents
+    by_id = [PredictionRecord(gold[2].id, "", [])]
+    assert pair_with_gold(by_id, gold)[0] is gold[2]
+    wrong = [PredictionRecord(str(i), "other text", []) for i in range(len(gold))]
+    with pytest.raises(ValueError, match="another text"):
+        pair_with_gold(wrong, gold)
