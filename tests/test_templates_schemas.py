@@ -24,6 +24,15 @@ def test_chinese_prompts_are_the_official_bytes():
     assert t.mention_suffix(3, 2) == "3\n<第2文段>"
 
 
+def test_shared_prefix_and_label_branch_compose_the_prompt():
+    for language, label in (("en", "LOC"), ("zh", "地点")):
+        t = template_for(language)
+        text = "a {text} with braces and 文本"
+        assert t.shared_prefix(text) + t.label_branch(label) == t.count_prompt(text, label)
+        assert label not in t.shared_prefix(text)
+    assert template_for("en").shared_prefix("x") == "text:\nx\nentity type:\n"
+
+
 def test_mention_index_outside_count_is_rejected():
     with pytest.raises(ValueError):
         template_for("en").mention_suffix(2, 3)
@@ -72,3 +81,21 @@ def test_infer_schema():
     assert infer_schema({"protein"}).name == "genia"
     custom = infer_schema({"B", "A"})
     assert custom.name == "custom" and custom.labels == ("A", "B")
+
+
+def test_autoreg_struct_target_and_parse_round_trip():
+    from padellm_ner.core import make_entity, Document
+    from padellm_ner.core.autoreg import parse_struct, struct_target
+
+    text = "Cuttitta ( Italy ) , who faced England at the 1995 World Cup"
+    doc = Document("d", text, tuple(make_entity(text, *span) for span in [
+        (0, 8, "PER"), (9, 18, "LOC"), (31, 38, "LOC"), (46, 60, "MISC")]))
+    target = struct_target(doc, get_schema("conll03"))
+    assert target == ("((PER): (Cuttitta), (LOC): (( Italy )), (LOC): (England), (MISC): (1995 World Cup), "
+                      "(ORG): (NULL))")
+    assert parse_struct(target, get_schema("conll03")) == [
+        ("PER", "Cuttitta"), ("LOC", "( Italy )"), ("LOC", "England"), ("MISC", "1995 World Cup")]
+    assert parse_struct("((PER): (Cutt", get_schema("conll03")) == [("PER", "Cutt")]  # truncated output
+    assert parse_struct("garbage", get_schema("conll03")) == []
+    zh = parse_struct("((名称): (常建良), (国籍): (NULL))", get_schema("resume"))
+    assert zh == [("NAME", "常建良")]

@@ -21,6 +21,14 @@ class PromptTemplate:
     def count_prompt(self, text: str, label_word: str) -> str:
         return self.step1.format(text=text, label=label_word)
 
+    def shared_prefix(self, text: str) -> str:
+        """The part of every prompt of a document that precedes the label: encoded once, shared by all."""
+        return self.step1[: self.step1.index("{label}")].format(text=text)
+
+    def label_branch(self, label_word: str) -> str:
+        """What follows the shared prefix in a step-1 prompt: shared_prefix + label_branch == count_prompt."""
+        return self.step1[self.step1.index("{label}"):].format(label=label_word)
+
     def mention_suffix(self, count: int, k: int) -> str:
         """What step 2 appends to the step-1 prompt: the count, a newline and the k-th mention marker."""
         if not 1 <= k <= count:

@@ -1,0 +1,33 @@
+"""Configuration in one place: environment variables and their defaults. Flags override them.
+
+PADELLM_CACHE        cache folder (base model download and conversion, training runs); ~/.cache/padellm-ner
+PADELLM_BASE_MODEL   a local transformers causal-LM folder to use as the base model instead of SmolLM2
+PADELLM_MODEL        a trained PaDeLLM model (folder with adapter/weights) instead of the shipped one
+PADELLM_THREADS      torch CPU threads (default: all cores)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PADELLM_CACHE", Path.home() / ".cache" / "padellm-ner")).expanduser()
+
+
+def base_model_override() -> Path | None:
+    value = os.environ.get("PADELLM_BASE_MODEL")
+    return Path(value).expanduser() if value else None
+
+
+def model_override() -> Path | None:
+    value = os.environ.get("PADELLM_MODEL")
+    return Path(value).expanduser() if value else None
+
+
+def threads() -> int | None:
+    value = os.environ.get("PADELLM_THREADS")
+    return int(value) if value else None
