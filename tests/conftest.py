@@ -13,3 +13,36 @@ def datasets() -> Path:
     if not DATASETS.is_dir():
         pytest.skip(f"datasets not found at {DATASETS} (set PADELLM_DATASETS to run the corpus checks)")
     return DATASETS
+
+
+@pytest.fixture(scope="session")
+def base_engine_model():
+    """The real base model (SmolLM2-135M-Instruct, fetched by the set-up), without any adapter."""
+    torch = pytest.importorskip("torch")
+    from workers.engine.loading import load_engine_model
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return load_engine_model(adapter=False, device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_base_model(tmp_path_factory):
+    """A small randomly initialised model of the base architecture (Llama) with the real SmolLM2 tokenizer,
+    saved as a transformers folder: fast enough for training and export tests."""
+    torch = pytest.importorskip("torch")
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from workers.base_model import ensure_base_model
+
+    tokenizer = AutoTokenizer.from_pretrained(ensure_base_model())
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, head_dim=8, max_position_embeddings=1024,
+        tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    path = tmp_path_factory.mktemp("tiny-base")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

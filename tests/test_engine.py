@@ -1,0 +1,68 @@
+"""The embedded engine against plain per-sequence `generate` on the same (real) model."""
+
+import pytest
+import torch
+
+from padellm_ner.core import get_schema, template_for
+from workers.engine.decoder import greedy_decode
+from workers.engine.padellm import PadellmEngine
+
+TEXTS = [
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn",
+    "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C match .",
+]
+
+
+def reference(model, ids, stop_ids, max_new):
+    """Plain transformers generate, one sequence at a time: tokens and their log-probabilities."""
+    out = model.model.generate(
+        torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, output_scores=True,
+        return_dict_in_generate=True, eos_token_id=sorted(stop_ids), pad_token_id=model.pad_id,
+    )
+    new = out.sequences[0, len(ids):].tolist()
+    logprobs = [torch.log_softmax(s[0].float(), -1)[t].item() for s, t in zip(out.scores, new)]
+    if new and new[-1] in stop_ids:
+        return new[:-1], logprobs[:-1]
+    return new, logprobs
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_prefix_shared_batches_equal_per_sequence_generate(base_engine_model, text):
+    m = base_engine_model
+    template, schema = template_for("en"), get_schema("conll03")
+    stop = frozenset({m.eos_id, *m.newline_ids})
+    prefix = m.encode(template.shared_prefix(text), special=True)
+    # count branches and mention branches of varying lengths, so padding and early exit both happen
+    branches = [m.encode(template.label_branch(label)) for label in schema.labels]
+    branches += [m.encode(template.label_branch("PER") + template.mention_suffix(2, k)) for k in (1, 2)]
+    expected = [reference(m, prefix + branch, stop, 6) for branch in branches]
+    shared = greedy_decode(m.model, branches, prefix_ids=prefix, stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
+    alone = greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
+    for got in (shared, alone):
+        for generated, (tokens, logprobs) in zip(got, expected):
+            assert generated.token_ids == tokens
+            assert generated.logprobs == pytest.approx(logprobs, abs=2e-4)
+
+
+def test_split_tokenization_equals_whole_prompt_tokenization(base_engine_model):
+    m = base_engine_model
+    for language, schema_name, text in (("en", "conll03", TEXTS[2]), ("zh", "resume", "常建良，男，1963年出生")):
+        template, schema = template_for(language), get_schema(schema_name)
+        prefix = m.encode(template.shared_prefix(text), special=True)
+        for label in schema.labels:
+            word = schema.prompt_word(label)
+            assert prefix + m.encode(template.label_branch(word)) == m.encode(template.count_prompt(text, word), special=True)
+            step2 = template.label_branch(word) + template.mention_suffix(3, 2)
+            assert prefix + m.encode(step2) == m.encode(template.mention_prompt(text, word, 3, 2), special=True)
+
+
+def test_engine_modes_agree_and_account_tokens(base_engine_model):
+    schema = get_schema("conll03")
+    shared = PadellmEngine(base_engine_model, prefix_sharing=True, max_mention_tokens=5).recognize(TEXTS[0], schema)
+    alone = PadellmEngine(base_engine_model, prefix_sharing=False, max_mention_tokens=5).recognize(TEXTS[0], schema)
+    assert [c.raw for c in shared.counts] == [c.raw for c in alone.counts]
+    assert [(m.label, m.k, m.raw) for m in shared.mentions] == [(m.label, m.k, m.raw) for m in alone.mentions]
+    assert shared.forward_calls >= 3 and shared.prefill_tokens < alone.prefill_tokens
+    assert [c.label for c in shared.prediction.counts] == list(schema.labels)
+    assert shared.tokens_per_sequence > 0

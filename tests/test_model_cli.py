@@ -1,0 +1,62 @@
+"""recognize / eval / bench / train / export through the CLI, on a tiny model (fast) and the real base model."""
+
+import json
+
+import pytest
+
+from conftest import EXAMPLES
+from padellm_ner.cli import main
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tiny_base_model, tmp_path_factory):
+    """A tiny PaDeLLM model and a tiny AutoReg_Struct model, each trained for 2 steps and exported."""
+    root = tmp_path_factory.mktemp("tiny-models")
+    models = {}
+    for objective in ("padellm", "autoreg-struct"):
+        run = root / f"run-{objective}"
+        assert main(["train", "--data", str(EXAMPLES / "sample.conll"), "--schema", "conll03", "--output", str(run),
+                     "--objective", objective, "--max-steps", "2", "--rows-per-step", "2", "--no-bf16",
+                     "--base-model", str(tiny_base_model)]) == 0
+        assert main(["export", "--run", str(run), "--output", str(root / objective), "--rank", "4"]) == 0
+        models[objective] = root / objective
+    return models
+
+
+def test_eval_json_fields(tiny_base_model, tiny_models, capsys, tmp_path):
+    predictions = tmp_path / "pred.jsonl"
+    assert main(["eval", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models["padellm"]),
+                 "--base-model", str(tiny_base_model), "--json", "--predictions", str(predictions)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    for key in ("micro_f1", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "tokens_per_sequence_mean"):
+        assert key in report
+    assert report["documents"] == 5 and report["mode"] == "padellm"
+    rows = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(rows) == 5 and {"id", "text", "entities"} <= set(rows[0])
+    # the predictions file scores to the same set-based F1 through `score`
+    assert main(["score", "--pred", str(predictions), "--gold", str(EXAMPLES / "sample.conll"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["micro_f1"] == pytest.approx(report["micro_f1"])
+
+
+def test_bench_reports_modes_side_by_side(tiny_base_model, tiny_models, capsys, tmp_path):
+    assert main(["bench", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models["padellm"]),
+                 "--baseline-model", str(tiny_models["autoreg-struct"]), "--base-model", str(tiny_base_model),
+                 "--output-dir", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report["modes"]) == {"padellm", "padellm-no-prefix-sharing", "autoreg-struct"}
+    for mode in report["modes"].values():
+        assert {"latency_ms_mean", "micro_f1", "tokens_per_sequence_mean"} <= set(mode)
+    assert {"padellm_vs_autoreg-struct", "padellm_vs_padellm-no-prefix-sharing"} <= set(report["speedup"])
+    assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "bench.json").exists()
+
+
+def test_recognize_with_the_real_base_model(capsys):
+    assert main(["recognize", "EU rejects German call .", "--no-adapter", "--labels", "PER,LOC", "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert set(record["counts"]) == {"PER", "LOC"}
+    assert {"entities", "model", "schema", "latency_ms"} <= set(record)
+
+
+def test_recognize_rejects_unknown_labels(capsys):
+    assert main(["recognize", "EU rejects", "--no-adapter", "--labels", "GPE"]) == 2
+    assert "not in schema conll03" in capsys.readouterr().err

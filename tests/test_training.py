@@ -1,0 +1,134 @@
+"""Training data flow, the block-masked packing, resumable checkpoints and export, on a tiny model."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from conftest import EXAMPLES
+from padellm_ner.core import get_schema
+from padellm_ner.data import read_corpus
+from workers.training.examples import AUTOREG_STRUCT, PADELLM, tokenize_document
+from workers.training.loop import TrainConfig, batch_loss, train
+from workers.training.packing import IGNORE, collate, pack, split_to_fit
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return read_corpus(EXAMPLES / "sample.conll").documents
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_base_model):
+    return AutoTokenizer.from_pretrained(tiny_base_model)
+
+
+def test_tokenized_documents_share_one_prefix(docs, tokenizer):
+    doc = tokenize_document(tokenizer, docs[1], get_schema("conll03"), PADELLM)
+    assert len(doc.branches) == 6  # MISC x2, LOC x2, ORG 0, PER 0
+    assert all(b.target_ids[-1] == tokenizer.eos_token_id for b in doc.branches)
+    assert doc.unshared_tokens > doc.tokens
+    first_misc = doc.branches[1]  # ORG (zero count) comes first in the schema order
+    text = tokenizer.decode(list(doc.prefix_ids) + list(first_misc.prompt_ids) + list(first_misc.target_ids))
+    assert text.startswith("text:\nThe Dutch team") and "entity type:\nMISC\n\n<num>2\n<mention 1>Dutch" in text
+    struct = tokenize_document(tokenizer, docs[1], get_schema("conll03"), AUTOREG_STRUCT)
+    assert len(struct.branches) == 1 and struct.branches[0].prompt_ids == ()
+    assert tokenizer.decode(list(struct.branches[0].target_ids)).startswith("((MISC): (Dutch), (LOC): (Brazil)")
+
+
+def _per_example_loss(model, doc) -> tuple[float, int]:
+    """Loss summed over every example encoded on its own, the way an unshared trainer would see it."""
+    total, count = 0.0, 0
+    for branch in doc.branches:
+        ids = list(doc.prefix_ids) + list(branch.prompt_ids) + list(branch.target_ids)
+        first = len(doc.prefix_ids) + len(branch.prompt_ids)
+        logits = model(input_ids=torch.tensor([ids])).logits[0].float()
+        logprobs = torch.log_softmax(logits[first - 1:-1], -1)
+        targets = torch.tensor(ids[first:])
+        total += float(-logprobs.gather(1, targets[:, None]).sum().detach())
+        count += len(targets)
+    return total, count
+
+
+@pytest.mark.parametrize("objective", [PADELLM, AUTOREG_STRUCT])
+def test_packed_rows_give_the_same_loss_as_separate_examples(tiny_base_model, docs, tokenizer, objective):
+    model = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32, attn_implementation="sdpa")
+    tokenized = [tokenize_document(tokenizer, d, get_schema("conll03"), objective) for d in docs]
+    expected_total, expected_count = 0.0, 0
+    for doc in tokenized:
+        total, count = _per_example_loss(model, doc)
+        expected_total += total
+        expected_count += count
+    rows = pack(tokenized, max_tokens=200, seed=3)
+    assert len(rows) > 1  # several documents per row and several rows
+    batch = collate(rows, tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss, count = batch_loss(model, batch, bf16=False)
+    assert count == expected_count
+    assert float(loss) * count == pytest.approx(expected_total, rel=1e-4)
+
+
+def test_long_documents_are_split_with_their_prefix(docs, tokenizer):
+    doc = tokenize_document(tokenizer, docs[2], get_schema("conll03"), PADELLM)
+    parts = split_to_fit(doc, len(doc.prefix_ids) + 20)
+    assert len(parts) > 1 and all(p.prefix_ids == doc.prefix_ids for p in parts)
+    assert sum(len(p.branches) for p in parts) == len(doc.branches)
+    rows = pack([doc], max_tokens=len(doc.prefix_ids) + 20)
+    targets = sum(1 for r in rows for t in r.targets if t != IGNORE)
+    assert targets == sum(len(b.target_ids) for b in doc.branches)
+
+
+def _config(base, output, **kw):
+    values = dict(base_model=str(base), output=str(output), max_steps=4, row_tokens=160, rows_per_step=2,
+                  warmup_steps=1, lr=1e-3, bf16=False, checkpoint_minutes=1000.0, seed=7, schema="conll03")
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+def test_training_resumes_to_the_same_weights(tiny_base_model, docs, tokenizer, tmp_path):
+    schema = get_schema("conll03")
+    straight = train(_config(tiny_base_model, tmp_path / "straight"), docs, schema, tokenizer, log=lambda m: None)
+    # interrupted: stop after 2 steps (a checkpoint is written), then resume in a new call
+    interrupted = _config(tiny_base_model, tmp_path / "resumed", max_steps=4)
+    interrupted.time_budget_minutes = 0.0  # stops after its first step, checkpointed
+    train(interrupted, docs, schema, tokenizer, log=lambda m: None)
+    state = json.loads((tmp_path / "resumed" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 1 and not (tmp_path / "resumed" / "final.safetensors").exists()
+    train(_config(tiny_base_model, tmp_path / "resumed"), docs, schema, tokenizer, log=lambda m: None)
+    a = load_file(straight / "final.safetensors")
+    b = load_file(tmp_path / "resumed" / "final.safetensors")
+    assert a.keys() == b.keys() and len(a) == 2 * 7  # 2 layers x 7 projections
+    for name in a:
+        assert torch.allclose(a[name], b[name], atol=1e-6), name
+    losses = [json.loads(line)["loss"] for line in (straight / "log.jsonl").read_text().splitlines()]
+    assert losses[-1] < losses[0]
+
+
+def test_full_run_exports_as_lora_and_loads_in_the_engine(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.engine.loading import load_engine_model
+    from workers.training.export import export_run
+
+    run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    out = tmp_path / "model"
+    stats = export_run(run, out, rank=32, version="test")  # rank 32 = full rank of the 32-wide deltas: exact
+    assert stats["delta_energy_kept"] == pytest.approx(1.0, abs=1e-6)
+    info = json.loads((out / "padellm.json").read_text())
+    assert info["objective"] == "padellm" and info["format"] == "lora-from-full-svd-r32"
+    engine_model = load_engine_model(out, base_model=tiny_base_model, device="cpu")
+    tuned = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
+    tuned.load_state_dict(load_file(run / "final.safetensors"), strict=False)
+    ids = torch.tensor([tokenizer("text:\nEU rejects\nentity type:\nORG\n\n<num>")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-2)
+
+
+def test_lora_training_and_export(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.training.export import export_run
+
+    run = train(_config(tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, lora_alpha=8, max_steps=2),
+                docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    export_run(run, tmp_path / "model", rank=4, version="test")
+    adapter = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
+    assert adapter["r"] == 4 and adapter["lora_alpha"] == 8

@@ -1,0 +1,92 @@
+"""Loading a model for the embedded engine: a base causal LM, optionally with a PaDeLLM adapter merged in.
+
+A PaDeLLM model folder holds `padellm.json` (what it is: objective, schema, base model, version) and a PEFT
+LoRA adapter (`adapter_config.json`, `adapter_model.safetensors`). The adapter is merged into the base
+weights at load time, so decoding runs a plain model. On a GPU the model runs in bf16; on the CPU in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from padellm_ner import config
+from workers.base_model import ensure_base_model
+
+log = logging.getLogger(__name__)
+
+SHIPPED_MODEL = config.REPO_ROOT / "models" / "padellm-conll03"
+
+
+@dataclass
+class EngineModel:
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    info: dict = field(default_factory=dict)
+    newline_ids: frozenset[int] = frozenset()
+
+    @property
+    def eos_id(self) -> int:
+        return self.tokenizer.eos_token_id
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
+
+    def encode(self, text: str, special: bool = False) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=special)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    if name:
+        return torch.device(name)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def newline_token_ids(tokenizer) -> frozenset[int]:
+    """Every token whose text holds a newline: the count step (and a mention) ends at one of them."""
+    vocab = tokenizer.get_vocab()
+    ids = [i for i in vocab.values()]
+    texts = tokenizer.batch_decode([[i] for i in ids])
+    return frozenset(i for i, text in zip(ids, texts) if "\n" in text)
+
+
+def resolve_model_dir(model: str | Path | None) -> Path | None:
+    """The PaDeLLM model to load: the one named, else PADELLM_MODEL, else the shipped one (if present)."""
+    if model:
+        return Path(model).expanduser()
+    if config.model_override():
+        return config.model_override()
+    return SHIPPED_MODEL if (SHIPPED_MODEL / "padellm.json").exists() else None
+
+
+def load_engine_model(
+    model: str | Path | None = None, *, base_model: str | Path | None = None, device: str | None = None,
+    adapter: bool = True,
+) -> EngineModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = pick_device(device)
+    dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+    model_dir = resolve_model_dir(model) if adapter else None
+    info: dict = {}
+    if model_dir is not None:
+        info = json.loads((model_dir / "padellm.json").read_text())
+    base = ensure_base_model(base_model)
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    network = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
+    if model_dir is not None and (model_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, model_dir).merge_and_unload()
+    network = network.to(device=target, dtype=dtype).eval()
+    info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info}
+    return EngineModel(network, tokenizer, target, info, newline_token_ids(tokenizer))

@@ -1,0 +1,161 @@
+"""Predicting a corpus with the embedded engine and scoring it; the side-by-side decoding benchmark.
+
+`evaluate` runs one decoding mode over documents and returns predictions, scores and latency figures;
+`benchmark` runs several modes on the same documents in one process, one after another, and reports them
+side by side (the paper's Tables 2, 3 and 8) as JSON, a table and a PNG plot.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from tqdm import tqdm
+
+from padellm_ner.core import Document, LabelSchema, Scores, set_scores, span_scores
+
+PADELLM_PREFIX, PADELLM_NO_PREFIX, AUTOREG_STRUCT = "padellm", "padellm-no-prefix-sharing", "autoreg-struct"
+
+
+@dataclass
+class ModeRun:
+    mode: str
+    latencies_s: list[float] = field(default_factory=list)
+    tokens_per_sequence: list[float] = field(default_factory=list)
+    forward_calls: list[int] = field(default_factory=list)
+    predictions: list = field(default_factory=list)  # DocumentPrediction per document
+    set_scores: Scores | None = None
+    span_scores: Scores | None = None
+    count_exact: int = 0
+    count_total: int = 0
+
+    def summary(self) -> dict:
+        lat = sorted(self.latencies_s)
+
+        def pct(q: float) -> float:
+            return lat[min(len(lat) - 1, int(round(q * (len(lat) - 1))))] * 1000 if lat else 0.0
+
+        out = {
+            "documents": len(lat),
+            "latency_ms_mean": statistics.fmean(lat) * 1000 if lat else 0.0,
+            "latency_ms_p50": pct(0.5),
+            "latency_ms_p95": pct(0.95),
+            "tokens_per_sequence_mean": statistics.fmean(self.tokens_per_sequence) if self.tokens_per_sequence else 0.0,
+            "forward_calls_mean": statistics.fmean(self.forward_calls) if self.forward_calls else 0.0,
+        }
+        if self.set_scores is not None:
+            s = self.set_scores.to_json()
+            out.update({"micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"], "precision": s["precision"],
+                        "recall": s["recall"], "per_label": s["per_label"]})
+        if self.span_scores is not None:
+            out["span_micro_f1"] = self.span_scores.micro_f1
+        if self.count_total:
+            out["count_accuracy"] = self.count_exact / self.count_total
+        return out
+
+
+def run_mode(
+    mode: str, recognize: Callable[[str], object], documents: Sequence[Document], schema: LabelSchema,
+    warmup: int = 2, progress: bool = True,
+) -> ModeRun:
+    """Decode every document with `recognize` (an engine's bound method) and score the predictions."""
+    for document in documents[:warmup]:  # first calls pay one-off allocation costs; not measured
+        recognize(document.text)
+    run = ModeRun(mode)
+    for document in tqdm(documents, desc=mode, unit="doc", disable=not progress):
+        result = recognize(document.text)
+        run.latencies_s.append(result.latency_s)
+        run.tokens_per_sequence.append(result.tokens_per_sequence)
+        run.forward_calls.append(result.forward_calls)
+        run.predictions.append(result.prediction)
+        gold_counts = {label: 0 for label in schema.labels}
+        for entity in document.entities:
+            gold_counts[entity.label] = gold_counts.get(entity.label, 0) + 1
+        for count in result.prediction.counts:
+            run.count_total += 1
+            run.count_exact += int(count.count == gold_counts.get(count.label, 0))
+    run.set_scores = set_scores((p.by_label(), d.mentions_by_label()) for p, d in zip(run.predictions, documents))
+    run.span_scores = span_scores(
+        ([(m.start, m.end, m.label) for m in p.mentions], [(e.start, e.end, e.label) for e in d.entities])
+        for p, d in zip(run.predictions, documents)
+    )
+    return run
+
+
+def predictions_jsonl(run: ModeRun, documents: Sequence[Document]) -> str:
+    lines = []
+    for prediction, document, latency in zip(run.predictions, documents, run.latencies_s):
+        lines.append(json.dumps({
+            "id": document.id, "text": document.text, "latency_s": latency,
+            "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
+                          "probability": m.probability} for m in prediction.mentions],
+        }, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def speedups(summaries: dict[str, dict]) -> dict:
+    out = {}
+    base = summaries.get(PADELLM_PREFIX)
+    if not base:
+        return out
+    for other in (AUTOREG_STRUCT, PADELLM_NO_PREFIX):
+        if other in summaries and base["latency_ms_mean"]:
+            key = f"{PADELLM_PREFIX}_vs_{other}"
+            out[key] = summaries[other]["latency_ms_mean"] / base["latency_ms_mean"]
+    if AUTOREG_STRUCT in summaries and summaries[AUTOREG_STRUCT]["tokens_per_sequence_mean"]:
+        out["tokens_per_sequence_ratio_padellm_over_autoreg"] = (
+            base["tokens_per_sequence_mean"] / summaries[AUTOREG_STRUCT]["tokens_per_sequence_mean"])
+    return out
+
+
+def bench_table(report: dict) -> str:
+    modes = report["modes"]
+    width = max(len(m) for m in modes)
+    lines = [f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'F1':>7} "
+             f"{'tok/seq':>8} {'fwd/doc':>8}"]
+    base = modes.get(PADELLM_PREFIX, {}).get("latency_ms_mean")
+    for name, m in modes.items():
+        # speedup of PaDeLLM (prefix sharing) over this mode: this mode's mean latency / PaDeLLM's
+        speed = m["latency_ms_mean"] / base if base else float("nan")
+        lines.append(f"{name:<{width}}  {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
+                     f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
+                     f"{m['tokens_per_sequence_mean']:8.2f} {m['forward_calls_mean']:8.1f}")
+    lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
+    for key, value in report.get("speedup", {}).items():
+        lines.append(f"{key}: {value:.2f}")
+    return "\n".join(lines)
+
+
+def bench_plot(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    modes = list(report["modes"])
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    x = range(len(modes))
+    for offset, key, label in ((-0.25, "latency_ms_mean", "mean"), (0, "latency_ms_p50", "p50"),
+                               (0.25, "latency_ms_p95", "p95")):
+        axes[0].bar([i + offset for i in x], [report["modes"][m][key] for m in modes], width=0.25, label=label)
+    axes[0].set_title("latency per document (ms)")
+    axes[0].legend()
+    axes[1].bar(x, [report["modes"][m]["tokens_per_sequence_mean"] for m in modes], color="tab:green")
+    axes[1].set_title("generated tokens per sequence")
+    axes[2].bar(x, [report["modes"][m].get("micro_f1", 0) * 100 for m in modes], color="tab:purple")
+    axes[2].set_title("micro-F1 (paper metric)")
+    for ax in axes:
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(modes, rotation=15, fontsize=8)
+    fig.suptitle(f"{report['data']} — {report['documents']} documents, {report['device']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def timestamp() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
