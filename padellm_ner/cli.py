@@ -169,7 +169,40 @@ def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict
     }
 
 
+def _recognize_remote(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import grpc
+
+    from padellm.v1 import ner_pb2, ner_pb2_grpc
+    from service.records import EntityRecord
+
+    from .grpc_common import TlsFiles, channel
+
+    async def call():
+        async with channel(args.endpoint, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)) as ch:
+            stub = ner_pb2_grpc.NerServiceStub(ch)
+            request = ner_pb2.RecognizeRequest(id=args.id, text=args.text, schema=args.schema or "",
+                                               labels=args.labels.split(",") if args.labels else [])
+            return await stub.Recognize(request, timeout=args.timeout)
+
+    try:
+        record = EntityRecord.from_proto(asyncio.run(call())).to_json()
+    except grpc.aio.AioRpcError as error:
+        print(f"padellm-ner: error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    else:
+        for e in record["entities"]:
+            print(f"{e['label']:<8} {e['text']:<30} [{e['start']}:{e['end']}] p={e['probability']:.3f}")
+        print(f"({len(record['entities'])} entities, {record['timings']['wall_ms']:.0f} ms, model {record['model']})")
+    return 0
+
+
 def cmd_recognize(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        return _recognize_remote(args)
     _set_threads()
     engine_model, engine = _engine(args, args.model)
     schema = _schema_of(args, engine_model)
@@ -259,6 +292,31 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.main import main as worker_main
+
+    from .logs import configure_logging
+
+    configure_logging()
+    _set_threads()
+    return worker_main(args)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.main import main as service_main
+
+    from .logs import configure_logging
+
+    configure_logging()
+    return service_main(args)
+
+
+def _add_tls_server_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key turns TLS on")
+    parser.add_argument("--tls-key", help="server private key (PEM)")
+    parser.add_argument("--tls-client-ca", help="CA of client certificates: requires them (mutual TLS)")
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a PaDeLLM model folder (default: PADELLM_MODEL, else the shipped model)")
     parser.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
@@ -345,7 +403,45 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
     rec.add_argument("--no-adapter", action="store_true", help="the bare base model (for checks)")
     rec.add_argument("--json", action="store_true")
+    rec.add_argument("--endpoint", help="HOST:PORT of a running NER service: call it instead of the embedded model")
+    rec.add_argument("--id", default="cli-1", help="document id sent to the service")
+    rec.add_argument("--timeout", type=float, default=60.0, help="deadline of the service call (s)")
+    rec.add_argument("--tls-ca", help="CA that signed the service's certificate (turns TLS on)")
+    rec.add_argument("--tls-cert", help="client certificate for mutual TLS")
+    rec.add_argument("--tls-key", help="client key for mutual TLS")
     rec.set_defaults(handler=cmd_recognize)
+
+    wk = commands.add_parser("worker", help="a model worker: gRPC Count/Mention/Extract over a backend")
+    wk.add_argument("--port", type=int, default=50061)
+    wk.add_argument("--host", default="127.0.0.1")
+    wk.add_argument("--backend", default="embedded", choices=("embedded", "tgi"))
+    wk.add_argument("--tgi-url", help="TGI base URL, e.g. http://127.0.0.1:8080 (backend tgi)")
+    wk.add_argument("--tgi-timeout-s", type=float, default=30.0)
+    wk.add_argument("--tgi-model-name", default="tgi", help="model name the worker reports for a TGI backend")
+    wk.add_argument("--tgi-api-port", type=int, help="also serve the backend behind TGI's HTTP API on this port")
+    _add_model_options(wk)
+    wk.add_argument("--batch-window-ms", type=float, default=2.0, help="micro-batching window (embedded)")
+    wk.add_argument("--max-text-chars", type=int, default=8192)
+    _add_tls_server_options(wk)
+    wk.set_defaults(handler=cmd_worker)
+
+    sv = commands.add_parser("serve", help="the public NER gRPC service on the orchestrator")
+    sv.add_argument("--port", type=int, default=50051)
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--workers", required=True, help="HOST:PORT[,HOST:PORT...] of model workers")
+    sv.add_argument("--mode", default="multi", choices=("multi", "batch"))
+    sv.add_argument("--no-affinity", action="store_true", help="round-robin every call instead of per document")
+    sv.add_argument("--schema", default="conll03", help="label schema of requests that name none")
+    sv.add_argument("--deadline-s", type=float, default=30.0, help="deadline of each worker call")
+    sv.add_argument("--max-in-flight", type=int, default=256, help="worker calls in flight, all documents together")
+    sv.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
+    sv.add_argument("--max-text-chars", type=int, default=8192)
+    sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    _add_tls_server_options(sv)
+    sv.add_argument("--worker-tls-ca", help="CA of the workers' certificates (TLS to workers)")
+    sv.add_argument("--worker-tls-cert", help="client certificate towards the workers (mutual TLS)")
+    sv.add_argument("--worker-tls-key")
+    sv.set_defaults(handler=cmd_serve)
 
     ev = commands.add_parser("eval", help="predict a corpus with the embedded model and score it")
     ev.add_argument("--data", required=True)

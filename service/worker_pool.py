@@ -1,0 +1,125 @@
+"""Client side of the model workers: one channel per endpoint, client-side balancing, retries with backoff.
+
+Multi mode spreads sequence calls over the endpoints round-robin, or, with document affinity, sends every
+call of a document to the same endpoint first (so that endpoint's prefix cache, or its TGI prefix cache,
+serves the document) and moves to the next endpoint only on failure. A call that fails with UNAVAILABLE or
+RESOURCE_EXHAUSTED is retried on the next endpoint after an exponential, jittered backoff; an endpoint that
+answered UNAVAILABLE is skipped for a short cool-down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable, TypeVar
+
+import grpc
+
+from padellm.v1 import worker_pb2_grpc
+from padellm_ner.grpc_common import TlsFiles, channel
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+@dataclass
+class RetryPolicy:
+    attempts: int = 4
+    initial_backoff_s: float = 0.05
+    max_backoff_s: float = 1.0
+    multiplier: float = 2.0
+    cooldown_s: float = 2.0
+
+    def backoff(self, attempt: int) -> float:
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** attempt)
+        return random.uniform(ceiling / 2, ceiling)
+
+
+@dataclass
+class Endpoint:
+    target: str
+    channel: grpc.aio.Channel
+    stub: worker_pb2_grpc.ModelWorkerStub
+    down_until: float = 0.0
+    calls: int = 0
+    failures: int = 0
+
+
+@dataclass
+class PoolStats:
+    retries: int = 0
+    failures: dict = field(default_factory=dict)
+
+
+class WorkerPool:
+    def __init__(self, targets: list[str], *, tls: TlsFiles | None = None, affinity: bool = True,
+                 retry: RetryPolicy | None = None):
+        if not targets:
+            raise ValueError("at least one worker endpoint is needed")
+        self.targets = targets
+        self.tls = tls
+        self.affinity = affinity
+        self.retry = retry or RetryPolicy()
+        self.endpoints: list[Endpoint] = []
+        self.stats = PoolStats()
+        self._next = 0
+
+    async def start(self) -> None:
+        for target in self.targets:
+            ch = channel(target, self.tls)
+            self.endpoints.append(Endpoint(target, ch, worker_pb2_grpc.ModelWorkerStub(ch)))
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(e.channel.close() for e in self.endpoints))
+        self.endpoints.clear()
+
+    async def __aenter__(self) -> "WorkerPool":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def _order(self, document_id: str) -> list[Endpoint]:
+        """Endpoints to try, in order: affinity's home endpoint first, or the next one round-robin."""
+        n = len(self.endpoints)
+        if self.affinity:
+            first = zlib.crc32(document_id.encode()) % n
+        else:
+            first = self._next % n
+            self._next += 1
+        ordered = [self.endpoints[(first + i) % n] for i in range(n)]
+        now = time.monotonic()
+        up = [e for e in ordered if e.down_until <= now]
+        return up + [e for e in ordered if e.down_until > now]  # cooling-down endpoints as a last resort
+
+    async def call(self, document_id: str, invoke: Callable[[worker_pb2_grpc.ModelWorkerStub], Awaitable[T]]) -> T:
+        """`invoke(stub)` on an endpoint, retried on other endpoints for retryable errors."""
+        last_error: grpc.aio.AioRpcError | None = None
+        for attempt in range(self.retry.attempts):
+            order = self._order(document_id)
+            endpoint = order[attempt % len(order)] if attempt < len(order) else order[0]
+            endpoint.calls += 1
+            try:
+                return await invoke(endpoint.stub)
+            except grpc.aio.AioRpcError as error:
+                endpoint.failures += 1
+                code = error.code()
+                self.stats.failures[code.name] = self.stats.failures.get(code.name, 0) + 1
+                if code not in RETRYABLE:
+                    raise
+                if code == grpc.StatusCode.UNAVAILABLE:
+                    endpoint.down_until = time.monotonic() + self.retry.cooldown_s
+                last_error = error
+                if attempt + 1 < self.retry.attempts:
+                    self.stats.retries += 1
+                    log.warning("worker %s: %s; retrying (%d/%d)", endpoint.target, code.name, attempt + 1,
+                                self.retry.attempts - 1)
+                    await asyncio.sleep(self.retry.backoff(attempt))
+        assert last_error is not None
+        raise last_error

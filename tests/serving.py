@@ -1,0 +1,81 @@
+"""Helpers for the serving tests: real grpc.aio servers on loopback, started and stopped in the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import AsyncIterator
+
+from padellm.v1 import ner_pb2, ner_pb2_grpc
+from padellm_ner.grpc_common import TlsFiles, channel, start_server
+from service.orchestrator import Orchestrator, OrchestratorConfig
+from service.server import SERVICE_NAME as NER_SERVICE, NerService, add_to_server as add_ner
+from service.worker_pool import RetryPolicy, WorkerPool
+from workers.backends.embedded import EmbeddedBackend
+from workers.server import SERVICE_NAME as WORKER_SERVICE, WorkerService, add_to_server as add_worker
+
+
+@contextlib.asynccontextmanager
+async def worker(backend, tls: TlsFiles | None = None) -> AsyncIterator[tuple[str, object]]:
+    await backend.start()
+    server, port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER_SERVICE], "127.0.0.1", 0, tls)
+    try:
+        yield f"127.0.0.1:{port}", server
+    finally:
+        await server.stop(0)
+        await backend.stop()
+
+
+@contextlib.asynccontextmanager
+async def ner_service(targets: list[str], mode: str = "multi", *, deadline_s: float = 30.0, tls: TlsFiles | None = None,
+                      worker_tls: TlsFiles | None = None, affinity: bool = True, attempts: int = 4):
+    pool = WorkerPool(targets, tls=worker_tls, affinity=affinity,
+                      retry=RetryPolicy(attempts=attempts, initial_backoff_s=0.01, max_backoff_s=0.05))
+    await pool.start()
+    orchestrator = Orchestrator(pool, OrchestratorConfig(mode=mode, call_deadline_s=deadline_s, model="test"))
+    server, port, _ = await start_server(add_ner(NerService(orchestrator)), [NER_SERVICE], "127.0.0.1", 0, tls)
+    try:
+        yield f"127.0.0.1:{port}", orchestrator
+    finally:
+        await server.stop(0)
+        await pool.stop()
+
+
+@contextlib.asynccontextmanager
+async def ner_client(target: str, tls: TlsFiles | None = None):
+    async with channel(target, tls) as ch:
+        yield ner_pb2_grpc.NerServiceStub(ch)
+
+
+def request(doc_id: str, text: str, **kw) -> ner_pb2.RecognizeRequest:
+    return ner_pb2.RecognizeRequest(id=doc_id, text=text, **kw)
+
+
+def entities(record) -> list[tuple]:
+    return [(e.label, e.text, e.start, e.end, round(e.probability, 4)) for e in record.entities]
+
+
+class SlowBackend:
+    """Wraps a backend and delays every call: for deadline tests."""
+
+    def __init__(self, inner: EmbeddedBackend, delay_s: float):
+        self.inner, self.delay_s = inner, delay_s
+        self.name, self.model_name, self.model_version = inner.name, inner.model_name, inner.model_version
+
+    async def start(self):
+        await self.inner.start()
+
+    async def stop(self):
+        await self.inner.stop()
+
+    async def count(self, *a):
+        await asyncio.sleep(self.delay_s)
+        return await self.inner.count(*a)
+
+    async def mention(self, *a):
+        await asyncio.sleep(self.delay_s)
+        return await self.inner.mention(*a)
+
+    async def extract(self, *a):
+        await asyncio.sleep(self.delay_s)
+        return await self.inner.extract(*a)

@@ -1,0 +1,154 @@
+"""The serving stack against real gRPC servers on loopback with the real model."""
+
+import asyncio
+
+import grpc
+import pytest
+
+from padellm.v1 import ner_pb2, worker_pb2, worker_pb2_grpc
+from padellm_ner.grpc_common import channel
+from serving import SlowBackend, entities, ner_client, ner_service, request, worker
+from workers.backends.embedded import EmbeddedBackend
+
+TEXTS = [
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn",
+    "BRUSSELS 1996-08-22",
+    "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C match .",
+    "Germany 's representative to the European Union 's veterinary committee Werner Zwingmann said on Wednesday .",
+]
+
+
+@pytest.fixture
+def backend(serving_engine_model):
+    return lambda: EmbeddedBackend(serving_engine_model)
+
+
+async def test_recognize_end_to_end(backend):
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
+        record = await stub.Recognize(request("doc-1", TEXTS[0]), timeout=120)
+    assert record.id == "doc-1" and record.record_version == "padellm-ner.entity-record/v1"
+    assert [c.label for c in record.counts] == ["ORG", "MISC", "PER", "LOC"]
+    assert record.schema == "conll03" and record.timings.wall_ms > 0
+    for entity in record.entities:
+        if entity.start >= 0:
+            assert TEXTS[0][entity.start:entity.end] == entity.text
+        assert 0 < entity.probability <= 1
+
+
+async def test_multi_and_batch_modes_return_identical_entities(backend):
+    async with worker(backend()) as (target, _):
+        results = {}
+        for mode in ("multi", "batch"):
+            async with ner_service([target], mode) as (service, _), ner_client(service) as stub:
+                results[mode] = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120))
+                                 for i, t in enumerate(TEXTS)]
+    assert results["multi"] == results["batch"]
+
+
+async def test_batch_and_stream_calls(backend):
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
+        single = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS)]
+        batch = await stub.RecognizeBatch(ner_pb2.RecognizeBatchRequest(
+            documents=[request(f"d{i}", t) for i, t in enumerate(TEXTS)]), timeout=120)
+        assert [r.id for r in batch.records] == [f"d{i}" for i in range(len(TEXTS))]
+        assert [entities(r) for r in batch.records] == single
+
+        async def requests():
+            for i, t in enumerate(TEXTS):
+                yield request(f"s{i}", t)
+
+        streamed = [r async for r in stub.RecognizeStream(requests(), timeout=120)]
+        assert [r.id for r in streamed] == [f"s{i}" for i in range(len(TEXTS))]
+        assert [entities(r) for r in streamed] == single
+
+
+async def test_many_concurrent_clients(backend):
+    async with worker(backend()) as (a, _), worker(backend()) as (b, _), ner_service([a, b]) as (service, _):
+        async with ner_client(service) as stub:
+            expected = {t: entities(await stub.Recognize(request("warm", t), timeout=120)) for t in TEXTS}
+
+        async def one_client(n: int):
+            async with ner_client(service) as own:
+                text = TEXTS[n % len(TEXTS)]
+                return text, entities(await own.Recognize(request(f"c{n}", text), timeout=300))
+
+        results = await asyncio.gather(*(one_client(n) for n in range(24)))
+    assert all(got == expected[text] for text, got in results)
+
+
+async def test_worker_down_mid_run_is_retried_on_another(backend):
+    async with worker(backend()) as (a, server_a), worker(backend()) as (b, _):
+        async with ner_service([a, b], affinity=False) as (service, orchestrator), ner_client(service) as stub:
+            before = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS[:2])]
+            await server_a.stop(0)  # one worker goes away
+            after = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS[:2])]
+            assert after == before
+            assert orchestrator.pool.stats.retries >= 1 and orchestrator.pool.stats.failures.get("UNAVAILABLE")
+
+
+async def test_all_workers_down_gives_a_clear_error(backend):
+    async with worker(backend()) as (a, server_a):
+        async with ner_service([a], attempts=2) as (service, _), ner_client(service) as stub:
+            await server_a.stop(0)
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Recognize(request("d", TEXTS[0]), timeout=60)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "model worker call failed" in error.value.details()
+
+
+async def test_deadlines(serving_engine_model):
+    slow = SlowBackend(EmbeddedBackend(serving_engine_model), delay_s=2.0)
+    async with worker(slow) as (target, _), ner_service([target], deadline_s=0.2) as (service, _):
+        async with ner_client(service) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Recognize(request("d", TEXTS[0]), timeout=30)
+            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            with pytest.raises(grpc.aio.AioRpcError) as error:  # the caller's own deadline
+                await stub.Recognize(request("d", TEXTS[0]), timeout=0.05)
+            assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+@pytest.mark.parametrize("bad, message", [
+    (dict(id="d", text=""), "text is empty"),
+    (dict(id="d", text="x" * 9000), "limit is 8192"),
+    (dict(id="d", text="EU", schema="nope"), "unknown label schema"),
+    (dict(id="d", text="EU", labels=["GPE"]), "not in schema conll03"),
+    (dict(id="", text="EU"), "document id"),
+    (dict(id="bad id with spaces", text="EU"), "document id"),
+])
+async def test_invalid_requests_get_invalid_argument(backend, bad, message):
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Recognize(ner_pb2.RecognizeRequest(**bad), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert message in error.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.RecognizeBatch(ner_pb2.RecognizeBatchRequest(
+                documents=[request("ok", TEXTS[0]), ner_pb2.RecognizeRequest(**bad)]), timeout=30)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "document 1" in error.value.details()
+
+
+async def test_worker_validates_its_own_calls(backend):
+    async with worker(backend()) as (target, _):
+        async with channel(target) as ch:
+            stub = worker_pb2_grpc.ModelWorkerStub(ch)
+            for call in (
+                stub.Mention(worker_pb2.MentionRequest(document_id="d", text="EU", schema="conll03", label="ORG",
+                                                       count=2, k=3), timeout=30),
+                stub.Count(worker_pb2.CountRequest(document_id="d", text="EU", schema="conll03", label="XYZ"), timeout=30),
+                stub.Count(worker_pb2.CountRequest(document_id="d", text=" ", schema="conll03", label="ORG"), timeout=30),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await call
+                assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            info = await stub.Info(worker_pb2.InfoRequest(), timeout=30)
+            assert info.backend == "embedded" and "conll03" in info.schemas
+
+
+async def test_concurrent_calls_of_one_document_share_a_batch(serving_engine_model):
+    backend = EmbeddedBackend(serving_engine_model, batch_window_ms=20)
+    async with backend:
+        results = await asyncio.gather(*(backend.count("d", TEXTS[0], "conll03", label)
+                                         for label in ("ORG", "MISC", "PER", "LOC")))
+    assert backend.batches == 1 and [r.result.label for r in results] == ["ORG", "MISC", "PER", "LOC"]

@@ -1,0 +1,127 @@
+"""The `tgi` backend against a real HTTP server that speaks TGI's API (the embedded model behind it)."""
+
+import asyncio
+import json
+
+import aiohttp
+import grpc
+import pytest
+
+from serving import entities, ner_client, ner_service, request, worker
+from workers.backends.base import BackendError
+from workers.backends.embedded import EmbeddedBackend
+from workers.backends.tgi import TgiBackend
+from workers.tgi_api import TgiApiServer
+
+TEXT = "EU rejects German call to boycott British lamb ."
+
+
+async def test_tgi_api_shapes(serving_engine_model):
+    async with TgiApiServer(serving_engine_model) as api, aiohttp.ClientSession() as http:
+        base = f"http://127.0.0.1:{api.port}"
+        async with http.get(f"{base}/health") as r:
+            assert r.status == 200
+        async with http.get(f"{base}/info") as r:
+            assert (await r.json())["max_concurrent_requests"] == 128
+        body = {"inputs": "text:\nEU rejects\nentity type:\nORG\n\n<num>",
+                "parameters": {"details": True, "max_new_tokens": 10, "stop": ["\n"]}}
+        async with http.post(f"{base}/generate", json=body) as r:
+            out = await r.json()
+        assert set(out) == {"generated_text", "details"}
+        details = out["details"]
+        assert details["finish_reason"] in ("eos_token", "stop_sequence", "length")
+        assert details["generated_tokens"] == len(details["tokens"])
+        assert all({"id", "text", "logprob", "special"} <= set(t) for t in details["tokens"])
+        for bad, status in (({"inputs": ""}, 422), ({"inputs": "x", "parameters": {"stop": ["a"] * 5}}, 422),
+                            ({"inputs": "x", "parameters": {"do_sample": True}}, 422)):
+            async with http.post(f"{base}/generate", json=bad) as r:
+                assert r.status == status and (await r.json())["error_type"] == "validation"
+
+
+async def test_tgi_backend_equals_the_embedded_backend(serving_engine_model):
+    embedded = EmbeddedBackend(serving_engine_model)
+    async with TgiApiServer(serving_engine_model) as api, embedded:
+        tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
+        await tgi.start()
+        try:
+            for label in ("ORG", "MISC", "PER", "LOC"):
+                a = (await tgi.count("d", TEXT, "conll03", label)).result
+                b = (await embedded.count("d", TEXT, "conll03", label)).result
+                assert a.raw.rstrip("\n") == b.raw and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+            a = (await tgi.mention("d", TEXT, "conll03", "MISC", 2, 1)).result
+            b = (await embedded.mention("d", TEXT, "conll03", "MISC", 2, 1)).result
+            assert a.raw.rstrip("\n") == b.raw and a.logprob == pytest.approx(b.logprob, abs=1e-3)
+        finally:
+            await tgi.stop()
+
+
+async def test_service_over_tgi_workers_matches_embedded_workers(serving_engine_model):
+    texts = [TEXT, "Peter Blackburn", "Japan beat Syria in the Asian Cup ."]
+    async with TgiApiServer(serving_engine_model) as api:
+        async with worker(TgiBackend(f"http://127.0.0.1:{api.port}")) as (tgi_target, _), \
+                worker(EmbeddedBackend(serving_engine_model)) as (embedded_target, _):
+            results = {}
+            for name, target in (("tgi", tgi_target), ("embedded", embedded_target)):
+                async with ner_service([target]) as (service, _), ner_client(service) as stub:
+                    results[name] = [[e[:4] for e in entities(await stub.Recognize(request(f"d{i}", t), timeout=120))]
+                                     for i, t in enumerate(texts)]
+    assert results["tgi"] == results["embedded"]
+
+
+async def test_tgi_errors_map_to_grpc_statuses(serving_engine_model):
+    # 429 past max_concurrent_requests -> RESOURCE_EXHAUSTED
+    async with TgiApiServer(serving_engine_model, max_concurrent_requests=0) as api:
+        tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
+        await tgi.start()
+        with pytest.raises(BackendError) as error:
+            await tgi.count("d", TEXT, "conll03", "ORG")
+        assert error.value.status == "RESOURCE_EXHAUSTED"
+        await tgi.stop()
+    # 422 (too long for max_input_tokens) -> INVALID_ARGUMENT
+    async with TgiApiServer(serving_engine_model, max_input_tokens=5) as api:
+        tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
+        await tgi.start()
+        with pytest.raises(BackendError) as error:
+            await tgi.count("d", TEXT, "conll03", "ORG")
+        assert error.value.status == "INVALID_ARGUMENT"
+        await tgi.stop()
+    # nothing listening -> UNAVAILABLE; a server that never answers -> DEADLINE_EXCEEDED
+    tgi = TgiBackend("http://127.0.0.1:9")
+    await tgi.start()
+    with pytest.raises(BackendError) as error:
+        await tgi.count("d", TEXT, "conll03", "ORG")
+    assert error.value.status == "UNAVAILABLE"
+    await tgi.stop()
+
+    async def silent(reader, writer):
+        await asyncio.sleep(30)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    tgi = TgiBackend(f"http://127.0.0.1:{port}", timeout_s=0.3)
+    await tgi.start()
+    with pytest.raises(BackendError) as error:
+        await tgi.count("d", TEXT, "conll03", "ORG")
+    assert error.value.status == "DEADLINE_EXCEEDED"
+    await tgi.stop()
+    server.close()
+
+
+async def test_first_count_of_a_document_goes_alone(serving_engine_model):
+    """TGI caches a prefix only once its request finished: the rest of the document waits for the first."""
+    async with TgiApiServer(serving_engine_model) as api:
+        seen = []
+        tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
+        original = tgi._generate
+
+        async def spy(prompt, max_new):
+            seen.append(("start", prompt.rsplit("\n\n", 1)[0][-4:]))
+            out = await original(prompt, max_new)
+            seen.append(("end", prompt.rsplit("\n\n", 1)[0][-4:]))
+            return out
+
+        tgi._generate = spy
+        await tgi.start()
+        await asyncio.gather(*(tgi.count("doc", TEXT, "conll03", label) for label in ("ORG", "MISC", "PER", "LOC")))
+        await tgi.stop()
+    assert seen[0][0] == "start" and seen[1][0] == "end"  # the first request finished before any other began

@@ -1,0 +1,1 @@
+"""Backends that decode PaDeLLM sequences for the worker: the embedded torch engine and TGI over HTTP."""

@@ -1,0 +1,53 @@
+"""What a backend offers the worker server: count and mention sequences, and whole documents (Batch mode).
+
+Requests carry label tags; backends build prompts with the core's templates, so every backend sends the
+same bytes a released PaDeLLM checkpoint expects. Errors that the caller should see with a gRPC status are
+raised as `BackendError` with a status name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from padellm_ner.core import CountResult, MentionResult
+
+
+class BackendError(Exception):
+    """An error with the gRPC status it maps to: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
+    UNAVAILABLE or INTERNAL."""
+
+    def __init__(self, status: str, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Timed:
+    """A sequence result and the time the backend spent on it."""
+
+    result: CountResult | MentionResult
+    latency_s: float
+
+
+@dataclass
+class Extracted:
+    counts: list[Timed] = field(default_factory=list)
+    mentions: list[Timed] = field(default_factory=list)
+    latency_s: float = 0.0
+
+
+class Backend(Protocol):
+    name: str
+    model_name: str
+    model_version: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed: ...
+
+    async def mention(self, document_id: str, text: str, schema: str, label: str, count: int, k: int) -> Timed: ...
+
+    async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted: ...

@@ -1,0 +1,185 @@
+"""The embedded backend: the torch engine in-process, with micro-batching across concurrent calls.
+
+Count and Mention calls that arrive within a short window are decoded together: calls of one document share
+its encoded prefix (kept in a small LRU cache, so step 2 reuses the prefix that step 1 encoded) and run as
+branches of one batch. All torch work runs on one dedicated thread, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Sequence
+
+from padellm_ner.core import CountResult, DEFAULT_MAX_COUNT, MentionResult, template_for
+from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
+
+from ..engine.decoder import encode_prefix, greedy_decode
+from ..engine.loading import EngineModel
+from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
+from .base import BackendError, Extracted, Timed
+
+
+@dataclass
+class _Pending:
+    text: str
+    language: str
+    branch: str
+    label: str
+    k: int | None  # None for a count
+    future: asyncio.Future
+
+
+class EmbeddedBackend:
+    name = "embedded"
+
+    def __init__(
+        self, engine_model: EngineModel, *, max_count: int = DEFAULT_MAX_COUNT, max_mention_tokens: int = 48,
+        batch_window_ms: float = 2.0, max_batch: int = 64, prefix_cache_size: int = 32,
+    ):
+        self.m = engine_model
+        self.model_name = engine_model.info.get("name", "embedded")
+        self.model_version = str(engine_model.info.get("version", "base"))
+        self.max_count = max_count
+        self.max_mention_tokens = max_mention_tokens
+        self.batch_window_s = batch_window_ms / 1000
+        self.max_batch = max_batch
+        self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
+        self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens)
+        self._prefixes: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._prefix_cache_size = prefix_cache_size
+        self._queue: asyncio.Queue[_Pending] | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._task: asyncio.Task | None = None
+        self.batches = 0  # decoded batches (for tests and metrics)
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
+        self._task = asyncio.create_task(self._batch_loop(), name="embedded-batcher")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        while self._queue and not self._queue.empty():
+            pending = self._queue.get_nowait()
+            if not pending.future.done():
+                pending.future.set_exception(BackendError("UNAVAILABLE", "the worker is shutting down"))
+        if self._executor:
+            self._executor.shutdown(wait=True)
+
+    async def __aenter__(self) -> "EmbeddedBackend":
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    # --- the calls ------------------------------------------------------------------------------------------
+
+    def _word(self, schema_name: str, label: str) -> tuple[str, str]:
+        try:
+            schema = check_schema(schema_name)
+            check_labels(schema, [label])
+        except InvalidInput as error:
+            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        return schema.language, schema.prompt_word(label)
+
+    async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed:
+        language, word = self._word(schema, label)
+        return await self._submit(text, language, template_for(language).label_branch(word), label, None)
+
+    async def mention(self, document_id: str, text: str, schema: str, label: str, count: int, k: int) -> Timed:
+        language, word = self._word(schema, label)
+        try:
+            check_mention_index(count, k, self.max_count)
+        except InvalidInput as error:
+            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        template = template_for(language)
+        return await self._submit(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k)
+
+    async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
+        try:
+            label_schema = check_schema(schema)
+            labels = check_labels(label_schema, list(labels))
+        except InvalidInput as error:
+            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._engine.recognize, text, label_schema, labels)
+        share = result.latency_s
+        return Extracted([Timed(c, share) for c in result.counts], [Timed(m, share) for m in result.mentions],
+                         result.latency_s)
+
+    async def _submit(self, text: str, language: str, branch: str, label: str, k: int | None) -> Timed:
+        if self._queue is None:
+            raise BackendError("UNAVAILABLE", "the backend is not started")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put(_Pending(text, language, branch, label, k, future))
+        return await future
+
+    # --- micro-batching -------------------------------------------------------------------------------------
+
+    async def _batch_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            # Let the other calls of the same fan-out arrive, then take what is there. (No wait_for around
+            # Queue.get: on Python 3.11 a timeout racing a delivery can lose the item.)
+            await asyncio.sleep(self.batch_window_s)
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            live = [p for p in batch if not p.future.done()]  # callers that gave up are not decoded
+            if not live:
+                continue
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._decode, live)
+            except Exception as error:  # one failed batch fails its callers, not the loop
+                for pending in live:
+                    if not pending.future.done():
+                        pending.future.set_exception(BackendError("INTERNAL", f"decoding failed: {error}"))
+                continue
+            self.batches += 1
+            for pending, outcome in zip(live, outcomes):
+                if not pending.future.done():
+                    pending.future.set_result(outcome)
+
+    def _prefix(self, text: str, language: str):
+        key = (language, text)
+        if key in self._prefixes:
+            self._prefixes.move_to_end(key)
+            return self._prefixes[key]
+        ids = self.m.encode(template_for(language).shared_prefix(text), special=True)
+        entry = (ids, encode_prefix(self.m.model, ids, self.m.device))
+        self._prefixes[key] = entry
+        if len(self._prefixes) > self._prefix_cache_size:
+            self._prefixes.popitem(last=False)
+        return entry
+
+    def _decode(self, batch: list[_Pending]) -> list[Timed]:
+        """Runs on the engine thread: one greedy batch per (document, step) group."""
+        outcomes: dict[int, Timed] = {}
+        groups: dict[tuple[str, str, bool], list[int]] = {}
+        for index, pending in enumerate(batch):
+            groups.setdefault((pending.language, pending.text, pending.k is None), []).append(index)
+        for (language, text, is_count), indices in groups.items():
+            started = time.perf_counter()
+            prefix_ids, cache = self._prefix(text, language)
+            branches = [self.m.encode(batch[i].branch) for i in indices]
+            generated = greedy_decode(
+                self.m.model, branches, prefix_ids=prefix_ids, prefix_cache=cache, stop_ids=self.stop_ids,
+                max_new_tokens=COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens, pad_id=self.m.pad_id)
+            elapsed = time.perf_counter() - started
+            for i, g in zip(indices, generated):
+                raw = self.m.decode(g.token_ids)
+                p = batch[i]
+                result = (CountResult(p.label, raw, g.logprob, g.generated_tokens) if p.k is None
+                          else MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens))
+                outcomes[i] = Timed(result, elapsed)
+        return [outcomes[i] for i in range(len(batch))]
