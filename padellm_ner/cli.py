@@ -285,6 +285,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_serving(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service import bench
+    from workers.engine.loading import load_engine_model
+
+    _set_threads()
+    corpus = read_corpus(args.data, args.format, **_reader_options(args))
+    texts = [d.text for d in corpus.documents[: args.limit]]
+    engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device)
+    schema = _schema_of(args, engine_model)
+    workers = [int(n) for n in args.worker_counts.split(",")]
+    report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
+                                   model=args.model, mode=args.mode))
+    report["data"] = args.data
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if args.json else bench.table(report))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from workers.training.export import export_run
 
@@ -464,6 +485,18 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=cmd_bench)
+
+    bs = commands.add_parser("bench-serving", help="gRPC + orchestration overhead and documents/s with 1 and 2 workers")
+    bs.add_argument("--data", required=True)
+    _add_reader_options(bs)
+    bs.add_argument("--limit", type=int, default=100)
+    _add_model_options(bs)
+    bs.add_argument("--mode", default="multi", choices=("multi", "batch"))
+    bs.add_argument("--worker-counts", default="1,2", help="comma-separated numbers of worker processes")
+    bs.add_argument("--concurrency", type=int, default=8, help="documents in flight in the throughput runs")
+    bs.add_argument("--output", help="also write the JSON report here")
+    bs.add_argument("--json", action="store_true")
+    bs.set_defaults(handler=cmd_bench_serving)
 
     ex = commands.add_parser("export", help="a training run as a shippable model folder (LoRA adapter)")
     ex.add_argument("--run", required=True)

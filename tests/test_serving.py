@@ -152,3 +152,24 @@ async def test_concurrent_calls_of_one_document_share_a_batch(serving_engine_mod
         results = await asyncio.gather(*(backend.count("d", TEXTS[0], "conll03", label)
                                          for label in ("ORG", "MISC", "PER", "LOC")))
     assert backend.batches == 1 and [r.result.label for r in results] == ["ORG", "MISC", "PER", "LOC"]
+
+
+async def test_health_and_reflection(backend):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _):
+        for address, name in ((target, "padellm.v1.ModelWorker"), (service, "padellm.v1.NerService")):
+            async with channel(address) as ch:
+                health = health_pb2_grpc.HealthStub(ch)
+                for service_name in ("", name):
+                    reply = await health.Check(health_pb2.HealthCheckRequest(service=service_name), timeout=10)
+                    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+                reflection = reflection_pb2_grpc.ServerReflectionStub(ch)
+
+                async def ask():
+                    yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+                replies = [r async for r in reflection.ServerReflectionInfo(ask(), timeout=10)]
+                names = {s.name for s in replies[0].list_services_response.service}
+                assert name in names and "grpc.health.v1.Health" in names

@@ -1,0 +1,152 @@
+"""Serving benchmark: what gRPC and orchestration add over the engine in-process, and documents/s with one
+and with two model workers. One run, side by side, on the same documents.
+
+1. overhead: sequential documents, (a) the embedded engine called in-process, (b) the same engine behind a
+   worker's gRPC server and the orchestrator (multi mode), through the public NER API on loopback, in the same
+   process with the same threads. Reported: mean latency of each and the relative overhead.
+2. throughput: N worker processes (`padellm-ner worker`, cores split between them), the orchestrator and the
+   public API here, `concurrency` documents in flight; documents/s for N = 1 and N = 2.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from padellm.v1 import ner_pb2, ner_pb2_grpc
+from padellm_ner.core import LabelSchema
+from padellm_ner.grpc_common import channel, start_server
+
+from .orchestrator import Orchestrator, OrchestratorConfig
+from .server import SERVICE_NAME, NerService, add_to_server
+from .worker_pool import WorkerPool
+
+
+WARMUP = ["Warm-up sentence about Acme Corp in Springfield .", "Another warm-up line by John Doe ."]
+
+
+def _ms(values: list[float]) -> dict:
+    values = sorted(values)
+    return {"mean_ms": statistics.fmean(values) * 1000, "p50_ms": values[len(values) // 2] * 1000,
+            "p95_ms": values[min(len(values) - 1, int(0.95 * (len(values) - 1) + 0.5))] * 1000}
+
+
+async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: str = "multi") -> dict:
+    from workers.backends.embedded import EmbeddedBackend
+    from workers.engine.padellm import PadellmEngine
+    from workers.server import SERVICE_NAME as WORKER, WorkerService, add_to_server as add_worker
+
+    engine = PadellmEngine(engine_model)
+    for text in WARMUP:  # warm-up texts outside the measured set, so no path starts with a cached prefix
+        engine.recognize(text, schema)
+    direct = []
+    for text in tqdm(texts, desc="in-process engine", unit="doc"):
+        started = time.perf_counter()
+        engine.recognize(text, schema)
+        direct.append(time.perf_counter() - started)
+
+    backend = EmbeddedBackend(engine_model)
+    await backend.start()
+    worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
+    pool = WorkerPool([f"127.0.0.1:{worker_port}"])
+    await pool.start()
+    service = NerService(Orchestrator(pool, OrchestratorConfig(mode=mode)))
+    server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
+    served = []
+    try:
+        async with channel(f"127.0.0.1:{port}") as ch:
+            stub = ner_pb2_grpc.NerServiceStub(ch)
+            for i, text in enumerate(WARMUP):
+                await stub.Recognize(ner_pb2.RecognizeRequest(id=f"warm{i}", text=text, schema=schema.name))
+            for i, text in enumerate(tqdm(texts, desc=f"gRPC + orchestrator ({mode})", unit="doc")):
+                started = time.perf_counter()
+                await stub.Recognize(ner_pb2.RecognizeRequest(id=f"d{i}", text=text, schema=schema.name))
+                served.append(time.perf_counter() - started)
+    finally:
+        await server.stop(0)
+        await pool.stop()
+        await worker_server.stop(0)
+        await backend.stop()
+    a, b = _ms(direct), _ms(served)
+    return {"in_process": a, "grpc_orchestrated": b, "mode": mode,
+            "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0}
+
+
+def _spawn_worker(threads: int, model: str | None) -> tuple[subprocess.Popen, str]:
+    cli = str(Path(sys.executable).parent / "padellm-ner")
+    args = [cli, "worker", "--port", "0"] + (["--model", model] if model else [])
+    env = {**os.environ, "PADELLM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    line = process.stdout.readline()
+    if "ready on" not in line:
+        process.kill()
+        raise RuntimeError(f"worker did not start: {line!r}")
+    return process, line.strip().rsplit(" ", 1)[-1]
+
+
+async def throughput(workers: int, texts: list[str], schema: LabelSchema, concurrency: int, model: str | None,
+                     cores: int) -> dict:
+    processes = [_spawn_worker(max(1, cores // workers), model) for _ in range(workers)]
+    try:
+        pool = WorkerPool([address for _, address in processes])
+        await pool.start()
+        service = NerService(Orchestrator(pool, OrchestratorConfig(mode="multi")))
+        server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
+        try:
+            async with channel(f"127.0.0.1:{port}") as ch:
+                stub = ner_pb2_grpc.NerServiceStub(ch)
+                await asyncio.gather(*(stub.Recognize(ner_pb2.RecognizeRequest(id=f"w{i}", text=t, schema=schema.name))
+                                       for i, t in enumerate(WARMUP * workers)))
+                slots = asyncio.Semaphore(concurrency)
+                bar = tqdm(total=len(texts), desc=f"{workers} worker(s)", unit="doc")
+
+                async def one(i: int, text: str):
+                    async with slots:
+                        await stub.Recognize(ner_pb2.RecognizeRequest(id=f"t{i}", text=text, schema=schema.name))
+                        bar.update(1)
+
+                started = time.perf_counter()
+                await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
+                elapsed = time.perf_counter() - started
+                bar.close()
+        finally:
+            await server.stop(0)
+            await pool.stop()
+    finally:
+        for process, _ in processes:
+            process.terminate()
+            process.wait(timeout=60)
+    return {"workers": workers, "documents": len(texts), "seconds": elapsed, "documents_per_s": len(texts) / elapsed,
+            "concurrency": concurrency, "threads_per_worker": max(1, cores // workers)}
+
+
+def table(report: dict) -> str:
+    o = report["overhead"]
+    lines = [
+        f"{'path':<28} {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9}",
+        f"{'in-process engine':<28} {o['in_process']['mean_ms']:9.1f} {o['in_process']['p50_ms']:9.1f} {o['in_process']['p95_ms']:9.1f}",
+        f"{'gRPC + orchestrator':<28} {o['grpc_orchestrated']['mean_ms']:9.1f} {o['grpc_orchestrated']['p50_ms']:9.1f} "
+        f"{o['grpc_orchestrated']['p95_ms']:9.1f}",
+        f"overhead of gRPC + orchestration: {o['overhead_ratio'] * 100:+.1f} % of mean document latency",
+        "",
+        f"{'workers':<8} {'docs/s':>8} {'threads each':>13} {'in flight':>10}",
+    ]
+    for t in report["throughput"]:
+        lines.append(f"{t['workers']:<8} {t['documents_per_s']:8.2f} {t['threads_per_worker']:13d} {t['concurrency']:10d}")
+    return "\n".join(lines)
+
+
+async def run(engine_model, texts: list[str], schema: LabelSchema, *, worker_counts: list[int], concurrency: int,
+              model: str | None, mode: str = "multi") -> dict:
+    cores = torch.get_num_threads()
+    report = {"documents": len(texts), "threads": cores, "overhead": await overhead(engine_model, texts, schema, mode)}
+    report["throughput"] = [await throughput(n, texts, schema, concurrency, model, cores) for n in worker_counts]
+    return report
