@@ -332,6 +332,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return service_main(args)
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    import os
+
+    from service.stream.main import main as stream_main
+
+    args.sasl_password = args.sasl_password or os.environ.get("PADELLM_KAFKA_SASL_PASSWORD")
+
+    from .logs import configure_logging
+
+    configure_logging()
+    return stream_main(args)
+
+
 def _add_tls_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key turns TLS on")
     parser.add_argument("--tls-key", help="server private key (PEM)")
@@ -463,6 +476,37 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--worker-tls-cert", help="client certificate towards the workers (mutual TLS)")
     sv.add_argument("--worker-tls-key")
     sv.set_defaults(handler=cmd_serve)
+
+    st = commands.add_parser("stream", help="the Kafka stream: documents in, entity records out")
+    st.add_argument("--bootstrap", required=True, help="Kafka bootstrap servers, HOST:PORT[,HOST:PORT]")
+    st.add_argument("--input-topic", required=True)
+    st.add_argument("--output-topic", required=True)
+    st.add_argument("--dead-letter-topic", help="default: INPUT_TOPIC.dead-letter")
+    st.add_argument("--group-id", default="padellm-ner")
+    st.add_argument("--workers", required=True, help="HOST:PORT[,HOST:PORT...] of model workers")
+    st.add_argument("--mode", default="multi", choices=("multi", "batch"))
+    st.add_argument("--schema", default="conll03", help="label schema of documents that name none")
+    st.add_argument("--exactly-once", action="store_true", help="Kafka transactions (read outputs read_committed)")
+    st.add_argument("--transactional-id", help="stable per instance (default: padellm-ner-GROUP)")
+    st.add_argument("--max-in-flight", type=int, default=64)
+    st.add_argument("--max-in-flight-per-partition", type=int, default=16)
+    st.add_argument("--max-message-bytes", type=int, default=64 * 1024)
+    st.add_argument("--deadline-s", type=float, default=30.0)
+    st.add_argument("--create-topics", action="store_true", help="create missing topics (with --partitions)")
+    st.add_argument("--partitions", type=int, default=4)
+    st.add_argument("--metrics-port", type=int)
+    st.add_argument("--metrics-host", default="127.0.0.1")
+    st.add_argument("--security-protocol", default="PLAINTEXT", choices=("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"))
+    st.add_argument("--sasl-mechanism", choices=("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"))
+    st.add_argument("--sasl-username")
+    st.add_argument("--sasl-password", help="prefer the environment: PADELLM_KAFKA_SASL_PASSWORD")
+    st.add_argument("--ssl-cafile")
+    st.add_argument("--ssl-certfile")
+    st.add_argument("--ssl-keyfile")
+    st.add_argument("--worker-tls-ca")
+    st.add_argument("--worker-tls-cert")
+    st.add_argument("--worker-tls-key")
+    st.set_defaults(handler=cmd_stream)
 
     ev = commands.add_parser("eval", help="predict a corpus with the embedded model and score it")
     ev.add_argument("--data", required=True)

@@ -57,3 +57,46 @@ def serving_engine_model():
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     return load_engine_model(device="cpu")
+
+
+def _port_open(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap():
+    """A real Apache Kafka broker: KAFKA_BOOTSTRAP if set, else the project's broker (scripts/kafka.sh),
+    started here if it is not running (and stopped again at the end)."""
+    import subprocess
+
+    if os.environ.get("KAFKA_BOOTSTRAP"):
+        yield os.environ["KAFKA_BOOTSTRAP"]
+        return
+    started = False
+    if not _port_open("127.0.0.1", 9092):
+        subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "start"], check=True)
+        started = True
+    yield "127.0.0.1:9092"
+    if started:
+        subprocess.run(["bash", str(REPO / "scripts" / "kafka.sh"), "stop"], check=True)
+
+
+@pytest.fixture(scope="module")
+def worker_process():
+    """A real `padellm-ner worker` process on loopback (the default model), for the stream tests."""
+    import subprocess
+    import sys
+
+    cli = str(Path(sys.executable).parent / "padellm-ner")
+    env = {**os.environ, "PADELLM_THREADS": "1", "PADELLM_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen([cli, "worker", "--port", "0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                               text=True, env=env)
+    line = process.stdout.readline()
+    assert "ready on" in line, line
+    yield line.strip().rsplit(" ", 1)[-1]
+    process.terminate()
+    process.wait(timeout=60)

@@ -1,0 +1,291 @@
+"""The stream processor: an aiokafka consumer group -> the orchestrator -> a producer, losing nothing.
+
+At-least-once (default): documents are processed concurrently; a partition's offset is committed only up to
+the first record whose output (or dead letter) is not yet acknowledged by the broker (acks=all, idempotent
+producer), so a crash re-delivers, never skips. Outputs are keyed by document id, so a re-delivery overwrites
+rather than adds for consumers that read by key.
+
+Exactly-once (`exactly_once=True`): each polled batch is processed, then its outputs, dead letters and the
+consumer offsets are written in one Kafka transaction (send_offsets_to_transaction); consumers that read the
+output with isolation_level=read_committed see every document exactly once. A restarted instance with the
+same transactional id fences its predecessor and aborts its open transaction.
+
+Backpressure: at most `max_in_flight` documents in total and `max_in_flight_per_partition` per partition; a
+partition at its limit is paused and resumed when it drains. When the workers are overloaded or unreachable
+(RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED after the pool's retries), all partitions are paused for a
+back-off and the document is tried again; nothing is dropped. Bad input goes to the dead-letter topic with the
+original bytes and the reason. SIGTERM (via `stop()`): stop fetching, finish in-flight documents for up to
+`shutdown_grace_s` (the rest stays uncommitted), commit, close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+
+import grpc
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from padellm_ner.core import get_schema
+from padellm_ner.validation import InvalidInput
+
+from .. import metrics
+from .kafka_options import KafkaSecurity
+from .messages import DEFAULT_MAX_MESSAGE_BYTES, dead_letter_headers, output_headers, parse_document
+from .offsets import PartitionOffsets
+
+log = logging.getLogger("padellm.stream")
+OVERLOAD = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+@dataclass
+class StreamConfig:
+    bootstrap: str
+    input_topic: str
+    output_topic: str
+    dead_letter_topic: str
+    group_id: str = "padellm-ner"
+    default_schema: str = "conll03"
+    exactly_once: bool = False
+    transactional_id: str | None = None
+    max_in_flight: int = 64
+    max_in_flight_per_partition: int = 16
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    max_text_chars: int = 8192
+    commit_interval_s: float = 1.0
+    overload_backoff_s: float = 1.0
+    shutdown_grace_s: float = 30.0
+    security: KafkaSecurity = field(default_factory=KafkaSecurity)
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, processor: "StreamProcessor"):
+        self.processor = processor
+
+    async def on_partitions_revoked(self, revoked):
+        await self.processor.on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned):
+        log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
+
+
+class StreamProcessor:
+    def __init__(self, config: StreamConfig, orchestrator):
+        self.config = config
+        self.orchestrator = orchestrator
+        self.consumer: AIOKafkaConsumer | None = None
+        self.producer: AIOKafkaProducer | None = None
+        self.offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self.tasks: dict[TopicPartition, set[asyncio.Task]] = {}
+        self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._stopping = asyncio.Event()
+        self._overloaded_until = 0.0
+        self._paused: set[TopicPartition] = set()
+        self._last_commit = 0.0
+        self.processed = 0
+        self.dead_lettered = 0
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        security = self.config.security.client_options()
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.config.bootstrap, group_id=self.config.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+            max_poll_records=self.config.max_in_flight, **security)
+        producer_options = dict(bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True,
+                                linger_ms=2, **security)
+        if self.config.exactly_once:
+            producer_options["transactional_id"] = self.config.transactional_id or f"padellm-ner-{self.config.group_id}"
+        self.producer = AIOKafkaProducer(**producer_options)
+        await self.producer.start()
+        await self.consumer.start()
+        self.consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
+
+    def stop(self) -> None:
+        """Ask the run loop to stop (safe from a signal handler)."""
+        self._stopping.set()
+
+    async def close(self) -> None:
+        if self.consumer:
+            await self.consumer.stop()
+        if self.producer:
+            await self.producer.stop()
+
+    async def run(self) -> None:
+        await self.start()
+        try:
+            if self.config.exactly_once:
+                await self._run_transactional()
+            else:
+                await self._run_at_least_once()
+        finally:
+            await self.close()
+
+    # --- at-least-once --------------------------------------------------------------------------------------
+
+    async def _run_at_least_once(self) -> None:
+        while not self._stopping.is_set():
+            self._apply_backpressure()
+            room = self.config.max_in_flight - sum(len(t) for t in self.tasks.values())
+            if room <= 0:
+                await asyncio.sleep(0.01)
+                await self._commit(due_only=True)
+                continue
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=room)
+            for tp, records in batch.items():
+                for record in records:
+                    self._dispatch(tp, record)
+            await self._commit(due_only=True)
+        log.info("stopping: finishing %d in-flight documents", sum(len(t) for t in self.tasks.values()))
+        pending = [t for tasks in self.tasks.values() for t in tasks]
+        if pending:
+            done, not_done = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            for task in not_done:  # abandoned: uncommitted, so re-delivered to whoever owns the partition next
+                task.cancel()
+            await asyncio.gather(*not_done, return_exceptions=True)
+        await self._commit(due_only=False)
+
+    def _dispatch(self, tp: TopicPartition, record) -> None:
+        tracker = self.offsets.setdefault(tp, PartitionOffsets())
+        tracker.started(record.offset)
+        task = asyncio.create_task(self._handle(tp, record))
+        self.tasks.setdefault(tp, set()).add(task)
+
+        def finished(t: asyncio.Task, tp=tp, offset=record.offset) -> None:
+            self.tasks.get(tp, set()).discard(t)
+            if not t.cancelled() and t.exception() is None and tp in self.offsets:
+                self.offsets[tp].finished(offset)
+            elif not t.cancelled() and t.exception() is not None:
+                log.error("document at %s/%d failed: %r", tp.topic, offset, t.exception())
+
+        task.add_done_callback(finished)
+
+    async def _handle(self, tp: TopicPartition, record) -> None:
+        async with self._slots:
+            outcome = await self._process(tp, record)
+            await self._send_with_retry(*outcome)
+
+    async def _process(self, tp: TopicPartition, record):
+        """(topic, key, value, headers) to write for an input record: its entity record or its dead letter."""
+        source = f"{tp.topic}/{tp.partition}/{record.offset}"
+        try:
+            document = parse_document(record.value, default_schema=self.config.default_schema,
+                                      max_message_bytes=self.config.max_message_bytes,
+                                      max_text_chars=self.config.max_text_chars)
+        except InvalidInput as error:
+            return self._dead_letter(tp, record, str(error), "invalid-input")
+        attempt = 0
+        while True:
+            await self._wait_if_overloaded()
+            try:
+                entity_record = await self.orchestrator.recognize(
+                    document.id, document.text, get_schema(document.schema), document.labels)
+                break
+            except grpc.aio.AioRpcError as error:
+                if error.code() in OVERLOAD:
+                    attempt += 1
+                    metrics.ERRORS.labels("stream-overload").inc()
+                    backoff = min(30.0, self.config.overload_backoff_s * 2 ** min(attempt, 5))
+                    self._overloaded_until = max(self._overloaded_until, time.monotonic() + backoff)
+                    log.warning("workers overloaded or unreachable (%s); pausing for %.1f s", error.code().name, backoff)
+                    continue
+                return self._dead_letter(tp, record, f"model workers refused the document: {error.code().name}: "
+                                         f"{error.details()}", "worker-error")
+        self.processed += 1
+        value = json.dumps(entity_record.to_json(), ensure_ascii=False).encode()
+        return self.config.output_topic, document.id.encode(), value, output_headers(entity_record, source)
+
+    def _dead_letter(self, tp, record, reason: str, error_type: str):
+        self.dead_lettered += 1
+        metrics.ERRORS.labels(f"dead-letter:{error_type}").inc()
+        log.warning("dead letter %s/%d/%d: %s", tp.topic, tp.partition, record.offset, reason)
+        headers = dead_letter_headers(reason, error_type, tp.topic, tp.partition, record.offset,
+                                      int(time.time() * 1000))
+        return self.config.dead_letter_topic, record.key, record.value, headers
+
+    async def _send_with_retry(self, topic, key, value, headers) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                return
+            except KafkaError as error:  # e.g. the broker restarting: the idempotent producer may retry safely
+                attempt += 1
+                log.warning("producing to %s failed (%r); retrying", topic, error)
+                await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
+
+    async def _wait_if_overloaded(self) -> None:
+        while (remaining := self._overloaded_until - time.monotonic()) > 0:
+            await asyncio.sleep(remaining)
+
+    def _apply_backpressure(self) -> None:
+        assignment = self.consumer.assignment()
+        overloaded = time.monotonic() < self._overloaded_until
+        want_paused = {tp for tp in assignment
+                       if overloaded or len(self.tasks.get(tp, ())) >= self.config.max_in_flight_per_partition}
+        to_pause, to_resume = want_paused - self._paused, (self._paused - want_paused) & assignment
+        if to_pause:
+            self.consumer.pause(*to_pause)
+        if to_resume:
+            self.consumer.resume(*to_resume)
+        self._paused = want_paused
+
+    async def _commit(self, due_only: bool, partitions: set[TopicPartition] | None = None) -> None:
+        if due_only and time.monotonic() - self._last_commit < self.config.commit_interval_s:
+            return
+        self._last_commit = time.monotonic()
+        offsets = {tp: t.to_commit() for tp, t in self.offsets.items()
+                   if (partitions is None or tp in partitions) and t.to_commit() is not None}
+        if not offsets:
+            return
+        try:
+            await self.consumer.commit(offsets)
+            for tp, offset in offsets.items():
+                self.offsets[tp].committed = offset
+        except KafkaError as error:  # a rebalance or a broker restart: the next commit catches up
+            log.warning("offset commit failed (%r); will retry", error)
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Before partitions move to another consumer: finish (or abandon) their documents, commit, forget."""
+        if self.config.exactly_once:
+            return  # transactions commit offsets with their outputs; nothing is held between batches
+        pending = [t for tp in revoked for t in self.tasks.get(tp, ())]
+        if pending:
+            done, not_done = await asyncio.wait(pending, timeout=self.config.shutdown_grace_s)
+            for task in not_done:
+                task.cancel()
+        await self._commit(due_only=False, partitions=revoked)
+        for tp in revoked:
+            self.offsets.pop(tp, None)
+            self.tasks.pop(tp, None)
+            self._paused.discard(tp)
+
+    # --- exactly-once ---------------------------------------------------------------------------------------
+
+    async def _run_transactional(self) -> None:
+        while not self._stopping.is_set():
+            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.config.max_in_flight)
+            if not batch:
+                continue
+            items = [(tp, record) for tp, records in batch.items() for record in records]
+            outcomes = await asyncio.gather(*(self._process(tp, record) for tp, record in items))
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            try:
+                async with self.producer.transaction():
+                    for topic, key, value, headers in outcomes:
+                        await self.producer.send(topic, value=value, key=key, headers=headers)
+                    await self.producer.send_offsets_to_transaction(offsets, self.config.group_id)
+            except KafkaError as error:
+                # aborted: nothing of this batch is visible; go back to the committed offsets and redo it
+                log.warning("transaction aborted (%r); re-reading from the committed offsets", error)
+                for tp in self.consumer.assignment():
+                    committed = await self.consumer.committed(tp)
+                    if committed is None:
+                        await self.consumer.seek_to_beginning(tp)
+                    else:
+                        self.consumer.seek(tp, committed)

@@ -1,0 +1,169 @@
+"""The Kafka stream against a real Apache Kafka broker, with real worker processes and the real model."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kafka_helpers import collect, create_topics, document, names, produce, produce_documents
+from padellm_ner.core import get_schema
+from service.orchestrator import Orchestrator, OrchestratorConfig
+from service.stream.processor import StreamConfig, StreamProcessor
+from service.worker_pool import WorkerPool
+
+CLI = str(Path(sys.executable).parent / "padellm-ner")
+
+
+async def start_processor(bootstrap, topics, worker_address, **options):
+    pool = WorkerPool([worker_address])
+    await pool.start()
+    config = StreamConfig(bootstrap=bootstrap, input_topic=topics["input"], output_topic=topics["output"],
+                          dead_letter_topic=topics["dead"], group_id=topics["group"], **options)
+    processor = StreamProcessor(config, Orchestrator(pool, OrchestratorConfig(model="test")))
+    task = asyncio.create_task(processor.run())
+    return processor, task, pool
+
+
+async def stop_processor(processor, task, pool):
+    processor.stop()
+    await asyncio.wait_for(task, 120)
+    await pool.stop()
+
+
+async def test_n_documents_in_n_records_out(kafka_bootstrap, worker_process):
+    topics = names("n-in-n-out")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=3)
+    ids = await produce_documents(kafka_bootstrap, topics["input"], 12)
+    processor, task, pool = await start_processor(kafka_bootstrap, topics, worker_process)
+    try:
+        records = await collect(kafka_bootstrap, topics["output"], expect_ids=set(ids), settle_s=1.0)
+    finally:
+        await stop_processor(processor, task, pool)
+    assert sorted(r.key.decode() for r in records) == sorted(ids)  # exactly one record per document
+    # the content is what the orchestrator gives for the same document
+    async with WorkerPool([worker_process]) as direct_pool:
+        direct = Orchestrator(direct_pool)
+        for record in records:
+            value = json.loads(record.value)
+            doc_text = document(int(value["id"].removeprefix("doc-")))["text"]
+            expected = await direct.recognize(value["id"], doc_text, get_schema("conll03"))
+            assert [(e["label"], e["text"], e["start"], e["end"]) for e in value["entities"]] == \
+                   [(e["label"], e["text"], e["start"], e["end"]) for e in expected.entities]
+            assert dict(record.headers)["record-version"] == b"padellm-ner.entity-record/v1"
+            assert value["record_version"] == "padellm-ner.entity-record/v1"
+    # every offset was committed
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=topics["group"], enable_auto_commit=False)
+    await consumer.start()
+    try:
+        committed = [await consumer.committed(TopicPartition(topics["input"], p)) or 0 for p in range(3)]
+    finally:
+        await consumer.stop()
+    assert sum(committed) == 12
+
+
+async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_process):
+    topics = names("dead-letters")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=1)
+    bad = [b"not json", b'{"text": "no id"}', b'{"id": "x", "text": "' + b"a" * 70000 + b'"}', b"\xff\xfe\xfa",
+           b'{"id": "y", "text": "EU", "schema": "nope"}', b'["a", "list"]', b'{"id": "bad id", "text": "EU"}']
+    good = [json.dumps({"id": f"ok-{i}", "text": "Peter Blackburn"}).encode() for i in range(3)]
+    values = [good[0], *bad[:4], good[1], *bad[4:], good[2]]  # the partition must keep flowing past bad records
+    await produce(kafka_bootstrap, topics["input"], values)
+    processor, task, pool = await start_processor(kafka_bootstrap, topics, worker_process)
+    try:
+        dead = await collect(kafka_bootstrap, topics["dead"], until=len(bad), timeout_s=120)
+        out = await collect(kafka_bootstrap, topics["output"], until=len(good), timeout_s=120)
+    finally:
+        await stop_processor(processor, task, pool)
+    assert sorted(r.value for r in dead) == sorted(bad)  # the original bytes
+    reasons = {r.value: dict(r.headers)["error"].decode() for r in dead}
+    assert "not JSON" in reasons[b"not json"] and "'id' is missing" in reasons[b'{"text": "no id"}']
+    assert "limit is 65536" in reasons[bad[2]] and "not UTF-8" in reasons[b"\xff\xfe\xfa"]
+    assert "unknown label schema" in reasons[bad[4]] and "document id" in reasons[bad[6]]
+    assert all(dict(r.headers)["source-topic"].decode() == topics["input"] for r in dead)
+    assert sorted(r.key for r in out) == [b"ok-0", b"ok-1", b"ok-2"]
+    assert processor.dead_lettered == len(bad)
+
+
+def start_stream_process(bootstrap, topics, worker_address, *extra):
+    env = {**os.environ, "PADELLM_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [CLI, "stream", "--bootstrap", bootstrap, "--input-topic", topics["input"], "--output-topic", topics["output"],
+         "--dead-letter-topic", topics["dead"], "--group-id", topics["group"], "--workers", worker_address,
+         "--max-in-flight", "4", *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert "stream ready" in process.stdout.readline()
+    return process
+
+
+@pytest.mark.parametrize("exactly_once", [False, True], ids=["at-least-once", "exactly-once"])
+async def test_kill_9_mid_stream_then_restart_loses_nothing(kafka_bootstrap, worker_process, exactly_once):
+    topics = names("kill9-eos" if exactly_once else "kill9-alo")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=2)
+    ids = await produce_documents(kafka_bootstrap, topics["input"], 24)
+    extra = ["--exactly-once", "--transactional-id", topics["group"] + "-tx"] if exactly_once else []
+    first = start_stream_process(kafka_bootstrap, topics, worker_process, *extra)
+    try:
+        await collect(kafka_bootstrap, topics["output"], until=4, timeout_s=180)  # some work is done
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    second = start_stream_process(kafka_bootstrap, topics, worker_process, *extra)
+    try:
+        records = await collect(kafka_bootstrap, topics["output"], expect_ids=set(ids), timeout_s=300, settle_s=3.0)
+    finally:
+        second.send_signal(signal.SIGTERM)
+        assert second.wait(timeout=120) == 0
+    keys = [r.key.decode() for r in records]
+    assert set(keys) == set(ids)  # zero lost documents
+    if exactly_once:
+        assert sorted(keys) == sorted(ids)  # read_committed: each exactly once
+
+
+async def test_two_consumers_rebalancing(kafka_bootstrap, worker_process):
+    topics = names("rebalance")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=4)
+    ids = await produce_documents(kafka_bootstrap, topics["input"], 24)
+    a = await start_processor(kafka_bootstrap, topics, worker_process, max_in_flight=2)
+    await collect(kafka_bootstrap, topics["output"], until=3, timeout_s=180)
+    b = await start_processor(kafka_bootstrap, topics, worker_process, max_in_flight=2)  # joins: rebalance
+    await collect(kafka_bootstrap, topics["output"], until=10, timeout_s=240)
+    await stop_processor(*a)  # leaves: rebalance again, b takes every partition
+    try:
+        records = await collect(kafka_bootstrap, topics["output"], expect_ids=set(ids), timeout_s=300, settle_s=1.0)
+    finally:
+        await stop_processor(*b)
+    assert {r.key.decode() for r in records} == set(ids)
+    assert b[0].processed > 0 and a[0].processed > 0
+
+
+async def test_broker_restart_while_streaming(worker_process, tmp_path):
+    """A broker of its own (other ports), restarted in the middle of the stream."""
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093", "KAFKA_HOME": str(tmp_path / "kafka"),
+           "KAFKA_LIBS": str(repo / ".cache" / "kafka" / "libs")}
+    script = str(repo / "scripts" / "kafka.sh")
+    subprocess.run(["bash", script, "start"], check=True, env=env)
+    bootstrap = "127.0.0.1:19092"
+    try:
+        topics = names("broker-restart")
+        await create_topics(bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=2)
+        ids = await produce_documents(bootstrap, topics["input"], 16)
+        processor = await start_processor(bootstrap, topics, worker_process, max_in_flight=2)
+        try:
+            await collect(bootstrap, topics["output"], until=3, timeout_s=180)
+            subprocess.run(["bash", script, "restart"], check=True, env=env)
+            more = await produce_documents(bootstrap, topics["input"], 4, start=16)
+            records = await collect(bootstrap, topics["output"], expect_ids=set(ids + more), timeout_s=300, settle_s=1.0)
+        finally:
+            await stop_processor(*processor)
+        assert {r.key.decode() for r in records} == set(ids + more)
+    finally:
+        subprocess.run(["bash", script, "stop"], check=True, env=env)
