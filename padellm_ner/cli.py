@@ -306,6 +306,27 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_stream(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from service.stream import bench
+
+    corpus = read_corpus(args.data, args.format, **_reader_options(args))
+    docs = [{"id": f"bench-{i}", "text": d.text} for i, d in enumerate(corpus.documents[: args.limit])]
+    report = asyncio.run(bench.run(args.bootstrap, args.workers.split(","), docs, args.concurrency, args.partitions))
+    report["data"] = args.data
+    if args.output:
+        Path(args.output).write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2) if args.json else bench.table(report))
+    return 0
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    from service.stream.tools import main as tools_main
+
+    return tools_main(args)
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from workers.training.export import export_run
 
@@ -541,6 +562,33 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--output", help="also write the JSON report here")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(handler=cmd_bench_serving)
+
+    bk = commands.add_parser("bench-stream", help="documents/s and latency through Kafka vs direct orchestration")
+    bk.add_argument("--data", required=True)
+    _add_reader_options(bk)
+    bk.add_argument("--limit", type=int, default=100)
+    bk.add_argument("--bootstrap", default="127.0.0.1:9092")
+    bk.add_argument("--workers", required=True, help="HOST:PORT[,HOST:PORT...] of running model workers")
+    bk.add_argument("--concurrency", type=int, default=8, help="documents in flight on both paths")
+    bk.add_argument("--partitions", type=int, default=4)
+    bk.add_argument("--output", help="also write the JSON report here")
+    bk.add_argument("--json", action="store_true")
+    bk.set_defaults(handler=cmd_bench_stream)
+
+    kf = commands.add_parser("kafka", help="produce documents to a topic, or read records from one")
+    kf_commands = kf.add_subparsers(dest="kafka_command", required=True)
+    kp = kf_commands.add_parser("produce", help="one record per line of a JSON-lines file")
+    kp.add_argument("file")
+    kp.add_argument("--topic", required=True)
+    kp.add_argument("--bootstrap", default="127.0.0.1:9092")
+    kp.set_defaults(handler=cmd_kafka)
+    kc = kf_commands.add_parser("consume", help="print records of a topic from its beginning (read_committed)")
+    kc.add_argument("--topic", required=True)
+    kc.add_argument("--bootstrap", default="127.0.0.1:9092")
+    kc.add_argument("--count", type=int, default=10, help="stop after this many records")
+    kc.add_argument("--timeout", type=float, default=120.0)
+    kc.add_argument("--pretty", action="store_true")
+    kc.set_defaults(handler=cmd_kafka)
 
     ex = commands.add_parser("export", help="a training run as a shippable model folder (LoRA adapter)")
     ex.add_argument("--run", required=True)

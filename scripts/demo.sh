@@ -1,14 +1,39 @@
 #!/usr/bin/env bash
-# The main job on embedded defaults (no GPU, no TGI): set up, then run the data and scoring commands on the
-# bundled example (a small CoNLL file and a results file in the official PaDeLLM-NER format).
+# The main job on embedded defaults (no GPU, no TGI): set up, start a local Apache Kafka broker, a model worker
+# (the embedded engine with the shipped model) and the stream service; feed examples/documents.jsonl to the
+# input topic; print the entity records from the output topic and the dead letter; stop what it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-run() { echo; echo "\$ padellm-ner $*"; .venv/bin/padellm-ner "$@"; }
-run data stats examples/sample.conll
-run data reformulate examples/sample.conll --schema conll03 -o /tmp/padellm-ner-examples.jsonl
-echo "($(wc -l < /tmp/padellm-ner-examples.jsonl) training examples; the first:)"
-head -n 1 /tmp/padellm-ner-examples.jsonl
-run score --pred examples/sample_results.json --dedup none
-run score --pred examples/sample_results.json --dedup keep-max
-run score --pred examples/sample_results.json --gold examples/sample.conll --metric span
+CLI=.venv/bin/padellm-ner
+RUN=$(mktemp -d)
+STAMP=$(date +%s)
+IN=documents-$STAMP OUT=entity-records-$STAMP
+PIDS=()
+STARTED_KAFKA=0
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "$STARTED_KAFKA" = 1 ]; then bash scripts/kafka.sh stop; fi
+}
+trap cleanup EXIT
+
+if ! bash scripts/kafka.sh status >/dev/null 2>&1; then bash scripts/kafka.sh start; STARTED_KAFKA=1; fi
+
+wait_ready() {  # a process prints one "... ready ..." line on stdout when it serves
+  for _ in $(seq 1 240); do grep -q "ready" "$1" 2>/dev/null && return 0; sleep 0.5; done
+  echo "demo: $1 did not become ready" >&2; cat "$1" >&2; return 1
+}
+
+PADELLM_LOG_FORMAT=text $CLI worker --port 50061 > "$RUN/worker.out" 2> "$RUN/worker.log" & PIDS+=($!)
+wait_ready "$RUN/worker.out"
+PADELLM_LOG_FORMAT=text $CLI stream --bootstrap 127.0.0.1:9092 --input-topic "$IN" --output-topic "$OUT" \
+  --workers 127.0.0.1:50061 --create-topics --partitions 2 --group-id demo-$$ > "$RUN/stream.out" 2> "$RUN/stream.log" & PIDS+=($!)
+wait_ready "$RUN/stream.out"
+
+echo "== feeding examples/documents.jsonl to topic '$IN'"
+$CLI kafka produce examples/documents.jsonl --topic "$IN"
+echo "== entity records on topic '$OUT'"
+$CLI kafka consume --topic "$OUT" --count "$(grep -c '^{' examples/documents.jsonl)" --pretty
+echo "== dead letters on topic '$IN.dead-letter'"
+$CLI kafka consume --topic "$IN.dead-letter" --count 1
