@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..core.document import Document, make_entity
 from ..core.schemas import CHINESE, ENGLISH
+from .padellm_json import space_token_offsets
 from .tagging import decode, detect_scheme, encode, split_tag
 
 WORDS = "words"
@@ -140,7 +141,7 @@ def read_columns(text: str, name: str = "doc", mode: str = "auto", scheme: str =
 
 def _token_spans(document: Document, mode: str) -> tuple[list[str], list[tuple[int, int, str]]]:
     if mode == WORDS:
-        offsets = list(document.tokens) if document.tokens else _space_tokens(document.text)
+        offsets = list(document.tokens) if document.tokens else space_token_offsets(document.text)
     else:
         offsets = [(i, i + 1) for i in range(len(document.text))]
     starts = {start: i for i, (start, _) in enumerate(offsets)}
@@ -151,14 +152,6 @@ def _token_spans(document: Document, mode: str) -> tuple[list[str], list[tuple[i
             raise ValueError(f"document {document.id!r}: entity {entity} does not fall on token boundaries")
         spans.append((starts[entity.start], ends[entity.end] + 1, entity.label))
     return [document.text[s:e] for s, e in offsets], spans
-
-
-def _space_tokens(text: str) -> list[tuple[int, int]]:
-    offsets, position = [], 0
-    for token in text.split(" "):
-        offsets.append((position, position + len(token)))
-        position += len(token) + 1
-    return offsets
 
 
 def write_columns(documents: list[Document], scheme: str = "iob2", mode: str = WORDS) -> str:

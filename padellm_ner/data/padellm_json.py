@@ -18,9 +18,10 @@ INCLUSIVE, EXCLUSIVE = "inclusive", "exclusive"
 CONVENTIONS = [(TOKEN, INCLUSIVE), (TOKEN, EXCLUSIVE), (CHAR, INCLUSIVE), (CHAR, EXCLUSIVE)]
 
 
-def _token_offsets(sentence: str) -> list[tuple[int, int]]:
+def space_token_offsets(text: str) -> list[tuple[int, int]]:
+    """Character spans of `text.split(' ')`, the tokenisation of the official English files."""
     offsets, position = [], 0
-    for token in sentence.split(" "):
+    for token in text.split(" "):
         offsets.append((position, position + len(token)))
         position += len(token) + 1
     return offsets
@@ -59,7 +60,7 @@ def detect_convention(rows: list[tuple[str, list[list]]]) -> tuple[str, str]:
     votes = {c: 0 for c in CONVENTIONS}
     seen = 0
     for sentence, items in rows:
-        offsets = _token_offsets(sentence)
+        offsets = space_token_offsets(sentence)
         for start, end, surface, _ in items:
             seen += 1
             for unit, end_mode in CONVENTIONS:
@@ -83,7 +84,7 @@ def read_padellm_json(
         language = ENGLISH if unit == TOKEN else CHINESE
     documents = []
     for index, ((number, _), (sentence, items)) in enumerate(zip(lines, rows)):
-        token_offsets = _token_offsets(sentence) if unit == TOKEN else None
+        token_offsets = space_token_offsets(sentence) if unit == TOKEN else None
         entities = []
         for start, stop, surface, label in items:
             span = _char_span(sentence, token_offsets, start, stop, end_mode)
@@ -108,7 +109,7 @@ def write_padellm_json(documents: list[Document], offsets: str = TOKEN, end: str
     out = []
     for document in documents:
         row: list = [document.text]
-        token_offsets = _token_offsets(document.text) if offsets == TOKEN else None
+        token_offsets = space_token_offsets(document.text) if offsets == TOKEN else None
         starts = {s: i for i, (s, _) in enumerate(token_offsets)} if token_offsets else None
         ends = {e: i for i, (_, e) in enumerate(token_offsets)} if token_offsets else None
         for entity in document.entities:
