@@ -145,7 +145,8 @@ def _engine(args: argparse.Namespace, model: str | None = None, prefix_sharing: 
     from workers.engine.padellm import PadellmEngine
 
     engine_model = load_engine_model(model, base_model=getattr(args, "base_model", None),
-                                     device=getattr(args, "device", None), adapter=not getattr(args, "no_adapter", False))
+                                     device=getattr(args, "device", None), adapter=not getattr(args, "no_adapter", False),
+                                     dtype=getattr(args, "dtype", None))
     if engine_model.info.get("objective") == "autoreg-struct":
         return engine_model, AutoregStructEngine(engine_model)
     return engine_model, PadellmEngine(engine_model, prefix_sharing=prefix_sharing,
@@ -235,7 +236,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
     run = run_mode(mode, lambda text: engine.recognize(text, schema), documents, schema, warmup=args.warmup)
     report = {"data": args.data, "model": engine_model.info.get("name"), "mode": mode, "schema": schema.name,
-              "device": str(engine_model.device), **run.summary()}
+              "device": str(engine_model.device), "dtype": engine_model.info["dtype"],
+              "threads": __import__("torch").get_num_threads(), **run.summary()}
     if args.predictions:
         Path(args.predictions).write_text(predictions_jsonl(run, documents), encoding="utf-8")
     if args.json:
@@ -259,18 +261,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _set_threads()
     corpus = read_corpus(args.data, args.format, **_reader_options(args))
     documents = corpus.documents[: args.limit] if args.limit else corpus.documents
-    padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device)
+    padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = _schema_of(args, padellm_model)
     runs = {}
     for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
         engine = PadellmEngine(padellm_model, prefix_sharing=sharing)
         runs[mode] = run_mode(mode, lambda text, e=engine: e.recognize(text, schema), documents, schema)
     if args.baseline_model:
-        baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device)
+        baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
+                                           dtype=args.dtype)
         engine = AutoregStructEngine(baseline_model)
         runs[AUTOREG_STRUCT] = run_mode(AUTOREG_STRUCT, lambda text: engine.recognize(text, schema), documents, schema)
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
     report = {"data": args.data, "documents": len(documents), "device": str(padellm_model.device),
+              "dtype": padellm_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
               "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
     output = Path(args.output_dir)
@@ -294,7 +298,7 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     _set_threads()
     corpus = read_corpus(args.data, args.format, **_reader_options(args))
     texts = [d.text for d in corpus.documents[: args.limit]]
-    engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device)
+    engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = _schema_of(args, engine_model)
     workers = [int(n) for n in args.worker_counts.split(",")]
     report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
@@ -376,6 +380,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="a PaDeLLM model folder (default: PADELLM_MODEL, else the shipped model)")
     parser.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
     parser.add_argument("--device", help="cpu or cuda (default: cuda where present)")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
+                        help="engine weights (default auto: bf16 on a GPU, fp32 on the CPU; or PADELLM_DTYPE)")
     parser.add_argument("--schema", help="label schema (default: the model's)")
 
 

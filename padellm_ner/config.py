@@ -4,6 +4,7 @@ PADELLM_CACHE        cache folder (base model download and conversion, training 
 PADELLM_BASE_MODEL   a local transformers causal-LM folder to use as the base model instead of SmolLM2
 PADELLM_MODEL        a trained PaDeLLM model (folder with adapter/weights) instead of the shipped one
 PADELLM_THREADS      torch CPU threads (default: all cores)
+PADELLM_DTYPE        engine weights: auto (bf16 on a GPU, fp32 on the CPU), float32 or bfloat16
 """
 
 from __future__ import annotations
@@ -31,3 +32,7 @@ def model_override() -> Path | None:
 def threads() -> int | None:
     value = os.environ.get("PADELLM_THREADS")
     return int(value) if value else None
+
+
+def dtype_override() -> str | None:
+    return os.environ.get("PADELLM_DTYPE") or None

@@ -17,7 +17,7 @@ def make_backend(args):
         from .backends.embedded import EmbeddedBackend
         from .engine.loading import load_engine_model
 
-        engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device)
+        engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
         return EmbeddedBackend(engine_model, batch_window_ms=args.batch_window_ms)
     if args.backend == "tgi":
         from .backends.tgi import TgiBackend

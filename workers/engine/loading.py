@@ -68,14 +68,28 @@ def resolve_model_dir(model: str | Path | None) -> Path | None:
     return SHIPPED_MODEL if (SHIPPED_MODEL / "padellm.json").exists() else None
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def pick_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    """bf16 on a GPU; on the CPU fp32 unless bf16 is asked for (PADELLM_DTYPE or --dtype)."""
+    name = name or config.dtype_override() or "auto"
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ValueError(f"unknown dtype {name!r}; expected auto, float32 or bfloat16") from None
+
+
 def load_engine_model(
     model: str | Path | None = None, *, base_model: str | Path | None = None, device: str | None = None,
-    adapter: bool = True,
+    adapter: bool = True, dtype: str | None = None,
 ) -> EngineModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = pick_device(device)
-    dtype = torch.bfloat16 if target.type == "cuda" else torch.float32
+    dtype = pick_dtype(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
     info: dict = {}
     if model_dir is not None:
@@ -88,5 +102,6 @@ def load_engine_model(
 
         network = PeftModel.from_pretrained(network, model_dir).merge_and_unload()
     network = network.to(device=target, dtype=dtype).eval()
-    info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info}
+    info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info,
+            "dtype": str(dtype).removeprefix("torch.")}
     return EngineModel(network, tokenizer, target, info, newline_token_ids(tokenizer))
