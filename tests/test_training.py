@@ -132,3 +132,15 @@ def test_lora_training_and_export(tiny_base_model, docs, tokenizer, tmp_path):
     export_run(run, tmp_path / "model", rank=4, version="test")
     adapter = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+
+
+def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.engine.loading import load_engine_model
+
+    run = train(_config(tiny_base_model, tmp_path / "run", max_steps=1), docs, get_schema("conll03"), tokenizer,
+                log=lambda m: None)
+    engine_model = load_engine_model(run, device="cpu")
+    tuned = load_file(run / "final.safetensors")
+    name = next(iter(tuned))
+    assert torch.equal(dict(engine_model.model.named_parameters())[name], tuned[name])
+    assert engine_model.info["format"] == "full-run-weights"

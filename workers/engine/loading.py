@@ -92,12 +92,32 @@ def load_engine_model(
     dtype = pick_dtype(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
     info: dict = {}
-    if model_dir is not None:
+    run_weights = None
+    if model_dir is not None and (model_dir / "train_config.json").exists():
+        # a training run folder (full fine-tuning): its unextracted weights, to measure what export loses
+        run_config = json.loads((model_dir / "train_config.json").read_text())
+        run_weights = model_dir / "final.safetensors"
+        if not run_weights.exists():
+            run_weights = model_dir / "checkpoint" / "trainable.safetensors"
+        info = {"objective": run_config["objective"], "schema": run_config["schema"], "version": "run",
+                "format": f"{run_config['method']}-run-weights"}
+        base_model = base_model or run_config["base_model"]
+    elif model_dir is not None:
         info = json.loads((model_dir / "padellm.json").read_text())
     base = ensure_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     network = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
-    if model_dir is not None and (model_dir / "adapter_config.json").exists():
+    if run_weights is not None:
+        from safetensors.torch import load_file
+
+        weights = load_file(run_weights)
+        if any("lora_" in name for name in weights):
+            raise ValueError(f"{model_dir} is a LoRA run: export it first (padellm-ner export)")
+        missing = set(weights) - set(network.state_dict())
+        if missing:
+            raise ValueError(f"{run_weights} does not fit the base model: {sorted(missing)[:3]}")
+        network.load_state_dict(weights, strict=False)
+    elif model_dir is not None and (model_dir / "adapter_config.json").exists():
         from peft import PeftModel
 
         network = PeftModel.from_pretrained(network, model_dir).merge_and_unload()
