@@ -334,7 +334,7 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from workers.training.export import export_run
 
-    print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version)))
+    print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version, args.form)))
     return 0
 
 
@@ -601,6 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", required=True)
     ex.add_argument("--rank", type=int, default=32, help="rank of the extraction for full fine-tuning runs")
     ex.add_argument("--version", default="0.1.0")
+    ex.add_argument("--form", default="lora", choices=("lora", "lowrank-int8"),
+                    help="full fine-tuning runs: a bf16 LoRA adapter, or int8 low-rank factors (twice the rank per byte)")
     ex.set_defaults(handler=cmd_export)
     return parser
 

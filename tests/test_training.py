@@ -144,3 +144,20 @@ def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenize
     name = next(iter(tuned))
     assert torch.equal(dict(engine_model.model.named_parameters())[name], tuned[name])
     assert engine_model.info["format"] == "full-run-weights"
+
+
+def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.engine.loading import load_engine_model
+    from workers.training.export import export_run
+
+    run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    out = tmp_path / "model"
+    stats = export_run(run, out, rank=32, version="test", form="lowrank-int8")  # full rank: only int8 error
+    assert stats["delta_energy_kept"] > 0.99
+    assert json.loads((out / "padellm.json").read_text())["format"] == "lowrank-int8-r32"
+    engine_model = load_engine_model(out, base_model=tiny_base_model, device="cpu")
+    tuned = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
+    tuned.load_state_dict(load_file(run / "final.safetensors"), strict=False)
+    ids = torch.tensor([tokenizer("text:\nEU rejects\nentity type:\nORG\n\n<num>")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-2)

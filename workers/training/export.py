@@ -2,8 +2,11 @@
 
 - LoRA runs: the trained adapter as it is, stored in bf16.
 - Full fine-tuning runs: a low-rank extraction of the weight change. For every trained projection W' of
-  base weight W, the delta W' - W is factorised by SVD and its top-`rank` part becomes a LoRA pair
-  (B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, scaling 1), so base + adapter approximates the fine-tuned model.
+  base weight W, the delta W' - W is factorised by SVD and its top-`rank` part is kept, either
+  - as a LoRA pair (B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, scaling 1; `--format lora`, bf16), or
+  - as int8 factors (`--format lowrank-int8`): U_r and V_r^T quantised to int8 with one scale per rank
+    component, S_r in fp32, in `delta_lowrank.safetensors`; about twice the rank for the same bytes, which
+    keeps much more of a high-rank fine-tuning delta. The engine adds U_r S_r V_r^T to the base weights.
 The folder gets `padellm.json` (objective, schema, base model, how it was made), which the engine reads.
 """
 
@@ -61,6 +64,55 @@ def export_full_as_lora(base_model: str, weights: Path, rank: int, output: Path,
     return stats
 
 
+def _quantize(matrix: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 with one scale per slice along `dim` (per rank component)."""
+    scale = matrix.abs().amax(dim=dim, keepdim=True).clamp_min(1e-12) / 127.0
+    return torch.round(matrix / scale).clamp(-127, 127).to(torch.int8), scale.squeeze(dim).float()
+
+
+def export_full_as_int8_lowrank(base_model: str, weights: Path, rank: int, output: Path, info: dict) -> dict:
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM
+
+    trained = load_file(weights)
+    base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    base_weights = dict(base.named_parameters())
+    tensors: dict[str, torch.Tensor] = {}
+    energy_kept, energy_total = 0.0, 0.0
+    for name, new in trained.items():
+        delta = (new - base_weights[name].detach()).double()
+        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
+        r = min(rank, len(s))
+        u_q, u_scale = _quantize(u[:, :r].float(), dim=0)  # one scale per column (component)
+        v_q, v_scale = _quantize(vh[:r].float(), dim=1)  # one scale per row (component)
+        key = name.removesuffix(".weight")
+        tensors.update({f"{key}.u": u_q.contiguous(), f"{key}.u_scale": u_scale, f"{key}.s": s[:r].float(),
+                        f"{key}.vh": v_q.contiguous(), f"{key}.vh_scale": v_scale})
+        approx = (u_q.double() * u_scale.double()) @ torch.diag(s[:r]) @ (v_q.double() * v_scale.double()[:, None])
+        energy_total += float(delta.pow(2).sum())
+        energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
+    output.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, output / "delta_lowrank.safetensors")
+    size = (output / "delta_lowrank.safetensors").stat().st_size
+    stats = {"rank": rank, "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
+    (output / "padellm.json").write_text(json.dumps(
+        {**info, "format": f"lowrank-int8-r{rank}", "weights_bytes": size, **stats}, indent=2, sort_keys=True))
+    return stats
+
+
+def apply_int8_lowrank(model: torch.nn.Module, path: Path) -> None:
+    """Add the stored low-rank deltas to a model's weights (the inverse of `export_full_as_int8_lowrank`)."""
+    tensors = load_file(path)
+    parameters = dict(model.named_parameters())
+    keys = {k.rsplit(".", 1)[0] for k in tensors}
+    with torch.no_grad():
+        for key in keys:
+            weight = parameters[f"{key}.weight"]
+            u = tensors[f"{key}.u"].float() * tensors[f"{key}.u_scale"][None, :]
+            vh = tensors[f"{key}.vh"].float() * tensors[f"{key}.vh_scale"][:, None]
+            weight += ((u * tensors[f"{key}.s"][None, :]) @ vh).to(weight.dtype)
+
+
 def export_lora(base_model: str, weights: Path, rank: int, alpha: int, output: Path, info: dict) -> dict:
     trained = load_file(weights)
     peft_model, _ = _peft_model(base_model, rank, alpha)
@@ -85,7 +137,7 @@ def _save(peft_model, output: Path, info: dict) -> None:
     (output / "padellm.json").write_text(json.dumps({**info, "adapter_bytes": size}, indent=2, sort_keys=True))
 
 
-def export_run(run: Path, output: Path, rank: int, version: str) -> dict:
+def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora") -> dict:
     config = json.loads((run / "train_config.json").read_text())
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else {}
     weights = run / "final.safetensors"
@@ -98,6 +150,8 @@ def export_run(run: Path, output: Path, rank: int, version: str) -> dict:
         "training": {k: config[k] for k in ("epochs", "lr", "row_tokens", "rows_per_step", "grad_accum", "seed",
                                             "warmup_steps", "bf16", "lora_rank") if k in config} | final,
     }
+    if config["method"] == "full" and form == "lowrank-int8":
+        return export_full_as_int8_lowrank(config["base_model"], weights, rank, output, info)
     if config["method"] == "full":
         return export_full_as_lora(config["base_model"], weights, rank, output, info)
     return export_lora(config["base_model"], weights, config["lora_rank"], config["lora_alpha"], output, info)

@@ -1,0 +1,30 @@
+"""The shipped model: present, within its size budget, loadable, and it recognizes entities."""
+
+import json
+
+import pytest
+
+from padellm_ner.core import get_schema
+from workers.engine.loading import SHIPPED_MODEL
+
+
+def test_shipped_model_is_small_and_described():
+    info = json.loads((SHIPPED_MODEL / "padellm.json").read_text())
+    assert info["objective"] == "padellm" and info["schema"] == "conll03"
+    weights = list(SHIPPED_MODEL.glob("*.safetensors"))
+    assert weights and sum(w.stat().st_size for w in weights) <= 25_000_000
+    assert (SHIPPED_MODEL / "README.md").read_text().startswith("# padellm-conll03")
+
+
+def test_shipped_model_recognizes_entities(serving_engine_model):
+    from workers.engine.padellm import PadellmEngine
+
+    assert serving_engine_model.info["name"] == "padellm-conll03"
+    schema = get_schema("conll03")
+    engine = PadellmEngine(serving_engine_model)
+    result = engine.recognize("EU rejects German call to boycott British lamb .", schema)
+    assert {(m.label, m.text, m.start) for m in result.prediction.mentions} == {
+        ("ORG", "EU", 0), ("MISC", "German", 11), ("MISC", "British", 34)}
+    result = engine.recognize("Peter Blackburn", schema)
+    assert [(m.label, m.text) for m in result.prediction.mentions] == [("PER", "Peter Blackburn")]
+    assert all(0 < m.probability <= 1 for m in result.prediction.mentions)
