@@ -106,8 +106,19 @@ def test_training_resumes_to_the_same_weights(tiny_base_model, docs, tokenizer, 
     assert losses[-1] < losses[0]
 
 
-def test_full_run_exports_as_lora_and_loads_in_the_engine(tiny_base_model, docs, tokenizer, tmp_path):
+def assert_export_matches_run(model_dir, run, base_model, tokenizer) -> None:
+    """The exported model, loaded by the engine, gives the logits of the run's fine-tuned weights."""
     from workers.engine.loading import load_engine_model
+
+    engine_model = load_engine_model(model_dir, base_model=base_model, device="cpu")
+    tuned = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    tuned.load_state_dict(load_file(run / "final.safetensors"), strict=False)
+    ids = torch.tensor([tokenizer("text:\nEU rejects\nentity type:\nORG\n\n<num>")["input_ids"]])
+    with torch.no_grad():
+        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-2)
+
+
+def test_full_run_exports_as_lora_and_loads_in_the_engine(tiny_base_model, docs, tokenizer, tmp_path):
     from workers.training.export import export_run
 
     run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
@@ -116,12 +127,7 @@ def test_full_run_exports_as_lora_and_loads_in_the_engine(tiny_base_model, docs,
     assert stats["delta_energy_kept"] == pytest.approx(1.0, abs=1e-6)
     info = json.loads((out / "padellm.json").read_text())
     assert info["objective"] == "padellm" and info["format"] == "lora-from-full-svd-r32"
-    engine_model = load_engine_model(out, base_model=tiny_base_model, device="cpu")
-    tuned = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
-    tuned.load_state_dict(load_file(run / "final.safetensors"), strict=False)
-    ids = torch.tensor([tokenizer("text:\nEU rejects\nentity type:\nORG\n\n<num>")["input_ids"]])
-    with torch.no_grad():
-        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-2)
+    assert_export_matches_run(out, run, tiny_base_model, tokenizer)
 
 
 def test_lora_training_and_export(tiny_base_model, docs, tokenizer, tmp_path):
@@ -147,7 +153,6 @@ def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenize
 
 
 def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp_path):
-    from workers.engine.loading import load_engine_model
     from workers.training.export import export_run
 
     run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
@@ -155,9 +160,4 @@ def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp
     stats = export_run(run, out, rank=32, version="test", form="lowrank-int8")  # full rank: only int8 error
     assert stats["delta_energy_kept"] > 0.99
     assert json.loads((out / "padellm.json").read_text())["format"] == "lowrank-int8-r32"
-    engine_model = load_engine_model(out, base_model=tiny_base_model, device="cpu")
-    tuned = AutoModelForCausalLM.from_pretrained(tiny_base_model, dtype=torch.float32)
-    tuned.load_state_dict(load_file(run / "final.safetensors"), strict=False)
-    ids = torch.tensor([tokenizer("text:\nEU rejects\nentity type:\nORG\n\n<num>")["input_ids"]])
-    with torch.no_grad():
-        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-2)
+    assert_export_matches_run(out, run, tiny_base_model, tokenizer)
