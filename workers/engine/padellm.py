@@ -35,12 +35,6 @@ class EngineResult:
     prefill_tokens: int = 0
 
     @property
-    def sequences(self) -> int:
-        """Label-mention sequences: one per (label, k), and one per label with a zero count."""
-        with_mentions = {m.label for m in self.mentions}
-        return len(self.mentions) + sum(1 for c in self.counts if c.label not in with_mentions)
-
-    @property
     def generated_tokens(self) -> int:
         return sum(c.generated_tokens for c in self.counts) + sum(m.generated_tokens for m in self.mentions)
 
@@ -79,12 +73,7 @@ class PadellmEngine:
         return greedy_decode(self.m.model, [prefix + b for b in branches], stop_ids=self.stop_ids,
                              max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats)
 
-    def counts(self, text: str, schema: LabelSchema, labels: Sequence[str]) -> list[CountResult]:
-        return self.recognize(text, schema, labels, counts_only=True).counts
-
-    def recognize(
-        self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None, *, counts_only: bool = False,
-    ) -> EngineResult:
+    def recognize(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> EngineResult:
         labels = list(labels or schema.labels)
         template = template_for(schema.language)
         stats = DecodeStats()
@@ -100,18 +89,15 @@ class PadellmEngine:
         generated = self._decode(prefix, cache, branches, COUNT_MAX_NEW_TOKENS, stats)
         counts = [self._result(label, g) for label, g in zip(labels, generated)]
         step1 = time.perf_counter()
-        mentions: list[MentionResult] = []
-        if not counts_only:
-            # Step 2: the k-th mention of every label, k = 1..count.
-            parsed = parse_counts(counts, self.max_count)
-            asks = [(label, k) for label in labels for k in range(1, parsed[label].value + 1)]
-            branches = [
-                self.m.encode(template.label_branch(schema.prompt_word(label))
-                              + template.mention_suffix(parsed[label].value, k))
-                for label, k in asks
-            ]
-            generated = self._decode(prefix, cache, branches, self.max_mention_tokens, stats)
-            mentions = [self._result(label, g, k) for (label, k), g in zip(asks, generated)]
+        # Step 2: the k-th mention of every label, k = 1..count.
+        parsed = parse_counts(counts, self.max_count)
+        asks = [(label, k) for label in labels for k in range(1, parsed[label].value + 1)]
+        branches = [
+            self.m.encode(template.label_branch(schema.prompt_word(label)) + template.mention_suffix(parsed[label].value, k))
+            for label, k in asks
+        ]
+        generated = self._decode(prefix, cache, branches, self.max_mention_tokens, stats)
+        mentions = [self._result(label, g, k) for (label, k), g in zip(asks, generated)]
         step2 = time.perf_counter()
         prediction = aggregate(text, labels, counts, mentions, language=schema.language, dedup=self.dedup,
                                max_count=self.max_count)
