@@ -239,14 +239,17 @@ class StreamProcessor:
         if due_only and time.monotonic() - self._last_commit < self.config.commit_interval_s:
             return
         self._last_commit = time.monotonic()
-        offsets = {tp: t.to_commit() for tp, t in self.offsets.items()
-                   if (partitions is None or tp in partitions) and t.to_commit() is not None}
+        # The trackers are taken before the await: a rebalance may revoke (and forget) a partition while the
+        # commit is in flight, so the result is recorded on the tracker that was committed, not looked up again.
+        trackers = {tp: t for tp, t in self.offsets.items()
+                    if (partitions is None or tp in partitions) and t.to_commit() is not None}
+        offsets = {tp: t.to_commit() for tp, t in trackers.items()}
         if not offsets:
             return
         try:
             await self.consumer.commit(offsets)
             for tp, offset in offsets.items():
-                self.offsets[tp].committed = offset
+                trackers[tp].committed = offset
         except KafkaError as error:  # a rebalance or a broker restart: the next commit catches up
             log.warning("offset commit failed (%r); will retry", error)
 
