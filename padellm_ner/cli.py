@@ -301,8 +301,11 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = _schema_of(args, engine_model)
     workers = [int(n) for n in args.worker_counts.split(",")]
+    model_args = [*(["--model", args.model] if args.model else []),
+                  *(["--base-model", args.base_model] if args.base_model else []),
+                  *(["--dtype", args.dtype] if args.dtype else [])]
     report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
-                                   model=args.model, mode=args.mode))
+                                   model_args=model_args, mode=args.mode))
     report["data"] = args.data
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))

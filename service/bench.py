@@ -3,7 +3,9 @@ and with two model workers. One run, side by side, on the same documents.
 
 1. overhead: sequential documents, (a) the embedded engine called in-process, (b) the same engine behind a
    worker's gRPC server and the orchestrator (multi mode), through the public NER API on loopback, in the same
-   process with the same threads. Reported: mean latency of each and the relative overhead.
+   process with the same threads; the two paths alternate document by document. Reported: mean latency of
+   each, the relative overhead, the median per-document difference, and the worker's decoded batches per
+   document (2 when the micro-batcher gathers each step's calls into one batch).
 2. throughput: N worker processes (`padellm-ner worker`, cores split between them), the orchestrator and the
    public API here, `concurrency` documents in flight; documents/s for N = 1 and N = 2.
 """
@@ -40,19 +42,15 @@ def _ms(values: list[float]) -> dict:
 
 
 async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: str = "multi") -> dict:
+    """Both paths on every document, interleaved: document i goes through the in-process engine and through
+    gRPC + orchestrator back to back (the order alternating between documents), so a drift of the machine's
+    speed during the run (other load, frequency) falls on both paths alike instead of on whichever ran last."""
     from workers.backends.embedded import EmbeddedBackend
     from workers.engine.padellm import PadellmEngine
     from workers.server import SERVICE_NAME as WORKER, WorkerService, add_to_server as add_worker
 
     engine = PadellmEngine(engine_model)
-    for text in WARMUP:  # warm-up texts outside the measured set, so no path starts with a cached prefix
-        engine.recognize(text, schema)
-    direct = []
-    for text in tqdm(texts, desc="in-process engine", unit="doc"):
-        started = time.perf_counter()
-        engine.recognize(text, schema)
-        direct.append(time.perf_counter() - started)
-
+    loop = asyncio.get_running_loop()
     backend = EmbeddedBackend(engine_model)
     await backend.start()
     worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
@@ -60,29 +58,50 @@ async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: st
     await pool.start()
     service = NerService(Orchestrator(pool, OrchestratorConfig(mode=mode)))
     server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
-    served = []
+    direct, served, batches = [], [], []
     try:
         async with channel(f"127.0.0.1:{port}") as ch:
             stub = ner_pb2_grpc.NerServiceStub(ch)
-            for i, text in enumerate(WARMUP):
-                await stub.Recognize(ner_pb2.RecognizeRequest(id=f"warm{i}", text=text, schema=schema.name))
-            for i, text in enumerate(tqdm(texts, desc=f"gRPC + orchestrator ({mode})", unit="doc")):
+
+            async def in_process(text: str) -> float:
+                # on a thread, as the worker runs it, so the event loop stays free in both paths
+                started = time.perf_counter()
+                await loop.run_in_executor(None, engine.recognize, text, schema)
+                return time.perf_counter() - started
+
+            async def through_grpc(i: int, text: str) -> float:
                 started = time.perf_counter()
                 await stub.Recognize(ner_pb2.RecognizeRequest(id=f"d{i}", text=text, schema=schema.name))
-                served.append(time.perf_counter() - started)
+                return time.perf_counter() - started
+
+            for i, text in enumerate(WARMUP):  # warm-up texts outside the measured set: no cached prefix is reused
+                await in_process(text)
+                await through_grpc(-1 - i, text)
+            for i, text in enumerate(tqdm(texts, desc=f"in-process vs gRPC + orchestrator ({mode})", unit="doc")):
+                before = backend.batches
+                if i % 2 == 0:
+                    direct.append(await in_process(text))
+                    served.append(await through_grpc(i, text))
+                else:
+                    served.append(await through_grpc(i, text))
+                    direct.append(await in_process(text))
+                batches.append(backend.batches - before)
     finally:
         await server.stop(0)
         await pool.stop()
         await worker_server.stop(0)
         await backend.stop()
     a, b = _ms(direct), _ms(served)
+    paired = sorted((s - d) * 1000 for s, d in zip(served, direct))
     return {"in_process": a, "grpc_orchestrated": b, "mode": mode,
-            "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0}
+            "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0,
+            "paired_difference_ms_p50": paired[len(paired) // 2],
+            "worker_batches_per_document_mean": statistics.fmean(batches)}
 
 
-def _spawn_worker(threads: int, model: str | None) -> tuple[subprocess.Popen, str]:
+def _spawn_worker(threads: int, model_args: list[str]) -> tuple[subprocess.Popen, str]:
     cli = str(Path(sys.executable).parent / "padellm-ner")
-    args = [cli, "worker", "--port", "0"] + (["--model", model] if model else [])
+    args = [cli, "worker", "--port", "0", *model_args]
     env = {**os.environ, "PADELLM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     line = process.stdout.readline()
@@ -92,9 +111,9 @@ def _spawn_worker(threads: int, model: str | None) -> tuple[subprocess.Popen, st
     return process, line.strip().rsplit(" ", 1)[-1]
 
 
-async def throughput(workers: int, texts: list[str], schema: LabelSchema, concurrency: int, model: str | None,
+async def throughput(workers: int, texts: list[str], schema: LabelSchema, concurrency: int, model_args: list[str],
                      cores: int) -> dict:
-    processes = [_spawn_worker(max(1, cores // workers), model) for _ in range(workers)]
+    processes = [_spawn_worker(max(1, cores // workers), model_args) for _ in range(workers)]
     try:
         pool = WorkerPool([address for _, address in processes])
         await pool.start()
@@ -135,7 +154,9 @@ def table(report: dict) -> str:
         f"{'in-process engine':<28} {o['in_process']['mean_ms']:9.1f} {o['in_process']['p50_ms']:9.1f} {o['in_process']['p95_ms']:9.1f}",
         f"{'gRPC + orchestrator':<28} {o['grpc_orchestrated']['mean_ms']:9.1f} {o['grpc_orchestrated']['p50_ms']:9.1f} "
         f"{o['grpc_orchestrated']['p95_ms']:9.1f}",
-        f"overhead of gRPC + orchestration: {o['overhead_ratio'] * 100:+.1f} % of mean document latency",
+        f"overhead of gRPC + orchestration ({o['mode']} mode): {o['overhead_ratio'] * 100:+.1f} % of mean document "
+        f"latency; median per-document difference {o['paired_difference_ms_p50']:+.1f} ms; "
+        f"{o['worker_batches_per_document_mean']:.2f} worker batches per document",
         "",
         f"{'workers':<8} {'docs/s':>8} {'threads each':>13} {'in flight':>10}",
     ]
@@ -145,8 +166,10 @@ def table(report: dict) -> str:
 
 
 async def run(engine_model, texts: list[str], schema: LabelSchema, *, worker_counts: list[int], concurrency: int,
-              model: str | None, mode: str = "multi") -> dict:
+              model_args: list[str], mode: str = "multi") -> dict:
+    """`model_args`: the worker command's model options (--model, --base-model, --dtype), so the spawned workers
+    load the same model as the in-process engine."""
     cores = torch.get_num_threads()
     report = {"documents": len(texts), "threads": cores, "overhead": await overhead(engine_model, texts, schema, mode)}
-    report["throughput"] = [await throughput(n, texts, schema, concurrency, model, cores) for n in worker_counts]
+    report["throughput"] = [await throughput(n, texts, schema, concurrency, model_args, cores) for n in worker_counts]
     return report

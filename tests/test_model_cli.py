@@ -60,3 +60,17 @@ def test_recognize_with_the_real_base_model(capsys):
 def test_recognize_rejects_unknown_labels(capsys):
     assert main(["recognize", "EU rejects", "--no-adapter", "--labels", "GPE"]) == 2
     assert "not in schema conll03" in capsys.readouterr().err
+
+
+def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_models, capsys):
+    assert main(["bench-serving", "--data", str(EXAMPLES / "sample.conll"), "--limit", "4", "--worker-counts", "1",
+                 "--concurrency", "2", "--model", str(tiny_models["padellm"]), "--base-model", str(tiny_base_model),
+                 "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    overhead = report["overhead"]
+    assert report["documents"] == 4 and overhead["mode"] == "multi"
+    assert overhead["in_process"]["mean_ms"] > 0 and overhead["grpc_orchestrated"]["mean_ms"] > 0
+    # one decoded batch for the counts and at most one for the mentions: the micro-batcher gathers each step
+    assert 1 <= overhead["worker_batches_per_document_mean"] <= 2
+    [one_worker] = report["throughput"]
+    assert one_worker["workers"] == 1 and one_worker["documents"] == 4 and one_worker["documents_per_s"] > 0
