@@ -9,14 +9,13 @@ Concurrent requests are decoded together in one padded batch.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from .engine.decoder import greedy_decode
+from .engine.batching import MicroBatcher
+from .engine.decoder import Generated, greedy_decode
 from .engine.loading import EngineModel
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ class _Job:
     prompt_ids: list[int]
     stops: tuple[str, ...]
     max_new_tokens: int
-    future: asyncio.Future
 
 
 def _error(status: int, message: str, error_type: str) -> web.Response:
@@ -47,13 +45,12 @@ class TgiApiServer:
         self.max_concurrent_requests = max_concurrent_requests
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
-        self.batch_window_s = batch_window_ms / 1000
         self.in_flight = 0
         self._stop_ids_cache: dict[tuple[str, ...], frozenset[int]] = {}
         self._runner: web.AppRunner | None = None
-        self._queue: asyncio.Queue[_Job] | None = None
-        self._task: asyncio.Task | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._batcher: MicroBatcher[_Job, Generated] = MicroBatcher(
+            self._decode, window_ms=batch_window_ms, name="tgi-api-engine",
+            on_shutdown=lambda: RuntimeError("the server is shutting down"))
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -63,9 +60,7 @@ class TgiApiServer:
         app.router.add_post("/", self.generate)
         app.router.add_get("/health", self.health)
         app.router.add_get("/info", self.info)
-        self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tgi-api-engine")
-        self._task = asyncio.create_task(self._batch_loop(), name="tgi-api-batcher")
+        await self._batcher.start()
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
@@ -75,14 +70,7 @@ class TgiApiServer:
     async def stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._executor:
-            self._executor.shutdown(wait=True)
+        await self._batcher.stop()
 
     async def __aenter__(self) -> "TgiApiServer":
         await self.start()
@@ -145,9 +133,7 @@ class TgiApiServer:
             return _error(429, "Model is overloaded", "overloaded")
         self.in_flight += 1
         try:
-            future = asyncio.get_running_loop().create_future()
-            await self._queue.put(_Job(ids, params["stops"], params["max_new_tokens"], future))
-            generated = await future
+            generated = await self._batcher.submit(_Job(ids, params["stops"], params["max_new_tokens"]))
         except Exception as error:
             log.exception("generation failed")
             return _error(424, f"Request failed during generation: {error}", "generation")
@@ -188,26 +174,17 @@ class TgiApiServer:
             self._stop_ids_cache[stops] = frozenset(ids)
         return self._stop_ids_cache[stops]
 
-    async def _batch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            await asyncio.sleep(self.batch_window_s)
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            groups: dict[tuple, list[_Job]] = {}
-            for job in batch:
-                groups.setdefault((job.stops, job.max_new_tokens), []).append(job)
-            for (stops, max_new), jobs in groups.items():
-                try:
-                    results = await loop.run_in_executor(self._executor, lambda: greedy_decode(
-                        self.m.model, [j.prompt_ids for j in jobs], stop_ids=self._stop_ids(stops),
-                        max_new_tokens=max_new, pad_id=self.m.pad_id))
-                except Exception as error:
-                    for job in jobs:
-                        if not job.future.done():
-                            job.future.set_exception(error)
-                    continue
-                for job, result in zip(jobs, results):
-                    if not job.future.done():
-                        job.future.set_result(result)
+    def _decode(self, jobs: list[_Job]) -> list[Generated | Exception]:
+        """Runs on the engine thread: one padded greedy batch per (stop strings, max_new_tokens) group."""
+        outcomes: dict[int, Generated | Exception] = {}
+        groups: dict[tuple, list[int]] = {}
+        for index, job in enumerate(jobs):
+            groups.setdefault((job.stops, job.max_new_tokens), []).append(index)
+        for (stops, max_new), indices in groups.items():
+            try:
+                results = greedy_decode(self.m.model, [jobs[i].prompt_ids for i in indices],
+                                        stop_ids=self._stop_ids(stops), max_new_tokens=max_new, pad_id=self.m.pad_id)
+            except Exception as error:  # fails this group's requests only
+                results = [error] * len(indices)
+            outcomes.update(zip(indices, results))
+        return [outcomes[i] for i in range(len(jobs))]

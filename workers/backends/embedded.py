@@ -7,16 +7,15 @@ branches of one batch. All torch work runs on one dedicated thread, never on the
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Sequence
 
 from padellm_ner.core import CountResult, DEFAULT_MAX_COUNT, MentionResult, template_for
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
+from ..engine.batching import MicroBatcher
 from ..engine.decoder import encode_prefix, greedy_decode
 from ..engine.loading import EngineModel
 from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
@@ -30,7 +29,6 @@ class _Pending:
     branch: str
     label: str
     k: int | None  # None for a count
-    future: asyncio.Future
 
 
 class EmbeddedBackend:
@@ -45,35 +43,25 @@ class EmbeddedBackend:
         self.model_version = str(engine_model.info.get("version", "base"))
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
-        self.batch_window_s = batch_window_ms / 1000
-        self.max_batch = max_batch
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
         self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens)
         self._prefixes: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
-        self._queue: asyncio.Queue[_Pending] | None = None
-        self._executor: ThreadPoolExecutor | None = None
-        self._task: asyncio.Task | None = None
-        self.batches = 0  # decoded batches (for tests and metrics)
+        self._batcher: MicroBatcher[_Pending, Timed] = MicroBatcher(
+            self._decode, window_ms=batch_window_ms, max_batch=max_batch, name="engine",
+            on_error=lambda error: BackendError("INTERNAL", f"decoding failed: {error}"),
+            on_shutdown=lambda: BackendError("UNAVAILABLE", "the worker is not running"))
+
+    @property
+    def batches(self) -> int:
+        """Decoded batches so far (for tests, benchmarks and metrics)."""
+        return self._batcher.batches
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
-        self._task = asyncio.create_task(self._batch_loop(), name="embedded-batcher")
+        await self._batcher.start()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        while self._queue and not self._queue.empty():
-            pending = self._queue.get_nowait()
-            if not pending.future.done():
-                pending.future.set_exception(BackendError("UNAVAILABLE", "the worker is shutting down"))
-        if self._executor:
-            self._executor.shutdown(wait=True)
+        await self._batcher.stop()
 
     async def __aenter__(self) -> "EmbeddedBackend":
         await self.start()
@@ -111,44 +99,15 @@ class EmbeddedBackend:
             labels = check_labels(label_schema, list(labels))
         except InvalidInput as error:
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
-        loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(self._executor, self._engine.recognize, text, label_schema, labels)
+        result = await self._batcher.run(self._engine.recognize, text, label_schema, labels)
         share = result.latency_s
         return Extracted([Timed(c, share) for c in result.counts], [Timed(m, share) for m in result.mentions],
                          result.latency_s)
 
     async def _submit(self, text: str, language: str, branch: str, label: str, k: int | None) -> Timed:
-        if self._queue is None:
-            raise BackendError("UNAVAILABLE", "the backend is not started")
-        future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(text, language, branch, label, k, future))
-        return await future
+        return await self._batcher.submit(_Pending(text, language, branch, label, k))
 
-    # --- micro-batching -------------------------------------------------------------------------------------
-
-    async def _batch_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self._queue.get()]
-            # Let the other calls of the same fan-out arrive, then take what is there. (No wait_for around
-            # Queue.get: on Python 3.11 a timeout racing a delivery can lose the item.)
-            await asyncio.sleep(self.batch_window_s)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            live = [p for p in batch if not p.future.done()]  # callers that gave up are not decoded
-            if not live:
-                continue
-            try:
-                outcomes = await loop.run_in_executor(self._executor, self._decode, live)
-            except Exception as error:  # one failed batch fails its callers, not the loop
-                for pending in live:
-                    if not pending.future.done():
-                        pending.future.set_exception(BackendError("INTERNAL", f"decoding failed: {error}"))
-                continue
-            self.batches += 1
-            for pending, outcome in zip(live, outcomes):
-                if not pending.future.done():
-                    pending.future.set_result(outcome)
+    # --- decoding (on the engine thread) -----------------------------------------------------------------
 
     def _prefix(self, text: str, language: str):
         key = (language, text)
