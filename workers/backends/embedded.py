@@ -1,8 +1,9 @@
 """The embedded backend: the torch engine in-process, with micro-batching across concurrent calls.
 
-Count and Mention calls that arrive within a short window are decoded together: calls of one document share
-its encoded prefix (kept in a small LRU cache, so step 2 reuses the prefix that step 1 encoded) and run as
-branches of one batch. All torch work runs on one dedicated thread, never on the event loop.
+Count and Mention calls that arrive within a short window are decoded together (workers/engine/batching.py):
+calls of one document run as branches of one batch on its encoded prefix. A document's first batch reads the
+document and its branches in one forward; its prefix cache is kept in a small LRU cache, so step 2 reuses
+what step 1 encoded. All torch work runs on one dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from padellm_ner.core import CountResult, DEFAULT_MAX_COUNT, MentionResult, temp
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
 from ..engine.batching import MicroBatcher
-from ..engine.decoder import encode_prefix, greedy_decode
+from ..engine.decoder import decode_tree, greedy_decode
 from ..engine.loading import EngineModel
 from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
 from .base import BackendError, Extracted, Timed
@@ -109,17 +110,17 @@ class EmbeddedBackend:
 
     # --- decoding (on the engine thread) -----------------------------------------------------------------
 
-    def _prefix(self, text: str, language: str):
+    def _cached_prefix(self, text: str, language: str):
         key = (language, text)
         if key in self._prefixes:
             self._prefixes.move_to_end(key)
             return self._prefixes[key]
-        ids = self.m.encode(template_for(language).shared_prefix(text), special=True)
-        entry = (ids, encode_prefix(self.m.model, ids, self.m.device))
-        self._prefixes[key] = entry
+        return None
+
+    def _remember_prefix(self, text: str, language: str, cache) -> None:
+        self._prefixes[(language, text)] = cache
         if len(self._prefixes) > self._prefix_cache_size:
             self._prefixes.popitem(last=False)
-        return entry
 
     def _decode(self, batch: list[_Pending]) -> list[Timed]:
         """Runs on the engine thread: one greedy batch per (document, step) group."""
@@ -129,11 +130,17 @@ class EmbeddedBackend:
             groups.setdefault((pending.language, pending.text, pending.k is None), []).append(index)
         for (language, text, is_count), indices in groups.items():
             started = time.perf_counter()
-            prefix_ids, cache = self._prefix(text, language)
+            prefix_ids = self.m.encode(template_for(language).shared_prefix(text), special=True)
             branches = [self.m.encode(batch[i].branch) for i in indices]
-            generated = greedy_decode(
-                self.m.model, branches, prefix_ids=prefix_ids, prefix_cache=cache, stop_ids=self.stop_ids,
-                max_new_tokens=COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens, pad_id=self.m.pad_id)
+            max_new = COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens
+            cache = self._cached_prefix(text, language)
+            if cache is None:  # the document's first batch: read the document with its branches, keep its cache
+                generated, cache = decode_tree(self.m.model, prefix_ids, branches, stop_ids=self.stop_ids,
+                                               max_new_tokens=max_new)
+                self._remember_prefix(text, language, cache)
+            else:
+                generated = greedy_decode(self.m.model, branches, prefix_ids=prefix_ids, prefix_cache=cache,
+                                          stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id)
             elapsed = time.perf_counter() - started
             for i, g in zip(indices, generated):
                 raw = self.m.decode(g.token_ids)

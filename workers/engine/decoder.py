@@ -1,12 +1,16 @@
 """Batched greedy decoding of many short branches that continue one shared, once-encoded prefix.
 
-    prefix ids --forward once--> prefix KV cache (batch 1)
-    branches  --left-padded after the prefix, KV expanded to the batch--> first tokens
+    prefix + every branch --one forward, block mask: a branch sees the prefix and itself--> first tokens
+        (or, when the prefix's KV cache is already known: the branches alone, on that cache)
+    the KV of the prefix and of each branch --gathered into one row per branch--> the batch's cache
     loop: one token per live branch; a branch that emits a stop token leaves the batch (early exit)
 
-Without a prefix (`prefix_ids=()`), every branch is a whole prompt, encoded on its own, in one padded batch:
-the paper's batch mode, kept as the baseline that shows what prefix sharing saves.
-Position ids are explicit, so padding between the prefix and a branch changes nothing the model sees.
+The first step is the one-forward prefill of a tree: the document and all its label (or mention) branches are
+read together, as the training packs them (workers/training/packing.py), instead of one forward for the
+document and a second one for the branches. Without a prefix (`prefix_ids=()`), every branch is a whole prompt,
+encoded on its own, in one padded batch: the paper's batch mode, kept as the baseline that shows what prefix
+sharing saves. Position ids are explicit, so padding between the prefix and a branch changes nothing the
+model sees.
 """
 
 from __future__ import annotations
@@ -58,6 +62,102 @@ def _expanded(cache: DynamicCache, batch: int, model) -> DynamicCache:
     )
 
 
+@dataclass
+class _Prefill:
+    cache: DynamicCache  # one row per branch: [prefix | left padding | branch]
+    attention: torch.Tensor  # [batch, prefix + width], 0 on the padding
+    next_position: torch.Tensor  # [batch]: the position of each branch's next token
+    logits: torch.Tensor  # [batch, vocab]: at each branch's last token
+
+
+def _layout(branches: Sequence[Sequence[int]], prefix_len: int):
+    """Left-padded branch ids, their mask and their positions (continuing the prefix)."""
+    batch, width = len(branches), max(len(b) for b in branches)
+    branch_mask = torch.zeros((batch, width), dtype=torch.long)
+    positions = torch.zeros((batch, width), dtype=torch.long)
+    for row, branch in enumerate(branches):
+        offset = width - len(branch)
+        branch_mask[row, offset:] = 1
+        positions[row, offset:] = torch.arange(prefix_len, prefix_len + len(branch))
+    return width, branch_mask, positions
+
+
+def _prefill_on_cache(model, branches, prefix_len: int, prefix_cache: DynamicCache | None, pad_id: int,
+                      device) -> _Prefill:
+    """The branches in one padded batch, continuing a known prefix cache (or none: whole prompts)."""
+    batch = len(branches)
+    width, branch_mask, positions = _layout(branches, prefix_len)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    for row, branch in enumerate(branches):
+        input_ids[row, width - len(branch):] = torch.tensor(list(branch))
+    attention = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), branch_mask], dim=1).to(device)
+    cache = _expanded(prefix_cache, batch, model) if prefix_len else DynamicCache(config=model.config)
+    out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
+                cache=cache, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
+    return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
+
+
+def _prefill_tree(model, prefix_ids, branches, device) -> tuple[_Prefill, DynamicCache]:
+    """One forward over the prefix followed by every branch, with a block mask (a branch attends to the prefix
+    and, causally, to itself) and positions that restart after the prefix for each branch. Returns the batch
+    prefill and the prefix's own cache (its rows saw only the prefix, so it equals a prefix-only encoding)."""
+    prefix_len, lengths = len(prefix_ids), [len(b) for b in branches]
+    total = prefix_len + sum(lengths)
+    ids = list(prefix_ids) + [t for b in branches for t in b]
+    mask = torch.zeros((total, total), dtype=torch.bool)
+    mask[:prefix_len, :prefix_len] = torch.ones((prefix_len, prefix_len), dtype=torch.bool).tril()
+    positions = list(range(prefix_len))
+    starts, offset = [], prefix_len
+    for length in lengths:
+        mask[offset:offset + length, :prefix_len] = True
+        mask[offset:offset + length, offset:offset + length] = torch.ones((length, length), dtype=torch.bool).tril()
+        positions += range(prefix_len, prefix_len + length)
+        starts.append(offset)
+        offset += length
+    tree = DynamicCache(config=model.config)
+    hidden = model.model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
+                         position_ids=torch.tensor([positions], device=device), cache=tree, use_cache=True
+                         ).last_hidden_state[0]
+    last = torch.tensor([start + length - 1 for start, length in zip(starts, lengths)], device=device)
+    logits = model.get_output_embeddings()(hidden.index_select(0, last))  # the vocabulary only where needed
+    # Row i of the batch cache: the prefix, left padding (masked; filled with position 0), then branch i.
+    width, branch_mask, branch_positions = _layout(branches, prefix_len)
+    gather = torch.zeros((len(branches), prefix_len + width), dtype=torch.long)
+    gather[:, :prefix_len] = torch.arange(prefix_len)
+    for row, (start, length) in enumerate(zip(starts, lengths)):
+        gather[row, prefix_len + width - length:] = torch.arange(start, start + length)
+    gather = gather.to(device)
+    rows = [(layer.keys[0][:, gather].transpose(0, 1).contiguous(), layer.values[0][:, gather].transpose(0, 1).contiguous())
+            for layer in tree.layers]  # [heads, batch, seq, dim] -> [batch, heads, seq, dim]
+    prefix_cache = DynamicCache(
+        ddp_cache_data=[(layer.keys[:, :, :prefix_len].clone(), layer.values[:, :, :prefix_len].clone())
+                        for layer in tree.layers], config=model.config)
+    attention = torch.cat([torch.ones((len(branches), prefix_len), dtype=torch.long), branch_mask], dim=1).to(device)
+    batch_cache = DynamicCache(ddp_cache_data=rows, config=model.config)
+    return _Prefill(batch_cache, attention, branch_positions[:, -1].to(device) + 1, logits), prefix_cache
+
+
+@torch.inference_mode()
+def decode_tree(
+    model, prefix_ids: Sequence[int], branches: Sequence[Sequence[int]], *, stop_ids, max_new_tokens: int,
+    stats: DecodeStats | None = None,
+) -> tuple[list[Generated], DynamicCache]:
+    """Greedy continuation of every branch after a prefix that has no cache yet: the prefix and the branches
+    are read in one forward. Also returns the prefix's cache, for later branches of the same document."""
+    _check(branches)
+    if not prefix_ids:
+        raise ValueError("decode_tree needs a prefix")
+    stats = stats or DecodeStats()
+    if not branches:
+        stats.forward_calls += 1
+        stats.prefill_tokens += len(prefix_ids)
+        return [], encode_prefix(model, prefix_ids, next(model.parameters()).device)
+    prefill, prefix_cache = _prefill_tree(model, prefix_ids, branches, next(model.parameters()).device)
+    stats.forward_calls += 1
+    stats.prefill_tokens += len(prefix_ids) + sum(len(b) for b in branches)
+    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats), prefix_cache
+
+
 @torch.inference_mode()
 def greedy_decode(
     model,
@@ -70,39 +170,33 @@ def greedy_decode(
     pad_id: int = 0,
     stats: DecodeStats | None = None,
 ) -> list[Generated]:
-    """Greedy continuation of every branch (after the prefix, if any) until a stop token or max_new_tokens."""
+    """Greedy continuation of every branch (after the prefix, if any) until a stop token or max_new_tokens.
+    A prefix without a cache is read together with the branches (`decode_tree`)."""
     if not branches:
         return []
+    _check(branches)
+    if prefix_ids and prefix_cache is None:
+        return decode_tree(model, prefix_ids, branches, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
+                           stats=stats)[0]
+    stats = stats or DecodeStats()
+    prefill = _prefill_on_cache(model, branches, len(prefix_ids), prefix_cache, pad_id,
+                                next(model.parameters()).device)
+    stats.forward_calls += 1
+    stats.prefill_tokens += sum(len(b) for b in branches)
+    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats)
+
+
+def _check(branches) -> None:
     if any(len(b) == 0 for b in branches):
         raise ValueError("every branch needs at least one token")
-    device = next(model.parameters()).device
-    stats = stats or DecodeStats()
-    prefix_len = len(prefix_ids)
-    if prefix_len and prefix_cache is None:
-        prefix_cache = encode_prefix(model, prefix_ids, device)
-        stats.forward_calls += 1
-        stats.prefill_tokens += prefix_len
-    batch = len(branches)
-    width = max(len(b) for b in branches)
-    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
-    branch_mask = torch.zeros((batch, width), dtype=torch.long)
-    positions = torch.zeros((batch, width), dtype=torch.long)
-    for row, branch in enumerate(branches):
-        offset = width - len(branch)
-        input_ids[row, offset:] = torch.tensor(list(branch))
-        branch_mask[row, offset:] = 1
-        positions[row, offset:] = torch.arange(prefix_len, prefix_len + len(branch))
-    attention = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), branch_mask], dim=1).to(device)
-    cache = _expanded(prefix_cache, batch, model) if prefix_len else DynamicCache(config=model.config)
-    next_position = positions[:, -1].to(device) + 1
-    out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
-                cache=cache, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
-    stats.forward_calls += 1
-    stats.prefill_tokens += int(branch_mask.sum())
 
-    results = [Generated() for _ in branches]
+
+def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens: int,
+                 stats: DecodeStats) -> list[Generated]:
+    device = prefill.logits.device
+    cache, attention, next_position, logits = prefill.cache, prefill.attention, prefill.next_position, prefill.logits
+    results = [Generated() for _ in range(batch)]
     live = list(range(batch))  # result index of each row still in the batch
-    logits = out.logits[:, -1, :]
     for step in range(max_new_tokens):
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         chosen = logprobs.argmax(dim=-1)

@@ -1,8 +1,9 @@
 """The embedded PaDeLLM engine: two batched decoding steps per document, one shared prefix.
 
 Step 1 decodes the count of every label in one batch; step 2 decodes every (label, k) mention in one batch.
-With prefix sharing (default) the document ("text:\\n{text}\\nentity type:\\n") is encoded once and its KV
-cache continues into every label and mention branch; finished sequences leave the batch. Without it, every
+With prefix sharing (default) the document ("text:\\n{text}\\nentity type:\\n") is encoded once, in the same
+forward as the step-1 label branches, and its KV cache continues into every label and mention branch;
+finished sequences leave the batch. Without it, every
 prompt is encoded on its own (the paper's batch mode). Parsing, de-duplication and grounding come from
 `padellm_ner.core.aggregate`.
 """
@@ -18,7 +19,7 @@ from padellm_ner.core import (
     parse_counts, template_for,
 )
 
-from .decoder import DecodeStats, Generated, encode_prefix, greedy_decode
+from .decoder import DecodeStats, Generated, decode_tree, greedy_decode
 from .loading import EngineModel
 
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference
@@ -79,14 +80,14 @@ class PadellmEngine:
         stats = DecodeStats()
         started = time.perf_counter()
         prefix = self.m.encode(template.shared_prefix(text), special=True)
+        # Step 1: the count of every label (with prefix sharing: read together with the document).
+        branches = [self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels]
         cache = None
         if self.prefix_sharing:
-            cache = encode_prefix(self.m.model, prefix, self.m.device)
-            stats.forward_calls += 1
-            stats.prefill_tokens += len(prefix)
-        # Step 1: the count of every label.
-        branches = [self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels]
-        generated = self._decode(prefix, cache, branches, COUNT_MAX_NEW_TOKENS, stats)
+            generated, cache = decode_tree(self.m.model, prefix, branches, stop_ids=self.stop_ids,
+                                           max_new_tokens=COUNT_MAX_NEW_TOKENS, stats=stats)
+        else:
+            generated = self._decode(prefix, None, branches, COUNT_MAX_NEW_TOKENS, stats)
         counts = [self._result(label, g) for label, g in zip(labels, generated)]
         step1 = time.perf_counter()
         # Step 2: the k-th mention of every label, k = 1..count.
