@@ -604,8 +604,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", required=True)
     ex.add_argument("--rank", type=int, default=32, help="rank of the extraction for full fine-tuning runs")
     ex.add_argument("--version", default="0.1.0")
-    ex.add_argument("--form", default="lora", choices=("lora", "lowrank-int8"),
-                    help="full fine-tuning runs: a bf16 LoRA adapter, or int8 low-rank factors (twice the rank per byte)")
+    ex.add_argument("--form", default="lora", choices=("lora", "lowrank-int8", "lowrank-int4"),
+                    help="full fine-tuning runs: a bf16 LoRA adapter, or quantised low-rank factors of the weight "
+                         "deltas (int8: twice the rank per byte; int4 with a scale per 64 values: about four times)")
     ex.set_defaults(handler=cmd_export)
     return parser
 

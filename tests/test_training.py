@@ -106,7 +106,7 @@ def test_training_resumes_to_the_same_weights(tiny_base_model, docs, tokenizer, 
     assert losses[-1] < losses[0]
 
 
-def assert_export_matches_run(model_dir, run, base_model, tokenizer) -> None:
+def assert_export_matches_run(model_dir, run, base_model, tokenizer, atol: float = 1e-2) -> None:
     """The exported model, loaded by the engine, gives the logits of the run's fine-tuned weights."""
     from workers.engine.loading import load_engine_model
 
@@ -115,7 +115,7 @@ def assert_export_matches_run(model_dir, run, base_model, tokenizer) -> None:
     tuned.load_state_dict(load_file(run / "final.safetensors"), strict=False)
     ids = torch.tensor([tokenizer("text:\nEU rejects\nentity type:\nORG\n\n<num>")["input_ids"]])
     with torch.no_grad():
-        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=1e-2)
+        assert torch.allclose(engine_model.model(input_ids=ids).logits, tuned(input_ids=ids).logits, atol=atol)
 
 
 def test_full_run_exports_as_lora_and_loads_in_the_engine(tiny_base_model, docs, tokenizer, tmp_path):
@@ -153,7 +153,7 @@ def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenize
 
 
 def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp_path):
-    from workers.training.export import export_run
+    from workers.training.export import export_full_as_quantized_lowrank, export_run
 
     run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
     out = tmp_path / "model"
@@ -161,3 +161,30 @@ def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp
     assert stats["delta_energy_kept"] > 0.99
     assert json.loads((out / "padellm.json").read_text())["format"] == "lowrank-int8-r32"
     assert_export_matches_run(out, run, tiny_base_model, tokenizer)
+    # int4 with a scale per 32 values (the tiny deltas are 16 to 64 wide): about half the bytes
+    int4 = tmp_path / "model-int4"
+    stats4 = export_full_as_quantized_lowrank(str(tiny_base_model), run / "final.safetensors", 32, int4,
+                                              {"objective": "padellm", "schema": "conll03"}, bits=4, group=32)
+    assert 0.97 < stats4["delta_energy_kept"] < stats["delta_energy_kept"]
+    assert stats4["weights_bytes"] < 0.7 * stats["weights_bytes"]
+    assert json.loads((int4 / "padellm.json").read_text())["format"] == "lowrank-int4-g32-r32"
+    assert_export_matches_run(int4, run, tiny_base_model, tokenizer, atol=0.05)
+
+
+def test_int4_codes_round_trip():
+    from workers.training.export import _dequantize, _quantize
+
+    torch.manual_seed(0)
+    matrix = torch.randn(5, 128)
+    codes, scale = _quantize(matrix, bits=4, group=64)
+    assert codes.dtype == torch.uint8 and codes.shape == (5, 64) and scale.shape == (5, 2)
+    back = _dequantize(codes, scale, bits=4, group=64, length=128)
+    assert (back - matrix).abs().max() <= scale.max() / 2 + 1e-6  # at most half a step from the original
+    codes8, scale8 = _quantize(matrix, bits=8, group=None)
+    assert codes8.dtype == torch.int8 and scale8.shape == (5, 1)
+    assert (_dequantize(codes8, scale8, bits=8, group=None, length=128) - matrix).abs().max() <= scale8.max() / 2 + 1e-6
+    # a length that is neither even nor a multiple of the group: padded, then trimmed
+    odd = torch.randn(3, 45)
+    for group in (16, None):  # None: one scale per component (and an odd length to pack)
+        codes, scale = _quantize(odd, bits=4, group=group)
+        assert (_dequantize(codes, scale, bits=4, group=group, length=45) - odd).abs().max() <= scale.max() / 2 + 1e-6

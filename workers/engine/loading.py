@@ -118,9 +118,9 @@ def load_engine_model(
             raise ValueError(f"{run_weights} does not fit the base model: {sorted(missing)[:3]}")
         network.load_state_dict(weights, strict=False)
     elif model_dir is not None and (model_dir / "delta_lowrank.safetensors").exists():
-        from workers.training.export import apply_int8_lowrank
+        from workers.training.export import apply_quantized_lowrank
 
-        apply_int8_lowrank(network, model_dir / "delta_lowrank.safetensors")
+        apply_quantized_lowrank(network, model_dir / "delta_lowrank.safetensors")
     elif model_dir is not None and (model_dir / "adapter_config.json").exists():
         from peft import PeftModel
 

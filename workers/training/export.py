@@ -3,10 +3,12 @@
 - LoRA runs: the trained adapter as it is, stored in bf16.
 - Full fine-tuning runs: a low-rank extraction of the weight change. For every trained projection W' of
   base weight W, the delta W' - W is factorised by SVD and its top-`rank` part is kept, either
-  - as a LoRA pair (B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, scaling 1; `--format lora`, bf16), or
-  - as int8 factors (`--format lowrank-int8`): U_r and V_r^T quantised to int8 with one scale per rank
-    component, S_r in fp32, in `delta_lowrank.safetensors`; about twice the rank for the same bytes, which
-    keeps much more of a high-rank fine-tuning delta. The engine adds U_r S_r V_r^T to the base weights.
+  - as a LoRA pair (B = U_r sqrt(S_r), A = sqrt(S_r) V_r^T, scaling 1; `--form lora`, bf16), or
+  - as quantised factors (`--form lowrank-int8`: int8 with one scale per rank component; `--form
+    lowrank-int4`: int4, two per byte, with one scale per 64 values): U_r and V_r^T quantised, S_r in fp32,
+    in `delta_lowrank.safetensors`; two (int8) or about four (int4) times the rank of bf16 LoRA for the same
+    bytes, which keeps much more of a high-rank fine-tuning delta. The engine adds U_r S_r V_r^T to the base
+    weights.
 The folder gets `padellm.json` (objective, schema, base model, how it was made), which the engine reads.
 """
 
@@ -19,6 +21,10 @@ import torch
 from safetensors.torch import load_file
 
 from .loop import PROJECTIONS
+
+# form -> (bits, values per scale; None: one scale per rank component)
+QUANTIZED_FORMS = {"lowrank-int8": (8, None), "lowrank-int4": (4, 64)}
+FORMS = ("lora", *QUANTIZED_FORMS)
 
 
 def _peft_model(base_model: str, rank: int, alpha: int | None = None):
@@ -64,13 +70,41 @@ def export_full_as_lora(base_model: str, weights: Path, rank: int, output: Path,
     return stats
 
 
-def _quantize(matrix: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric int8 with one scale per slice along `dim` (per rank component)."""
-    scale = matrix.abs().amax(dim=dim, keepdim=True).clamp_min(1e-12) / 127.0
-    return torch.round(matrix / scale).clamp(-127, 127).to(torch.int8), scale.squeeze(dim).float()
+def _quantize(matrix: torch.Tensor, bits: int, group: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric quantisation of a [components, length] matrix (one rank component per row): one scale per row
+    (group None) or per `group` consecutive values of a row. Returns the integer codes (int8, or int4 packed
+    two per uint8 byte) and the scales, [components, groups]."""
+    levels = 2 ** (bits - 1) - 1  # 127 or 7
+    rows, length = matrix.shape
+    group = min(group or length, length)
+    padded = -(-length // group) * group  # a last, partial group is padded with zeros (trimmed on load)
+    matrix = torch.nn.functional.pad(matrix, (0, padded - length))
+    grouped = matrix.reshape(rows, padded // group, group)
+    scale = grouped.abs().amax(dim=2, keepdim=True).clamp_min(1e-12) / levels
+    codes = torch.round(grouped / scale).clamp(-levels, levels).to(torch.int8).reshape(rows, padded)
+    if bits == 4 and padded % 2:
+        codes = torch.nn.functional.pad(codes, (0, 1))
+    if bits == 4:
+        nibbles = (codes + 8).to(torch.uint8)  # 1..15
+        codes = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
+    return codes.contiguous(), scale.squeeze(2).float()
 
 
-def export_full_as_int8_lowrank(base_model: str, weights: Path, rank: int, output: Path, info: dict) -> dict:
+def _dequantize(codes: torch.Tensor, scale: torch.Tensor, bits: int, group: int | None, length: int) -> torch.Tensor:
+    """The [components, length] matrix back from `_quantize`'s codes and scales."""
+    if bits == 4:
+        low, high = (codes & 0x0F).to(torch.int8) - 8, (codes >> 4).to(torch.int8) - 8
+        codes = torch.stack([low, high], dim=2).reshape(codes.shape[0], -1)
+    group = min(group or length, length)
+    rows, groups = scale.shape
+    values = codes[:, : groups * group].float().reshape(rows, groups, group) * scale[:, :, None]
+    return values.reshape(rows, groups * group)[:, :length]
+
+
+def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, output: Path, info: dict,
+                                     bits: int = 8, group: int | None = None) -> dict:
+    """The top-`rank` SVD of every weight delta, U_r and V_r^T quantised (int8 with one scale per component, or
+    int4 with a scale per `group` values), S_r in fp32, in `delta_lowrank.safetensors`."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
@@ -83,33 +117,46 @@ def export_full_as_int8_lowrank(base_model: str, weights: Path, rank: int, outpu
         delta = (new - base_weights[name].detach()).double()
         u, s, vh = torch.linalg.svd(delta, full_matrices=False)
         r = min(rank, len(s))
-        u_q, u_scale = _quantize(u[:, :r].float(), dim=0)  # one scale per column (component)
-        v_q, v_scale = _quantize(vh[:r].float(), dim=1)  # one scale per row (component)
+        u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
+        v_q, v_scale = _quantize(vh[:r].float(), bits, group)
         key = name.removesuffix(".weight")
-        tensors.update({f"{key}.u": u_q.contiguous(), f"{key}.u_scale": u_scale, f"{key}.s": s[:r].float(),
-                        f"{key}.vh": v_q.contiguous(), f"{key}.vh_scale": v_scale})
-        approx = (u_q.double() * u_scale.double()) @ torch.diag(s[:r]) @ (v_q.double() * v_scale.double()[:, None])
+        tensors.update({f"{key}.u": u_q, f"{key}.u_scale": u_scale, f"{key}.s": s[:r].float(),
+                        f"{key}.vh": v_q, f"{key}.vh_scale": v_scale})
+        approx = (_dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
+                  @ _dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
         energy_total += float(delta.pow(2).sum())
         energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
     output.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, output / "delta_lowrank.safetensors")
+    form = f"lowrank-int{bits}" + (f"-g{group}" if group else "") + f"-r{rank}"
+    save_file(tensors, output / "delta_lowrank.safetensors",
+              metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"})
     size = (output / "delta_lowrank.safetensors").stat().st_size
-    stats = {"rank": rank, "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
-    (output / "padellm.json").write_text(json.dumps(
-        {**info, "format": f"lowrank-int8-r{rank}", "weights_bytes": size, **stats}, indent=2, sort_keys=True))
+    stats = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size,
+             "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
+    (output / "padellm.json").write_text(json.dumps({**info, "format": form, **stats}, indent=2, sort_keys=True))
     return stats
 
 
-def apply_int8_lowrank(model: torch.nn.Module, path: Path) -> None:
-    """Add the stored low-rank deltas to a model's weights (the inverse of `export_full_as_int8_lowrank`)."""
+def apply_quantized_lowrank(model: torch.nn.Module, path: Path) -> None:
+    """Add the stored low-rank deltas to a model's weights (the inverse of `export_full_as_quantized_lowrank`)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    bits, group = int(metadata.get("bits", 8)), int(metadata.get("group", 0)) or None
+    as_rows = metadata.get("layout") == "components-as-rows"  # older int8 files stored U as columns
     tensors = load_file(path)
     parameters = dict(model.named_parameters())
     keys = {k.rsplit(".", 1)[0] for k in tensors}
     with torch.no_grad():
         for key in keys:
             weight = parameters[f"{key}.weight"]
-            u = tensors[f"{key}.u"].float() * tensors[f"{key}.u_scale"][None, :]
-            vh = tensors[f"{key}.vh"].float() * tensors[f"{key}.vh_scale"][:, None]
+            if as_rows:
+                u = _dequantize(tensors[f"{key}.u"], tensors[f"{key}.u_scale"], bits, group, weight.shape[0]).T
+                vh = _dequantize(tensors[f"{key}.vh"], tensors[f"{key}.vh_scale"], bits, group, weight.shape[1])
+            else:
+                u = tensors[f"{key}.u"].float() * tensors[f"{key}.u_scale"][None, :]
+                vh = tensors[f"{key}.vh"].float() * tensors[f"{key}.vh_scale"][:, None]
             weight += ((u * tensors[f"{key}.s"][None, :]) @ vh).to(weight.dtype)
 
 
@@ -150,8 +197,9 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
         "training": {k: config[k] for k in ("epochs", "lr", "row_tokens", "rows_per_step", "grad_accum", "seed",
                                             "warmup_steps", "bf16", "lora_rank") if k in config} | final,
     }
-    if config["method"] == "full" and form == "lowrank-int8":
-        return export_full_as_int8_lowrank(config["base_model"], weights, rank, output, info)
+    if config["method"] == "full" and form in QUANTIZED_FORMS:
+        bits, group = QUANTIZED_FORMS[form]
+        return export_full_as_quantized_lowrank(config["base_model"], weights, rank, output, info, bits, group)
     if config["method"] == "full":
         return export_full_as_lora(config["base_model"], weights, rank, output, info)
     return export_lora(config["base_model"], weights, config["lora_rank"], config["lora_alpha"], output, info)
