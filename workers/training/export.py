@@ -80,7 +80,9 @@ def _quantize(matrix: torch.Tensor, bits: int, group: int | None) -> tuple[torch
     padded = -(-length // group) * group  # a last, partial group is padded with zeros (trimmed on load)
     matrix = torch.nn.functional.pad(matrix, (0, padded - length))
     grouped = matrix.reshape(rows, padded // group, group)
-    scale = grouped.abs().amax(dim=2, keepdim=True).clamp_min(1e-12) / levels
+    # scales are stored in fp16 (they are many for int4): the codes are computed with the stored value
+    scale = (grouped.abs().amax(dim=2, keepdim=True) / levels).half().float()
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero (or fp16-tiny) group: codes 0
     codes = torch.round(grouped / scale).clamp(-levels, levels).to(torch.int8).reshape(rows, padded)
     if bits == 4 and padded % 2:
         codes = torch.nn.functional.pad(codes, (0, 1))
@@ -120,8 +122,8 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
         u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
         v_q, v_scale = _quantize(vh[:r].float(), bits, group)
         key = name.removesuffix(".weight")
-        tensors.update({f"{key}.u": u_q, f"{key}.u_scale": u_scale, f"{key}.s": s[:r].float(),
-                        f"{key}.vh": v_q, f"{key}.vh_scale": v_scale})
+        tensors.update({f"{key}.u": u_q, f"{key}.u_scale": u_scale.half(), f"{key}.s": s[:r].float(),
+                        f"{key}.vh": v_q, f"{key}.vh_scale": v_scale.half()})
         approx = (_dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
                   @ _dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
         energy_total += float(delta.pow(2).sum())
@@ -152,8 +154,8 @@ def apply_quantized_lowrank(model: torch.nn.Module, path: Path) -> None:
         for key in keys:
             weight = parameters[f"{key}.weight"]
             if as_rows:
-                u = _dequantize(tensors[f"{key}.u"], tensors[f"{key}.u_scale"], bits, group, weight.shape[0]).T
-                vh = _dequantize(tensors[f"{key}.vh"], tensors[f"{key}.vh_scale"], bits, group, weight.shape[1])
+                u = _dequantize(tensors[f"{key}.u"], tensors[f"{key}.u_scale"].float(), bits, group, weight.shape[0]).T
+                vh = _dequantize(tensors[f"{key}.vh"], tensors[f"{key}.vh_scale"].float(), bits, group, weight.shape[1])
             else:
                 u = tensors[f"{key}.u"].float() * tensors[f"{key}.u_scale"][None, :]
                 vh = tensors[f"{key}.vh"].float() * tensors[f"{key}.vh_scale"][:, None]
