@@ -133,9 +133,15 @@ def test_keda_replaces_the_hpa():
     docs = render(load(CHART / "ci" / "keda-values.yaml"))
     assert not by_kind(docs, "HorizontalPodAutoscaler")
     scaled = by_kind(docs, "ScaledObject")[0]
-    deployment = by_kind(docs, "Deployment")[0]
+    # exactly-once: the service is a StatefulSet, so each pod's transactional id ($(POD_NAME)) survives a
+    # restart and fences the predecessor's open transaction
+    assert not [d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "service"]
+    deployment = next(d for d in by_kind(docs, "StatefulSet")
+                      if d["metadata"]["labels"]["app.kubernetes.io/component"] == "service")
+    assert deployment["spec"]["serviceName"] == deployment["metadata"]["name"]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["spec"]["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                                                "name": deployment["metadata"]["name"]}
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka" and trigger["metadata"]["topic"] == "documents"
     assert trigger["metadata"]["consumerGroup"] == "padellm-ner" and trigger["metadata"]["lagThreshold"] == "20"

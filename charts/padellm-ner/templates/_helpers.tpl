@@ -31,6 +31,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
 {{- define "padellm-ner.service.fullname" -}}{{ include "padellm-ner.fullname" . }}-service{{- end -}}
+{{/* The service's workload kind: a StatefulSet with exactly-once delivery, so each pod keeps its name and with
+it its Kafka transactional id across restarts (a restarted pod fences its predecessor's open transaction);
+a Deployment otherwise. */}}
+{{- define "padellm-ner.service.kind" -}}{{ if .Values.service.stream.exactlyOnce }}StatefulSet{{ else }}Deployment{{ end }}{{- end -}}
 {{- define "padellm-ner.worker.fullname" -}}{{ include "padellm-ner.fullname" . }}-worker{{- end -}}
 {{- define "padellm-ner.worker.headless" -}}{{ include "padellm-ner.fullname" . }}-worker-headless{{- end -}}
 
