@@ -255,7 +255,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from workers.engine.loading import load_engine_model
     from workers.engine.padellm import PadellmEngine
     from workers.evaluation import (
-        AUTOREG_STRUCT, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_mode, speedups,
+        AUTOREG_STRUCT, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_modes, speedups,
     )
 
     _set_threads()
@@ -263,15 +263,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
     documents = corpus.documents[: args.limit] if args.limit else corpus.documents
     padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = _schema_of(args, padellm_model)
-    runs = {}
+    recognizers = {}
     for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
         engine = PadellmEngine(padellm_model, prefix_sharing=sharing)
-        runs[mode] = run_mode(mode, lambda text, e=engine: e.recognize(text, schema), documents, schema)
+        recognizers[mode] = lambda text, e=engine: e.recognize(text, schema)
     if args.baseline_model:
         baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
                                            dtype=args.dtype)
-        engine = AutoregStructEngine(baseline_model)
-        runs[AUTOREG_STRUCT] = run_mode(AUTOREG_STRUCT, lambda text: engine.recognize(text, schema), documents, schema)
+        baseline = AutoregStructEngine(baseline_model)
+        recognizers[AUTOREG_STRUCT] = lambda text: baseline.recognize(text, schema)
+    runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
     report = {"data": args.data, "documents": len(documents), "device": str(padellm_model.device),
               "dtype": padellm_model.info["dtype"],

@@ -63,27 +63,41 @@ def run_mode(
     warmup: int = 2, progress: bool = True,
 ) -> ModeRun:
     """Decode every document with `recognize` (an engine's bound method) and score the predictions."""
+    return run_modes({mode: recognize}, documents, schema, warmup, progress)[mode]
+
+
+def run_modes(
+    recognizers: dict[str, Callable[[str], object]], documents: Sequence[Document], schema: LabelSchema,
+    warmup: int = 2, progress: bool = True,
+) -> dict[str, ModeRun]:
+    """Every mode on every document, interleaved: document i goes through all modes back to back, in an order
+    that rotates from one document to the next, so a drift of the machine's speed during the run (other
+    load, frequency) falls on all modes alike instead of on whichever ran last."""
+    names = list(recognizers)
     for document in documents[:warmup]:  # first calls pay one-off allocation costs; not measured
-        recognize(document.text)
-    run = ModeRun(mode)
-    for document in tqdm(documents, desc=mode, unit="doc", disable=not progress):
-        result = recognize(document.text)
-        run.latencies_s.append(result.latency_s)
-        run.tokens_per_sequence.append(result.tokens_per_sequence)
-        run.forward_calls.append(result.forward_calls)
-        run.predictions.append(result.prediction)
+        for name in names:
+            recognizers[name](document.text)
+    runs = {name: ModeRun(name) for name in names}
+    for i, document in enumerate(tqdm(documents, desc=" / ".join(names), unit="doc", disable=not progress)):
         gold_counts = {label: 0 for label in schema.labels}
         for entity in document.entities:
             gold_counts[entity.label] = gold_counts.get(entity.label, 0) + 1
-        for count in result.prediction.counts:
-            run.count_total += 1
-            run.count_exact += int(count.count == gold_counts.get(count.label, 0))
-    run.set_scores = set_scores((p.by_label(), d.mentions_by_label()) for p, d in zip(run.predictions, documents))
-    run.span_scores = span_scores(
-        ([(m.start, m.end, m.label) for m in p.mentions], [(e.start, e.end, e.label) for e in d.entities])
-        for p, d in zip(run.predictions, documents)
-    )
-    return run
+        for name in names[i % len(names):] + names[: i % len(names)]:
+            result, run = recognizers[name](document.text), runs[name]
+            run.latencies_s.append(result.latency_s)
+            run.tokens_per_sequence.append(result.tokens_per_sequence)
+            run.forward_calls.append(result.forward_calls)
+            run.predictions.append(result.prediction)
+            for count in result.prediction.counts:
+                run.count_total += 1
+                run.count_exact += int(count.count == gold_counts.get(count.label, 0))
+    for run in runs.values():
+        run.set_scores = set_scores((p.by_label(), d.mentions_by_label()) for p, d in zip(run.predictions, documents))
+        run.span_scores = span_scores(
+            ([(m.start, m.end, m.label) for m in p.mentions], [(e.start, e.end, e.label) for e in d.entities])
+            for p, d in zip(run.predictions, documents)
+        )
+    return runs
 
 
 def predictions_jsonl(run: ModeRun, documents: Sequence[Document]) -> str:
