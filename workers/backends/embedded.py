@@ -117,8 +117,8 @@ class EmbeddedBackend:
             return self._prefixes[key]
         return None
 
-    def _remember_prefix(self, text: str, language: str, cache) -> None:
-        self._prefixes[(language, text)] = cache
+    def _remember_prefix(self, text: str, language: str, entry) -> None:
+        self._prefixes[(language, text)] = entry
         if len(self._prefixes) > self._prefix_cache_size:
             self._prefixes.popitem(last=False)
 
@@ -130,15 +130,16 @@ class EmbeddedBackend:
             groups.setdefault((pending.language, pending.text, pending.k is None), []).append(index)
         for (language, text, is_count), indices in groups.items():
             started = time.perf_counter()
-            prefix_ids = self.m.encode(template_for(language).shared_prefix(text), special=True)
             branches = [self.m.encode(batch[i].branch) for i in indices]
             max_new = COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens
-            cache = self._cached_prefix(text, language)
-            if cache is None:  # the document's first batch: read the document with its branches, keep its cache
+            entry = self._cached_prefix(text, language)
+            if entry is None:  # the document's first batch: read the document with its branches, keep its cache
+                prefix_ids = self.m.encode(template_for(language).shared_prefix(text), special=True)
                 generated, cache = decode_tree(self.m.model, prefix_ids, branches, stop_ids=self.stop_ids,
                                                max_new_tokens=max_new)
-                self._remember_prefix(text, language, cache)
+                self._remember_prefix(text, language, (prefix_ids, cache))
             else:
+                prefix_ids, cache = entry
                 generated = greedy_decode(self.m.model, branches, prefix_ids=prefix_ids, prefix_cache=cache,
                                           stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id)
             elapsed = time.perf_counter() - started

@@ -24,7 +24,6 @@ from .loop import PROJECTIONS
 
 # form -> (bits, values per scale; None: one scale per rank component)
 QUANTIZED_FORMS = {"lowrank-int8": (8, None), "lowrank-int4": (4, 64)}
-FORMS = ("lora", *QUANTIZED_FORMS)
 
 
 def _peft_model(base_model: str, rank: int, alpha: int | None = None):
@@ -84,9 +83,8 @@ def _quantize(matrix: torch.Tensor, bits: int, group: int | None) -> tuple[torch
     scale = (grouped.abs().amax(dim=2, keepdim=True) / levels).half().float()
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero (or fp16-tiny) group: codes 0
     codes = torch.round(grouped / scale).clamp(-levels, levels).to(torch.int8).reshape(rows, padded)
-    if bits == 4 and padded % 2:
-        codes = torch.nn.functional.pad(codes, (0, 1))
     if bits == 4:
+        codes = torch.nn.functional.pad(codes, (0, padded % 2))  # an even count to pack in pairs
         nibbles = (codes + 8).to(torch.uint8)  # 1..15
         codes = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
     return codes.contiguous(), scale.squeeze(2).float()
