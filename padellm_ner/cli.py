@@ -35,6 +35,22 @@ def _reader_options(args: argparse.Namespace, prefix: str = "") -> dict:
     return {"scheme": getattr(args, f"{p}scheme"), "offsets": getattr(args, f"{p}offsets"), "end": getattr(args, f"{p}end")}
 
 
+def _add_selection_options(parser: argparse.ArgumentParser, default_limit: int | None) -> None:
+    parser.add_argument("--limit", type=int, default=default_limit,
+                        help="only the first N documents" + (f" (default {default_limit})" if default_limit else ""))
+    parser.add_argument("--sample", type=int,
+                        help="a seeded uniform random sample of N documents, in corpus order, instead of the first N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
+
+
+def _selected(args: argparse.Namespace, documents) -> tuple[list, dict]:
+    from .data.selection import select_documents, selection_label
+
+    limit = None if args.sample is not None else args.limit  # --sample replaces the (default) limit
+    return (select_documents(documents, limit, args.sample, args.seed),
+            selection_label(limit, args.sample, args.seed, len(documents)))
+
+
 def _write(text: str, output: str | None) -> None:
     if output:
         Path(output).write_text(text, encoding="utf-8")
@@ -228,14 +244,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     _set_threads()
     corpus = read_corpus(args.data, args.format, **_reader_options(args))
-    documents = corpus.documents[: args.limit] if args.limit else corpus.documents
+    documents, selection = _selected(args, corpus.documents)
     engine_model, engine = _engine(args, args.model, prefix_sharing=not args.no_prefix_sharing)
     schema = _schema_of(args, engine_model)
     mode = engine_model.info.get("objective") or "base-model"
     if mode == "padellm":
         mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
     run = run_mode(mode, lambda text: engine.recognize(text, schema), documents, schema, warmup=args.warmup)
-    report = {"data": args.data, "model": engine_model.info.get("name"), "mode": mode, "schema": schema.name,
+    report = {"data": args.data, "documents_selected": selection, "model": engine_model.info.get("name"),
+              "mode": mode, "schema": schema.name,
               "device": str(engine_model.device), "dtype": engine_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), **run.summary()}
     if args.predictions:
@@ -260,7 +277,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     _set_threads()
     corpus = read_corpus(args.data, args.format, **_reader_options(args))
-    documents = corpus.documents[: args.limit] if args.limit else corpus.documents
+    documents, selection = _selected(args, corpus.documents)
     padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = _schema_of(args, padellm_model)
     recognizers = {}
@@ -274,7 +291,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         recognizers[AUTOREG_STRUCT] = lambda text: baseline.recognize(text, schema)
     runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
-    report = {"data": args.data, "documents": len(documents), "device": str(padellm_model.device),
+    report = {"data": args.data, "documents": len(documents), "documents_selected": selection,
+              "device": str(padellm_model.device),
               "dtype": padellm_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
               "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
@@ -542,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="predict a corpus with the embedded model and score it")
     ev.add_argument("--data", required=True)
     _add_reader_options(ev)
-    ev.add_argument("--limit", type=int, help="only the first N documents")
+    _add_selection_options(ev, None)
     _add_model_options(ev)
     ev.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
     ev.add_argument("--no-prefix-sharing", action="store_true", help="encode every prompt on its own")
@@ -554,7 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
     be = commands.add_parser("bench", help="PaDeLLM with and without prefix sharing and AutoReg_Struct, side by side")
     be.add_argument("--data", required=True)
     _add_reader_options(be)
-    be.add_argument("--limit", type=int, default=300)
+    _add_selection_options(be, 300)
     _add_model_options(be)
     be.add_argument("--baseline-model", help="an AutoReg_Struct model folder (models/autoreg-struct-conll03)")
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")

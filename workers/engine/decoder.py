@@ -10,13 +10,16 @@ read together, as the training packs them (workers/training/packing.py), instead
 document and a second one for the branches. Without a prefix (`prefix_ids=()`), every branch is a whole prompt,
 encoded on its own, in one padded batch: the paper's batch mode, kept as the baseline that shows what prefix
 sharing saves. Position ids are explicit, so padding between the prefix and a branch changes nothing the
-model sees.
+model sees. `read_tree` stops after each branch's first token; `continue_tree` appends continuations of those
+branches to the same row in one forward and also returns the model's greedy next token at chosen positions
+among them, so the engine can confirm a token it assumed (a count's stop) in the forward that starts the next
+step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from transformers import DynamicCache
@@ -64,7 +67,7 @@ def _expanded(cache: DynamicCache, batch: int, model) -> DynamicCache:
 
 @dataclass
 class _Prefill:
-    cache: DynamicCache  # one row per branch: [prefix | left padding | branch]
+    cache: DynamicCache | None  # one row per branch: [prefix | left padding | branch]; None: nothing to decode
     attention: torch.Tensor  # [batch, prefix + width], 0 on the padding
     next_position: torch.Tensor  # [batch]: the position of each branch's next token
     logits: torch.Tensor  # [batch, vocab]: at each branch's last token
@@ -97,44 +100,77 @@ def _prefill_on_cache(model, branches, prefix_len: int, prefix_cache: DynamicCac
     return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
 
 
-def _prefill_tree(model, prefix_ids, branches, device) -> tuple[_Prefill, DynamicCache]:
+@dataclass
+class Tree:
+    """A prefix and branches read in one row: the cache holds the prefix, then each branch after the other (then
+    whatever was read after them); a branch's tokens see the prefix and, causally, themselves."""
+    cache: DynamicCache
+    prefix_len: int
+    spans: list[tuple[int, int]]  # (start in the row, length) of every branch; its positions follow the prefix
+    prefix_cache: DynamicCache  # the prefix alone, for later branches of the same document
+
+    def branch_columns(self, branch: int) -> list[int]:
+        start, length = self.spans[branch]
+        return list(range(start, start + length))
+
+
+def _read_tree(model, prefix_ids, branches, device) -> tuple[Tree, torch.Tensor]:
     """One forward over the prefix followed by every branch, with a block mask (a branch attends to the prefix
-    and, causally, to itself) and positions that restart after the prefix for each branch. Returns the batch
-    prefill and the prefix's own cache (its rows saw only the prefix, so it equals a prefix-only encoding)."""
+    and, causally, to itself) and positions that restart after the prefix for each branch. Returns the tree and
+    the logits at each branch's last token."""
     prefix_len, lengths = len(prefix_ids), [len(b) for b in branches]
     total = prefix_len + sum(lengths)
     ids = list(prefix_ids) + [t for b in branches for t in b]
     mask = torch.zeros((total, total), dtype=torch.bool)
     mask[:prefix_len, :prefix_len] = torch.ones((prefix_len, prefix_len), dtype=torch.bool).tril()
     positions = list(range(prefix_len))
-    starts, offset = [], prefix_len
+    spans, offset = [], prefix_len
     for length in lengths:
         mask[offset:offset + length, :prefix_len] = True
         mask[offset:offset + length, offset:offset + length] = torch.ones((length, length), dtype=torch.bool).tril()
         positions += range(prefix_len, prefix_len + length)
-        starts.append(offset)
+        spans.append((offset, length))
         offset += length
-    tree = DynamicCache(config=model.config)
+    cache = DynamicCache(config=model.config)
     hidden = model.model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
-                         position_ids=torch.tensor([positions], device=device), cache=tree, use_cache=True
+                         position_ids=torch.tensor([positions], device=device), cache=cache, use_cache=True
                          ).last_hidden_state[0]
-    last = torch.tensor([start + length - 1 for start, length in zip(starts, lengths)], device=device)
+    last = torch.tensor([start + length - 1 for start, length in spans], device=device)
     logits = model.get_output_embeddings()(hidden.index_select(0, last))  # the vocabulary only where needed
-    # Row i of the batch cache: the prefix, left padding (masked; filled with position 0), then branch i.
-    width, branch_mask, branch_positions = _layout(branches, prefix_len)
-    gather = torch.zeros((len(branches), prefix_len + width), dtype=torch.long)
-    gather[:, :prefix_len] = torch.arange(prefix_len)
-    for row, (start, length) in enumerate(zip(starts, lengths)):
-        gather[row, prefix_len + width - length:] = torch.arange(start, start + length)
-    gather = gather.to(device)
-    rows = [(layer.keys[0][:, gather].transpose(0, 1).contiguous(), layer.values[0][:, gather].transpose(0, 1).contiguous())
-            for layer in tree.layers]  # [heads, batch, seq, dim] -> [batch, heads, seq, dim]
     prefix_cache = DynamicCache(
         ddp_cache_data=[(layer.keys[:, :, :prefix_len].clone(), layer.values[:, :, :prefix_len].clone())
-                        for layer in tree.layers], config=model.config)
-    attention = torch.cat([torch.ones((len(branches), prefix_len), dtype=torch.long), branch_mask], dim=1).to(device)
-    batch_cache = DynamicCache(ddp_cache_data=rows, config=model.config)
-    return _Prefill(batch_cache, attention, branch_positions[:, -1].to(device) + 1, logits), prefix_cache
+                        for layer in cache.layers], config=model.config)
+    return Tree(cache, prefix_len, spans, prefix_cache), logits
+
+
+def _gather_rows(model, tree: Tree, rows: Sequence[list[int]], logits: torch.Tensor, device) -> _Prefill:
+    """One batch row per entry of `rows` (the tree columns that row's sequence consists of, after the prefix):
+    [prefix | left padding (masked) | those columns], ready to decode from `logits` (one row each)."""
+    prefix_len = tree.prefix_len
+    width = max(len(columns) for columns in rows)
+    gather = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
+    gather[:, :prefix_len] = torch.arange(prefix_len)
+    attention = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
+    attention[:, :prefix_len] = 1
+    for row, columns in enumerate(rows):
+        gather[row, prefix_len + width - len(columns):] = torch.tensor(columns)
+        attention[row, prefix_len + width - len(columns):] = 1
+    next_position = torch.tensor([prefix_len + len(columns) for columns in rows])
+    gather = gather.to(device)
+    cache = DynamicCache(
+        ddp_cache_data=[(layer.keys[0][:, gather].transpose(0, 1).contiguous(),
+                         layer.values[0][:, gather].transpose(0, 1).contiguous())
+                        for layer in tree.cache.layers],  # [heads, batch, seq, dim] -> [batch, heads, seq, dim]
+        config=model.config)
+    return _Prefill(cache, attention.to(device), next_position.to(device), logits)
+
+
+def _prefill_tree(model, prefix_ids, branches, device) -> tuple[_Prefill, DynamicCache]:
+    """The tree read in one forward, then gathered into one batch row per branch. Returns the batch prefill and
+    the prefix's own cache (its rows saw only the prefix, so it equals a prefix-only encoding)."""
+    tree, logits = _read_tree(model, prefix_ids, branches, device)
+    rows = [tree.branch_columns(b) for b in range(len(branches))]
+    return _gather_rows(model, tree, rows, logits, device), tree.prefix_cache
 
 
 @torch.inference_mode()
@@ -184,6 +220,90 @@ def greedy_decode(
     stats.forward_calls += 1
     stats.prefill_tokens += sum(len(b) for b in branches)
     return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats)
+
+
+@torch.inference_mode()
+def read_tree(model, prefix_ids: Sequence[int], branches: Sequence[Sequence[int]], *, stop_ids,
+              stats: DecodeStats | None = None) -> tuple[list[Generated], Tree]:
+    """The tree forward of `decode_tree` without decoding: each branch's greedy first token (a stop token ends
+    it) and the tree, to be continued by `continue_tree`."""
+    _check(branches)
+    if not prefix_ids or not branches:
+        raise ValueError("read_tree needs a prefix and at least one branch")
+    stats = stats or DecodeStats()
+    device = next(model.parameters()).device
+    tree, logits = _read_tree(model, prefix_ids, branches, device)
+    stats.forward_calls += 1
+    stats.prefill_tokens += len(prefix_ids) + sum(len(b) for b in branches)
+    first = _decode_loop(model, _Prefill(None, torch.empty(0), torch.empty(0), logits), len(branches), stop_ids, 1,
+                         stats)  # the first tokens come from the tree's logits: no forward
+    return first, tree
+
+
+@torch.inference_mode()
+def continue_tree(
+    model,
+    tree: Tree,
+    parents: Sequence[int],
+    suffixes: Sequence[Sequence[int]],
+    check_at: Sequence[int | None],
+    *,
+    decide: Callable[[list[tuple[int, float] | None]], Sequence[bool]],
+    stop_ids: set[int] | frozenset[int],
+    max_new_tokens: int,
+    stats: DecodeStats | None = None,
+) -> tuple[list[Generated | None], list[tuple[int, float] | None]]:
+    """Branch `parents[i]` of the tree continued by the tokens `suffixes[i]` (a branch may be continued by several
+    suffixes), all appended to the tree's row in one forward (a suffix sees the prefix, its parent branch and,
+    causally, itself; nothing is padded or copied), then decoded greedily.
+
+    The forward also returns the greedy next token at `check_at[i]` inside each suffix, and `decide(checks)`
+    says which continuations go on decoding; the others are not decoded (their result is None). A caller thus
+    confirms a token it assumed (the first token of a suffix) in the forward that starts the next step."""
+    if not (len(parents) == len(suffixes) == len(check_at)):
+        raise ValueError("one parent branch, suffix and check position (or None) per continuation")
+    if not parents:
+        return [], []
+    _check(suffixes)
+    stats = stats or DecodeStats()
+    device = next(model.parameters()).device
+    prefix_len, past = tree.prefix_len, tree.cache.get_seq_length()
+    total = sum(len(suffix) for suffix in suffixes)
+    mask = torch.zeros((total, past + total), dtype=torch.bool)
+    mask[:, :prefix_len] = True
+    positions, starts, offset = [], [], 0
+    for parent, suffix in zip(parents, suffixes):
+        start, length = tree.spans[parent]
+        mask[offset:offset + len(suffix), start:start + length] = True
+        mask[offset:offset + len(suffix), past + offset:past + offset + len(suffix)] = torch.ones(
+            (len(suffix), len(suffix)), dtype=torch.bool).tril()
+        positions += range(prefix_len + length, prefix_len + length + len(suffix))
+        starts.append(offset)
+        offset += len(suffix)
+    ids = [t for suffix in suffixes for t in suffix]
+    hidden = model.model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
+                         position_ids=torch.tensor([positions], device=device), cache=tree.cache, use_cache=True
+                         ).last_hidden_state[0]
+    stats.forward_calls += 1
+    stats.prefill_tokens += total
+    checked = [i for i, at in enumerate(check_at) if at is not None]
+    picks = [start + len(suffix) - 1 for start, suffix in zip(starts, suffixes)] + [starts[i] + check_at[i] for i in checked]
+    picked = model.get_output_embeddings()(hidden.index_select(0, torch.tensor(picks, device=device)))
+    checks: list[tuple[int, float] | None] = [None] * len(parents)
+    if checked:
+        logprobs = torch.log_softmax(picked[len(parents):].float(), dim=-1)
+        best = logprobs.argmax(dim=-1)
+        for i, token, logprob in zip(checked, best.tolist(), logprobs.gather(1, best[:, None])[:, 0].tolist()):
+            checks[i] = (token, logprob)
+    keep = [i for i, go_on in enumerate(decide(checks)) if go_on]
+    results: list[Generated | None] = [None] * len(parents)
+    if keep:
+        rows = [tree.branch_columns(parents[i]) + list(range(past + starts[i], past + starts[i] + len(suffixes[i])))
+                for i in keep]
+        prefill = _gather_rows(model, tree, rows, picked.index_select(0, torch.tensor(keep, device=device)), device)
+        for i, generated in zip(keep, _decode_loop(model, prefill, len(keep), stop_ids, max_new_tokens, stats)):
+            results[i] = generated
+    return results, checks
 
 
 def _check(branches) -> None:

@@ -1,11 +1,11 @@
 """The embedded PaDeLLM engine: two batched decoding steps per document, one shared prefix.
 
 Step 1 decodes the count of every label in one batch; step 2 decodes every (label, k) mention in one batch.
-With prefix sharing (default) the document ("text:\\n{text}\\nentity type:\\n") is encoded once, in the same
-forward as the step-1 label branches, and its KV cache continues into every label and mention branch;
-finished sequences leave the batch. Without it, every
-prompt is encoded on its own (the paper's batch mode). Parsing, de-duplication and grounding come from
-`padellm_ner.core.aggregate`.
+With prefix sharing (default) the document ("text:\\n{text}\\nentity type:\\n") and every label's count branch
+are read in one forward; step 2 continues each label's branch in the same cache, so the document and the
+label are read once, and a one-digit count's stop token is confirmed in step 2's forward instead of a forward
+of its own; finished sequences leave the batch. Without it, every prompt is encoded on its own (the paper's
+batch mode). Parsing, de-duplication and grounding come from `padellm_ner.core.aggregate`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from padellm_ner.core import (
     parse_counts, template_for,
 )
 
-from .decoder import DecodeStats, Generated, decode_tree, greedy_decode
+from .decoder import DecodeStats, Generated, continue_tree, greedy_decode, read_tree
 from .loading import EngineModel
 
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference
@@ -80,25 +80,13 @@ class PadellmEngine:
         stats = DecodeStats()
         started = time.perf_counter()
         prefix = self.m.encode(template.shared_prefix(text), special=True)
-        # Step 1: the count of every label (with prefix sharing: read together with the document).
-        branches = [self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels]
-        cache = None
-        if self.prefix_sharing:
-            generated, cache = decode_tree(self.m.model, prefix, branches, stop_ids=self.stop_ids,
-                                           max_new_tokens=COUNT_MAX_NEW_TOKENS, stats=stats)
-        else:
-            generated = self._decode(prefix, None, branches, COUNT_MAX_NEW_TOKENS, stats)
-        counts = [self._result(label, g) for label, g in zip(labels, generated)]
-        step1 = time.perf_counter()
-        # Step 2: the k-th mention of every label, k = 1..count.
+        label_ids = {label: self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels}
+        steps = self._shared_steps if self.prefix_sharing else self._separate_steps
+        count_generated, mention_generated, step1 = steps(prefix, label_ids, labels, schema, stats)
+        counts = [self._result(label, count_generated[label]) for label in labels]
         parsed = parse_counts(counts, self.max_count)
-        asks = [(label, k) for label in labels for k in range(1, parsed[label].value + 1)]
-        branches = [
-            self.m.encode(template.label_branch(schema.prompt_word(label)) + template.mention_suffix(parsed[label].value, k))
-            for label, k in asks
-        ]
-        generated = self._decode(prefix, cache, branches, self.max_mention_tokens, stats)
-        mentions = [self._result(label, g, k) for (label, k), g in zip(asks, generated)]
+        mentions = [self._result(label, mention_generated[(label, k)], k)
+                    for label in labels for k in range(1, parsed[label].value + 1)]
         step2 = time.perf_counter()
         prediction = aggregate(text, labels, counts, mentions, language=schema.language, dedup=self.dedup,
                                max_count=self.max_count)
@@ -108,3 +96,103 @@ class PadellmEngine:
             {"count": step1 - started, "mention": step2 - step1, "aggregate": finished - step2},
             stats.forward_calls, stats.prefill_tokens,
         )
+
+    def _mention_asks(self, label: str, schema: LabelSchema, count: int) -> list[tuple[tuple[str, int], list[int]]]:
+        """The step-2 branches of one label (after the shared prefix): ((label, k), token ids), k = 1..count."""
+        template = template_for(schema.language)
+        branch = template.label_branch(schema.prompt_word(label))
+        return [((label, k), self.m.encode(branch + template.mention_suffix(count, k))) for k in range(1, count + 1)]
+
+    def _mentions_of(self, counts: dict[str, Generated], prefix, cache, schema: LabelSchema, stats: DecodeStats):
+        """Step 2 for decoded counts: every (label, k) branch in one batch, on the prefix cache or (no cache)
+        each prompt whole."""
+        parsed = parse_counts([self._result(label, g) for label, g in counts.items()], self.max_count)
+        asks = [ask for label in counts for ask in self._mention_asks(label, schema, parsed[label].value)]
+        generated = self._decode(prefix, cache, [ids for _, ids in asks], self.max_mention_tokens, stats)
+        return {ask: g for (ask, _), g in zip(asks, generated)}
+
+    def _separate_steps(self, prefix, label_ids, labels, schema, stats):
+        """Without prefix sharing (the paper's batch mode): the count prompts in one batch, decoded to their stop
+        token; then every mention prompt, each encoded on its own, in one batch."""
+        generated = self._decode(prefix, None, [label_ids[label] for label in labels], COUNT_MAX_NEW_TOKENS, stats)
+        counts = dict(zip(labels, generated))
+        step1 = time.perf_counter()
+        return counts, self._mentions_of(counts, prefix, None, schema, stats), step1
+
+    def _shared_steps(self, prefix, label_ids, labels, schema, stats):
+        """With prefix sharing: the document and the count branches in one forward; step 2 continues each label's
+        count branch, so neither the document nor the label is read again.
+
+        A count is almost always one digit and a stop token. The stop is not decoded in a forward of its own:
+        the forward that starts step 2 reads the digit at the head of each label's continuations (for a count of
+        0, a continuation that only checks) and confirms that the model's next token there is a stop, the token
+        greedy decoding would take. A count it cannot confirm (10 or more, not a digit) is decoded in full and
+        its mentions asked in a second round. Every count and mention equals plain greedy decoding of its prompt
+        (tests/test_engine.py); a document takes one forward fewer.
+        """
+        first, tree = read_tree(self.m.model, prefix, [label_ids[label] for label in labels],
+                                  stop_ids=self.stop_ids, stats=stats)
+        step1 = time.perf_counter()
+        rows, suffixes, check_at, asks = [], [], [], []  # asks: (label, k); k None: a check-only continuation
+        assumed: dict[str, Generated] = {}
+        for row, (label, generated) in enumerate(zip(labels, first)):
+            digit = self._single_digit(generated)
+            if digit is None:
+                continue
+            branch = label_ids[label]
+            if digit == 0:
+                continuations = [((label, None), generated.token_ids)]
+            else:
+                continuations = []
+                for ask, ids in self._mention_asks(label, schema, digit):
+                    if ids[: len(branch) + 1] != branch + generated.token_ids:
+                        break  # the digit is not a token of its own after the branch: take the general path
+                    continuations.append((ask, ids[len(branch):]))
+                if len(continuations) < digit:
+                    continue
+            assumed[label] = generated
+            for i, (ask, suffix) in enumerate(continuations):
+                rows.append(row)
+                suffixes.append(suffix)
+                check_at.append(0 if i == 0 else None)
+                asks.append(ask)
+        confirmed: set[str] = set()
+
+        def decide(checks):
+            for ask, at, check in zip(asks, check_at, checks):
+                if at is not None and check[0] in self.stop_ids:
+                    confirmed.add(ask[0])
+            return [ask[1] is not None and ask[0] in confirmed for ask in asks]
+
+        decoded, checks = continue_tree(self.m.model, tree, rows, suffixes, check_at, decide=decide,
+                                        stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens, stats=stats)
+        counts: dict[str, Generated] = {}
+        mentions: dict[tuple[str, int], Generated] = {}
+        for ask, at, check, generated in zip(asks, check_at, checks, decoded):
+            label = ask[0]
+            if at is not None and label in confirmed:
+                g = assumed[label]
+                counts[label] = Generated(list(g.token_ids), list(g.logprobs), "stop", check[0], check[1])
+            if generated is not None:
+                mentions[ask] = generated
+        for label, generated in zip(labels, first):
+            if generated.finish == "stop":  # the count ended at once (empty): nothing to confirm
+                counts[label] = generated
+        pending = [label for label in labels if label not in counts]
+        if pending:  # counts not confirmed: decoded in full, then their mentions
+            full = self._decode(prefix, tree.prefix_cache, [label_ids[label] for label in pending],
+                                COUNT_MAX_NEW_TOKENS, stats)
+            late = dict(zip(pending, full))
+            counts.update(late)
+            mentions.update(self._mentions_of(late, prefix, tree.prefix_cache, schema, stats))
+        return counts, mentions, step1
+
+    def _single_digit(self, generated: Generated) -> int | None:
+        """The count a first token would give if the count stopped right after it, or None (stopped, or not a
+        digit token)."""
+        if generated.finish == "stop" or len(generated.token_ids) != 1:
+            return None
+        text = self.m.decode(generated.token_ids)
+        if len(text) != 1 or not (text.isascii() and text.isdigit()) or int(text) > self.max_count:
+            return None  # capped counts take the general path
+        return int(text)
