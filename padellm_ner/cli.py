@@ -182,6 +182,8 @@ def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict
                    for c in prediction.counts},
         "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": round(m.probability, 6)}
                              for m in prediction.removed_by_dedup],
+        "not_in_text": [{"label": m.label, "text": m.text, "probability": round(m.probability, 6)}
+                        for m in prediction.absent],
         "model": engine_model.info.get("name"), "schema": schema.name, "latency_ms": round(latency_s * 1000, 2),
     }
 

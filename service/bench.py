@@ -49,7 +49,10 @@ async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: st
     from workers.engine.padellm import PadellmEngine
     from workers.server import SERVICE_NAME as WORKER, WorkerService, add_to_server as add_worker
 
-    engine = PadellmEngine(engine_model)
+    # The in-process comparator does the decoding work the served path does: in multi mode a Count call returns
+    # its counts before any Mention call is asked, so counts are decoded to their stop token and mentions read on
+    # the document's cache; batch mode (one Extract call) runs the engine itself on the worker.
+    engine = PadellmEngine(engine_model, one_call=mode == "batch")
     loop = asyncio.get_running_loop()
     backend = EmbeddedBackend(engine_model)
     await backend.start()

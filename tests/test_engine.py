@@ -107,9 +107,10 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     counts, mentions = greedy_reference(m, text, schema, 12)
     assert mentions, "the trained model finds entities in every test text"
     forwards = {}
-    for sharing in (True, False):
-        result = PadellmEngine(m, prefix_sharing=sharing, max_mention_tokens=12).recognize(text, schema)
-        forwards[sharing] = result.forward_calls
+    for name, options in {"one call": {}, "count then mention": {"one_call": False},
+                          "no prefix sharing": {"prefix_sharing": False}}.items():
+        result = PadellmEngine(m, max_mention_tokens=12, **options).recognize(text, schema)
+        forwards[name] = result.forward_calls
         for count in result.counts:
             tokens, logprobs = counts[count.label]
             assert count.raw == m.decode(tokens)
@@ -123,4 +124,4 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     if text == ROSTER:
         assert any(len(m.decode(tokens)) > 1 for tokens, _ in counts.values()), "a count of 10 or more"
     else:  # one-digit counts: their stop tokens are confirmed in step 2's forward, one forward fewer
-        assert forwards[True] == forwards[False] - 1
+        assert forwards["one call"] == forwards["count then mention"] - 1 == forwards["no prefix sharing"] - 1

@@ -69,8 +69,22 @@ def test_aggregate_counts_empty_and_ungrounded_mentions():
         "Nokia rose", ["ORG"], [CountResult("ORG", "2")],
         [MentionResult("ORG", 1, ""), MentionResult("ORG", 2, "Nokia Oyj")], language="en",
     )
-    assert pred.empty_mentions == 1 and pred.ungrounded == 1
-    assert pred.mentions[0].start is None
+    # "Nokia Oyj" is not in the text: set aside (counted as ungrounded), not returned
+    assert pred.empty_mentions == 1 and pred.ungrounded == 1 and pred.mentions == ()
+    assert [(m.label, m.text) for m in pred.absent] == [("ORG", "Nokia Oyj")]
+    # a string the text holds fewer times than it was predicted: kept, the extra one without a span
+    twice = aggregate("Nokia rose", ["ORG"], [CountResult("ORG", "2")],
+                      [MentionResult("ORG", 1, "Nokia"), MentionResult("ORG", 2, "Nokia")], language="en",
+                      dedup="none")
+    assert [(m.text, m.start) for m in twice.mentions] == [("Nokia", 0), ("Nokia", None)] and twice.ungrounded == 1
+
+
+def test_a_string_not_in_the_text_never_displaces_a_real_mention_in_dedup():
+    pred = aggregate("Nokia rose", ["ORG", "PER"], [CountResult("ORG", "1"), CountResult("PER", "1")],
+                     [MentionResult("ORG", 1, "Nokia", math.log(0.6)), MentionResult("PER", 1, "Nokla", math.log(0.9))],
+                     language="en")
+    assert [(m.label, m.text) for m in pred.mentions] == [("ORG", "Nokia")]
+    assert [(m.label, m.text) for m in pred.absent] == [("PER", "Nokla")]
 
 
 def test_aggregate_rejects_labels_not_asked_for():

@@ -11,7 +11,7 @@ from .aggregate import (
 )
 from .dedup import DEDUP_POLICIES, DedupPolicy, dedup_mask
 from .document import Document, Entity, make_entity
-from .grounding import ground, occurrences
+from .grounding import ground, occurrences, split_absent
 from .metrics import LabelScore, Scores, scores_table, set_scores, span_scores
 from .parsing import DEFAULT_MAX_COUNT, CountStatus, ParsedCount, parse_count, parse_mention
 from .reformulate import TrainingExample, reformulate, reformulate_all
@@ -22,7 +22,7 @@ __all__ = [
     "CHINESE", "DEDUP_POLICIES", "DEFAULT_MAX_COUNT", "DEFAULT_SCHEMA", "ENGLISH", "SCHEMAS", "TEMPLATES",
     "CountResult", "CountStatus", "DedupPolicy", "Document", "DocumentPrediction", "Entity", "LabelCount",
     "LabelSchema", "LabelScore", "MentionResult", "ParsedCount", "PredictedMention", "PromptTemplate",
-    "Scores", "TrainingExample", "aggregate", "dedup_mask", "get_schema", "ground", "infer_schema",
+    "Scores", "TrainingExample", "aggregate", "dedup_mask", "get_schema", "ground", "infer_schema", "split_absent",
     "make_entity", "occurrences", "parse_count", "parse_counts", "parse_mention", "reformulate",
     "reformulate_all", "scores_table", "set_scores", "span_scores", "template_for",
 ]

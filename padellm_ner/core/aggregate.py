@@ -1,7 +1,8 @@
 """Aggregation of per-sequence results into one prediction per document.
 
-Step 1 yields one `CountResult` per label, step 2 one `MentionResult` per (label, k). They are parsed,
-de-duplicated across labels by probability and grounded to character spans. Backends (embedded engine,
+Step 1 yields one `CountResult` per label, step 2 one `MentionResult` per (label, k). They are parsed, freed
+of strings the text does not contain, de-duplicated across labels by probability and grounded to character
+spans. Backends (embedded engine,
 TGI) and the orchestrator all hand their raw sequences to `aggregate`, so every path applies one set of rules.
 """
 
@@ -12,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from .dedup import DedupPolicy, dedup_mask
-from .grounding import ground
+from .grounding import ground, split_absent
 from .parsing import DEFAULT_MAX_COUNT, CountStatus, ParsedCount, parse_count, parse_mention
 
 
@@ -67,10 +68,11 @@ class DocumentPrediction:
     counts: tuple[LabelCount, ...]
     removed_by_dedup: tuple[PredictedMention, ...] = ()
     empty_mentions: int = 0  # step-2 outputs with no text
-    ungrounded: int = field(init=False, default=0)
+    absent: tuple[PredictedMention, ...] = ()  # predicted strings that do not occur in the text: not returned
+    ungrounded: int = field(init=False, default=0)  # absent ones, and kept ones beyond the text's occurrences
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "ungrounded", sum(1 for m in self.mentions if not m.grounded))
+        object.__setattr__(self, "ungrounded", len(self.absent) + sum(1 for m in self.mentions if not m.grounded))
 
     def by_label(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -122,6 +124,7 @@ def aggregate(
             empty += 1
             continue
         candidates.append(PredictedMention(result.label, result.k, mention, math.exp(result.logprob)))
+    candidates, absent = split_absent(text, candidates, lambda m: m.text)
     keep = dedup_mask([(m.label, m.text, m.probability) for m in candidates], dedup)
     kept = [m for m, k in zip(candidates, keep) if k]
     removed = tuple(m for m, k in zip(candidates, keep) if not k)
@@ -130,4 +133,4 @@ def aggregate(
         PredictedMention(m.label, m.k, m.text, m.probability, *(span or (None, None)))
         for m, span in zip(kept, spans)
     )
-    return DocumentPrediction(text, grounded, label_counts, removed, empty)
+    return DocumentPrediction(text, grounded, label_counts, removed, empty, tuple(absent))

@@ -4,11 +4,19 @@ PaDeLLM predicts strings, not offsets (a limitation the authors list). Under one
 of a string maps to its j-th occurrence in the text. For languages written with spaces only whole-word
 occurrences count where there are any, so that "US" is not found inside "USA". A prediction with no such
 occurrence keeps no span and is counted by the caller. Spans of different labels may nest or overlap.
+
+A predicted string that does not occur in the text at all (a misspelt or invented name: "FEFA" for "FIFA") can
+never be one of the text's entities, whose strings are spans of it: `split_absent` sets such predictions
+aside, so they are counted but not returned. Every method (PaDeLLM, AutoReg_Struct) applies it.
 """
 
 from __future__ import annotations
 
+from typing import Callable, TypeVar
+
 from .schemas import CHINESE
+
+T = TypeVar("T")
 
 
 def occurrences(text: str, mention: str, language: str) -> list[int]:
@@ -47,3 +55,11 @@ def ground(text: str, mentions: list[tuple[str, str]], language: str) -> list[tu
         starts = cache[mention]
         spans.append((starts[nth], starts[nth] + len(mention)) if nth < len(starts) else None)
     return spans
+
+
+def split_absent(text: str, mentions: list[T], mention_text: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """(predictions whose string occurs in the text, those whose string does not), each in the given order."""
+    present, absent = [], []
+    for mention in mentions:
+        (present if mention_text(mention) in text else absent).append(mention)
+    return present, absent

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from padellm_ner.core import DocumentPrediction, LabelSchema, PredictedMention, ground
+from padellm_ner.core import DocumentPrediction, LabelSchema, PredictedMention, ground, split_absent
 from padellm_ner.core.autoreg import parse_struct, struct_prompt
 
 from .decoder import DecodeStats, greedy_decode
@@ -41,12 +41,13 @@ class AutoregStructEngine:
         (generated,) = greedy_decode(self.m.model, [prompt], stop_ids=frozenset({self.m.eos_id}),
                                      max_new_tokens=self.max_new_tokens, pad_id=self.m.pad_id, stats=stats)
         raw = self.m.decode(generated.token_ids)
-        pairs = parse_struct(raw, schema)
+        pairs, absent = split_absent(text, parse_struct(raw, schema), lambda pair: pair[1])
         spans = ground(text, pairs, schema.language)
         mentions = tuple(
             PredictedMention(label, 0, mention, 1.0, *(span or (None, None)))
             for (label, mention), span in zip(pairs, spans)
         )
         latency = time.perf_counter() - started
-        return AutoregResult(DocumentPrediction(text, mentions, ()), raw, latency, generated.generated_tokens,
-                             stats.forward_calls)
+        prediction = DocumentPrediction(text, mentions, (), absent=tuple(PredictedMention(label, 0, mention, 1.0)
+                                                                          for label, mention in absent))
+        return AutoregResult(prediction, raw, latency, generated.generated_tokens, stats.forward_calls)

@@ -19,7 +19,7 @@ from padellm_ner.core import (
     parse_counts, template_for,
 )
 
-from .decoder import DecodeStats, Generated, continue_tree, greedy_decode, read_tree
+from .decoder import DecodeStats, Generated, continue_tree, decode_tree, greedy_decode, read_tree
 from .loading import EngineModel
 
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference
@@ -52,10 +52,14 @@ class EngineResult:
 class PadellmEngine:
     def __init__(
         self, engine_model: EngineModel, *, prefix_sharing: bool = True, max_count: int = DEFAULT_MAX_COUNT,
-        max_mention_tokens: int = 48, dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX,
+        max_mention_tokens: int = 48, dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX, one_call: bool = True,
     ):
+        """`one_call=False` decodes as the service's multi mode must, where a Count call returns its counts
+        before any Mention call is asked: every count decoded to its stop token, every mention branch read on
+        the document's cache (the in-process comparator of that mode in `bench-serving`)."""
         self.m = engine_model
         self.prefix_sharing = prefix_sharing
+        self.one_call = one_call
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.dedup = dedup
@@ -81,7 +85,10 @@ class PadellmEngine:
         started = time.perf_counter()
         prefix = self.m.encode(template.shared_prefix(text), special=True)
         label_ids = {label: self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels}
-        steps = self._shared_steps if self.prefix_sharing else self._separate_steps
+        if not self.prefix_sharing:
+            steps = self._separate_steps
+        else:
+            steps = self._shared_steps if self.one_call else self._count_then_mention_steps
         count_generated, mention_generated, step1 = steps(prefix, label_ids, labels, schema, stats)
         counts = [self._result(label, count_generated[label]) for label in labels]
         parsed = parse_counts(counts, self.max_count)
@@ -118,6 +125,15 @@ class PadellmEngine:
         counts = dict(zip(labels, generated))
         step1 = time.perf_counter()
         return counts, self._mentions_of(counts, prefix, None, schema, stats), step1
+
+    def _count_then_mention_steps(self, prefix, label_ids, labels, schema, stats):
+        """With prefix sharing, as two separate calls: the document and the count branches in one forward, the
+        counts decoded to their stop token; then every mention branch on the document's cache."""
+        generated, cache = decode_tree(self.m.model, prefix, [label_ids[label] for label in labels],
+                                       stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS, stats=stats)
+        counts = dict(zip(labels, generated))
+        step1 = time.perf_counter()
+        return counts, self._mentions_of(counts, prefix, cache, schema, stats), step1
 
     def _shared_steps(self, prefix, label_ids, labels, schema, stats):
         """With prefix sharing: the document and the count branches in one forward; step 2 continues each label's
