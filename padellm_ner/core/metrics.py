@@ -11,7 +11,7 @@ a span can never be a true positive.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Hashable, Iterable, Mapping, Sequence
 
 

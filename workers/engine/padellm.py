@@ -147,7 +147,7 @@ class PadellmEngine:
         (tests/test_engine.py); a document takes one forward fewer.
         """
         first, tree = read_tree(self.m.model, prefix, [label_ids[label] for label in labels],
-                                  stop_ids=self.stop_ids, stats=stats)
+                                stop_ids=self.stop_ids, stats=stats)
         step1 = time.perf_counter()
         rows, suffixes, check_at, asks = [], [], [], []  # asks: (label, k); k None: a check-only continuation
         assumed: dict[str, Generated] = {}
