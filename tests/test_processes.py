@@ -9,7 +9,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-import pytest
 
 from conftest import REPO
 

@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 
 from padellm_ner.core import get_schema
 from workers.engine.loading import SHIPPED_MODEL

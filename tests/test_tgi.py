@@ -1,10 +1,8 @@
 """The `tgi` backend against a real HTTP server that speaks TGI's API (the embedded model behind it)."""
 
 import asyncio
-import json
 
 import aiohttp
-import grpc
 import pytest
 
 from serving import entities, ner_client, ner_service, request, worker

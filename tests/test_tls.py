@@ -5,7 +5,7 @@ import pytest
 
 from certs import make_pki
 from padellm_ner.grpc_common import TlsFiles
-from serving import entities, ner_client, ner_service, request, worker
+from serving import ner_client, ner_service, request, worker
 from workers.backends.embedded import EmbeddedBackend
 
 
