@@ -36,20 +36,20 @@ def _reader_options(args: argparse.Namespace, prefix: str = "") -> dict:
 
 
 def _add_selection_options(parser: argparse.ArgumentParser, default_limit: int | None) -> None:
-    parser.add_argument("--limit", type=int, default=default_limit,
+    parser.add_argument("--limit", type=int,
                         help="only the first N documents" + (f" (default {default_limit})" if default_limit else ""))
     parser.add_argument("--sample", type=int,
                         help="a seeded uniform random sample of N documents, in corpus order, instead of the first N")
     parser.add_argument("--seed", type=int, default=0, help="seed of --sample")
+    parser.set_defaults(default_limit=default_limit)
 
 
 def _selected(args: argparse.Namespace, documents) -> tuple[list, dict]:
     from .data.selection import select_documents, selection_label
 
-    limit = None if args.sample is not None else args.limit  # --sample replaces the (default) limit
+    limit = args.limit if args.limit is not None or args.sample is not None else args.default_limit
     return (select_documents(documents, limit, args.sample, args.seed),
             selection_label(limit, args.sample, args.seed, len(documents)))
-
 
 def _write(text: str, output: str | None) -> None:
     if output:

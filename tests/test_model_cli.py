@@ -41,8 +41,9 @@ def test_eval_json_fields(tiny_base_model, tiny_models, capsys, tmp_path):
 def test_bench_reports_modes_side_by_side(tiny_base_model, tiny_models, capsys, tmp_path):
     assert main(["bench", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models["padellm"]),
                  "--baseline-model", str(tiny_models["autoreg-struct"]), "--base-model", str(tiny_base_model),
-                 "--output-dir", str(tmp_path), "--json"]) == 0
+                 "--output-dir", str(tmp_path), "--sample", "2", "--seed", "3", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
+    assert report["documents"] == 2 and report["documents_selected"]["how"] == "sample"
     assert set(report["modes"]) == {"padellm", "padellm-no-prefix-sharing", "autoreg-struct"}
     for mode in report["modes"].values():
         assert {"latency_ms_mean", "micro_f1", "tokens_per_sequence_mean"} <= set(mode)
@@ -60,6 +61,11 @@ def test_recognize_with_the_real_base_model(capsys):
 def test_recognize_rejects_unknown_labels(capsys):
     assert main(["recognize", "EU rejects", "--no-adapter", "--labels", "GPE"]) == 2
     assert "not in schema conll03" in capsys.readouterr().err
+
+
+def test_eval_refuses_limit_and_sample_together(capsys):
+    assert main(["eval", "--data", str(EXAMPLES / "sample.conll"), "--limit", "2", "--sample", "2"]) == 2
+    assert "either a limit" in capsys.readouterr().err
 
 
 def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_models, capsys):
