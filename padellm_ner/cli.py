@@ -51,6 +51,7 @@ def _selected(args: argparse.Namespace, documents) -> tuple[list, dict]:
     return (select_documents(documents, limit, args.sample, args.seed),
             selection_label(limit, args.sample, args.seed, len(documents)))
 
+
 def _write(text: str, output: str | None) -> None:
     if output:
         Path(output).write_text(text, encoding="utf-8")

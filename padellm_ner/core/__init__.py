@@ -22,7 +22,7 @@ __all__ = [
     "CHINESE", "DEDUP_POLICIES", "DEFAULT_MAX_COUNT", "DEFAULT_SCHEMA", "ENGLISH", "SCHEMAS", "TEMPLATES",
     "CountResult", "CountStatus", "DedupPolicy", "Document", "DocumentPrediction", "Entity", "LabelCount",
     "LabelSchema", "LabelScore", "MentionResult", "ParsedCount", "PredictedMention", "PromptTemplate",
-    "Scores", "TrainingExample", "aggregate", "dedup_mask", "get_schema", "ground", "infer_schema", "split_absent",
+    "Scores", "TrainingExample", "aggregate", "dedup_mask", "get_schema", "ground", "infer_schema",
     "make_entity", "occurrences", "parse_count", "parse_counts", "parse_mention", "reformulate",
-    "reformulate_all", "scores_table", "set_scores", "span_scores", "template_for",
+    "reformulate_all", "scores_table", "set_scores", "span_scores", "split_absent", "template_for",
 ]

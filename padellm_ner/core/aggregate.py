@@ -2,8 +2,8 @@
 
 Step 1 yields one `CountResult` per label, step 2 one `MentionResult` per (label, k). They are parsed, freed
 of strings the text does not contain, de-duplicated across labels by probability and grounded to character
-spans. Backends (embedded engine,
-TGI) and the orchestrator all hand their raw sequences to `aggregate`, so every path applies one set of rules.
+spans. Backends (embedded engine, TGI) and the orchestrator all hand their raw sequences to `aggregate`, so
+every path applies one set of rules.
 """
 
 from __future__ import annotations

@@ -107,7 +107,13 @@ class Tree:
     cache: DynamicCache
     prefix_len: int
     spans: list[tuple[int, int]]  # (start in the row, length) of every branch; its positions follow the prefix
-    prefix_cache: DynamicCache  # the prefix alone, for later branches of the same document
+    cache_config: object  # the model's config, which a new cache needs
+
+    def prefix_cache(self) -> DynamicCache:
+        """The prefix alone, for later branches of the same document: its rows saw only the prefix, so it equals
+        a prefix-only encoding. A new cache (filling it copies the tensors), built only where it is needed."""
+        return DynamicCache(ddp_cache_data=[(layer.keys[:, :, :self.prefix_len], layer.values[:, :, :self.prefix_len])
+                                            for layer in self.cache.layers], config=self.cache_config)
 
     def branch_columns(self, branch: int) -> list[int]:
         start, length = self.spans[branch]
@@ -137,10 +143,7 @@ def _read_tree(model, prefix_ids, branches, device) -> tuple[Tree, torch.Tensor]
                          ).last_hidden_state[0]
     last = torch.tensor([start + length - 1 for start, length in spans], device=device)
     logits = model.get_output_embeddings()(hidden.index_select(0, last))  # the vocabulary only where needed
-    prefix_cache = DynamicCache(
-        ddp_cache_data=[(layer.keys[:, :, :prefix_len].clone(), layer.values[:, :, :prefix_len].clone())
-                        for layer in cache.layers], config=model.config)
-    return Tree(cache, prefix_len, spans, prefix_cache), logits
+    return Tree(cache, prefix_len, spans, model.config), logits
 
 
 def _gather_rows(model, tree: Tree, rows: Sequence[list[int]], logits: torch.Tensor, device) -> _Prefill:
@@ -170,7 +173,7 @@ def _prefill_tree(model, prefix_ids, branches, device) -> tuple[_Prefill, Dynami
     the prefix's own cache (its rows saw only the prefix, so it equals a prefix-only encoding)."""
     tree, logits = _read_tree(model, prefix_ids, branches, device)
     rows = [tree.branch_columns(b) for b in range(len(branches))]
-    return _gather_rows(model, tree, rows, logits, device), tree.prefix_cache
+    return _gather_rows(model, tree, rows, logits, device), tree.prefix_cache()
 
 
 @torch.inference_mode()

@@ -196,11 +196,12 @@ class PadellmEngine:
                 counts[label] = generated
         pending = [label for label in labels if label not in counts]
         if pending:  # counts not confirmed: decoded in full, then their mentions
-            full = self._decode(prefix, tree.prefix_cache, [label_ids[label] for label in pending],
+            prefix_cache = tree.prefix_cache()
+            full = self._decode(prefix, prefix_cache, [label_ids[label] for label in pending],
                                 COUNT_MAX_NEW_TOKENS, stats)
             late = dict(zip(pending, full))
             counts.update(late)
-            mentions.update(self._mentions_of(late, prefix, tree.prefix_cache, schema, stats))
+            mentions.update(self._mentions_of(late, prefix, prefix_cache, schema, stats))
         return counts, mentions, step1
 
     def _single_digit(self, generated: Generated) -> int | None:
