@@ -164,10 +164,28 @@ def _engine(args: argparse.Namespace, model: str | None = None, prefix_sharing: 
     engine_model = load_engine_model(model, base_model=getattr(args, "base_model", None),
                                      device=getattr(args, "device", None), adapter=not getattr(args, "no_adapter", False),
                                      dtype=getattr(args, "dtype", None))
+    lookup = _lookup_tokens(args)
     if engine_model.info.get("objective") == "autoreg-struct":
-        return engine_model, AutoregStructEngine(engine_model)
+        return engine_model, AutoregStructEngine(engine_model, lookup_tokens=lookup)
     return engine_model, PadellmEngine(engine_model, prefix_sharing=prefix_sharing,
-                                       dedup=getattr(args, "dedup", "keep-max"))
+                                       dedup=getattr(args, "dedup", "keep-max"), lookup_tokens=lookup)
+
+
+def _lookup_tokens(args: argparse.Namespace) -> int:
+    from workers.engine.lookup import DEFAULT_LOOKUP_TOKENS
+
+    from . import config
+
+    value = getattr(args, "lookup_tokens", None)
+    return config.lookup_tokens(DEFAULT_LOOKUP_TOKENS) if value is None else value
+
+
+def _count(value: str) -> int:
+    """An argparse type: an integer of 0 or more."""
+    number = int(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{value} is below 0")
+    return number
 
 
 def _schema_of(args: argparse.Namespace, engine_model):
@@ -285,12 +303,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     schema = _schema_of(args, padellm_model)
     recognizers = {}
     for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
-        engine = PadellmEngine(padellm_model, prefix_sharing=sharing)
+        engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=_lookup_tokens(args))
         recognizers[mode] = lambda text, e=engine: e.recognize(text, schema)
     if args.baseline_model:
         baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
                                            dtype=args.dtype)
-        baseline = AutoregStructEngine(baseline_model)
+        baseline = AutoregStructEngine(baseline_model, lookup_tokens=_lookup_tokens(args))
         recognizers[AUTOREG_STRUCT] = lambda text: baseline.recognize(text, schema)
     runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
@@ -298,6 +316,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "device": str(padellm_model.device),
               "dtype": padellm_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
+              "lookup_tokens": _lookup_tokens(args),
               "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -325,9 +344,9 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     workers = [int(n) for n in args.worker_counts.split(",")]
     model_args = [*(["--model", args.model] if args.model else []),
                   *(["--base-model", args.base_model] if args.base_model else []),
-                  *(["--dtype", args.dtype] if args.dtype else [])]
+                  *(["--dtype", args.dtype] if args.dtype else []), "--lookup-tokens", str(_lookup_tokens(args))]
     report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
-                                   model_args=model_args, mode=args.mode))
+                                   model_args=model_args, mode=args.mode, lookup_tokens=_lookup_tokens(args)))
     report["data"] = args.data
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
@@ -408,6 +427,10 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
                         help="engine weights (default auto: bf16 on a GPU, fp32 on the CPU; or PADELLM_DTYPE)")
     parser.add_argument("--schema", help="label schema (default: the model's)")
+    parser.add_argument("--lookup-tokens", type=_count, default=None, metavar="N",
+                        help="prompt-lookup decoding: draft up to N tokens of each sequence from the document and "
+                             "keep what greedy decoding agrees with (same output, fewer forwards); 0 turns it off "
+                             "(default: PADELLM_LOOKUP_TOKENS, else 4)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ PADELLM_BASE_MODEL   a local transformers causal-LM folder to use as the base mo
 PADELLM_MODEL        a trained PaDeLLM model (folder with adapter/weights) instead of the shipped one
 PADELLM_THREADS      torch CPU threads (default: all cores)
 PADELLM_DTYPE        engine weights: auto (bf16 on a GPU, fp32 on the CPU), float32 or bfloat16
+PADELLM_LOOKUP_TOKENS  prompt-lookup draft length of the embedded engine (0: off; default 4)
 """
 
 from __future__ import annotations
@@ -36,3 +37,8 @@ def threads() -> int | None:
 
 def dtype_override() -> str | None:
     return os.environ.get("PADELLM_DTYPE") or None
+
+
+def lookup_tokens(default: int) -> int:
+    value = os.environ.get("PADELLM_LOOKUP_TOKENS")
+    return int(value) if value else default

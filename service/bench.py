@@ -41,20 +41,23 @@ def _ms(values: list[float]) -> dict:
             "p95_ms": values[min(len(values) - 1, int(0.95 * (len(values) - 1) + 0.5))] * 1000}
 
 
-async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: str = "multi") -> dict:
+async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: str = "multi",
+                   lookup_tokens: int | None = None) -> dict:
     """Both paths on every document, interleaved: document i goes through the in-process engine and through
     gRPC + orchestrator back to back (the order alternating between documents), so a drift of the machine's
     speed during the run (other load, frequency) falls on both paths alike instead of on whichever ran last."""
     from workers.backends.embedded import EmbeddedBackend
+    from workers.engine.lookup import DEFAULT_LOOKUP_TOKENS
     from workers.engine.padellm import PadellmEngine
     from workers.server import SERVICE_NAME as WORKER, WorkerService, add_to_server as add_worker
 
     # The in-process comparator does the decoding work the served path does: in multi mode a Count call returns
     # its counts before any Mention call is asked, so counts are decoded to their stop token and mentions read on
     # the document's cache; batch mode (one Extract call) runs the engine itself on the worker.
-    engine = PadellmEngine(engine_model, one_call=mode == "batch")
+    lookup_tokens = DEFAULT_LOOKUP_TOKENS if lookup_tokens is None else lookup_tokens
+    engine = PadellmEngine(engine_model, one_call=mode == "batch", lookup_tokens=lookup_tokens)
     loop = asyncio.get_running_loop()
-    backend = EmbeddedBackend(engine_model)
+    backend = EmbeddedBackend(engine_model, lookup_tokens=lookup_tokens)
     await backend.start()
     worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
     pool = WorkerPool([f"127.0.0.1:{worker_port}"])
@@ -170,10 +173,11 @@ def table(report: dict) -> str:
 
 
 async def run(engine_model, texts: list[str], schema: LabelSchema, *, worker_counts: list[int], concurrency: int,
-              model_args: list[str], mode: str = "multi") -> dict:
-    """`model_args`: the worker command's model options (--model, --base-model, --dtype), so the spawned workers
-    load the same model as the in-process engine."""
+              model_args: list[str], mode: str = "multi", lookup_tokens: int | None = None) -> dict:
+    """`model_args`: the worker command's model options (--model, --base-model, --dtype, --lookup-tokens), so the
+    spawned workers load and decode as the in-process engine does."""
     cores = torch.get_num_threads()
-    report = {"documents": len(texts), "threads": cores, "overhead": await overhead(engine_model, texts, schema, mode)}
+    report = {"documents": len(texts), "threads": cores, "lookup_tokens": lookup_tokens,
+              "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens)}
     report["throughput"] = [await throughput(n, texts, schema, concurrency, model_args, cores) for n in worker_counts]
     return report

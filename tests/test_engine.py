@@ -1,10 +1,13 @@
 """The embedded engine against plain per-sequence `generate` on the same (real) model."""
 
+import itertools
+
 import pytest
 import torch
 
 from padellm_ner.core import get_schema, template_for
-from workers.engine.decoder import decode_tree, encode_prefix, greedy_decode
+from workers.engine.decoder import DecodeStats, decode_tree, encode_prefix, greedy_decode
+from workers.engine.lookup import PromptLookup
 from workers.engine.padellm import PadellmEngine
 
 TEXTS = [
@@ -43,7 +46,14 @@ def test_prefix_shared_batches_equal_per_sequence_generate(base_engine_model, te
     on_cache = greedy_decode(m.model, branches, prefix_ids=prefix, prefix_cache=encode_prefix(m.model, prefix, m.device),
                              stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
     alone = greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
-    for got in (tree, on_cache, alone):
+    # and each of them with prompt-lookup drafts copied from the document
+    lookup = PromptLookup(prefix, m.lookup_keys, 3)
+    drafted = [decode_tree(m.model, prefix, branches, stop_ids=stop, max_new_tokens=6, lookup=lookup)[0],
+               greedy_decode(m.model, branches, prefix_ids=prefix, prefix_cache=encode_prefix(m.model, prefix, m.device),
+                             stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id, lookup=lookup),
+               greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6,
+                             pad_id=m.pad_id, lookup=lookup)]
+    for got in (tree, on_cache, alone, *drafted):
         for generated, (tokens, logprobs) in zip(got, expected):
             assert generated.token_ids == tokens
             assert generated.logprobs == pytest.approx(logprobs, abs=2e-4)
@@ -107,10 +117,11 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     counts, mentions = greedy_reference(m, text, schema, 12)
     assert mentions, "the trained model finds entities in every test text"
     forwards = {}
-    for name, options in {"one call": {}, "count then mention": {"one_call": False},
-                          "no prefix sharing": {"prefix_sharing": False}}.items():
-        result = PadellmEngine(m, max_mention_tokens=12, **options).recognize(text, schema)
-        forwards[name] = result.forward_calls
+    variants = {"one call": {}, "count then mention": {"one_call": False}, "no prefix sharing": {"prefix_sharing": False}}
+    for (name, options), lookup_tokens in itertools.product(variants.items(), (0, 4)):
+        result = PadellmEngine(m, max_mention_tokens=12, lookup_tokens=lookup_tokens, **options).recognize(text, schema)
+        forwards[name, lookup_tokens] = result.forward_calls
+        assert bool(result.drafted_tokens) == bool(lookup_tokens)
         for count in result.counts:
             tokens, logprobs = counts[count.label]
             assert count.raw == m.decode(tokens)
@@ -124,4 +135,52 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     if text == ROSTER:
         assert any(len(m.decode(tokens)) > 1 for tokens, _ in counts.values()), "a count of 10 or more"
     else:  # one-digit counts: their stop tokens are confirmed in step 2's forward, one forward fewer
-        assert forwards["one call"] == forwards["count then mention"] - 1 == forwards["no prefix sharing"] - 1
+        for lookup_tokens in (0, 4):
+            assert (forwards["one call", lookup_tokens] == forwards["count then mention", lookup_tokens] - 1
+                    == forwards["no prefix sharing", lookup_tokens] - 1)
+    # the mentions are copied from the text: drafts of them save forwards in every mode where a mention has
+    # tokens to copy after its first (and never cost one)
+    copied = any(len(tokens) > 1 for tokens, _ in mentions.values())
+    for name in variants:
+        assert forwards[name, 4] < forwards[name, 0] if copied else forwards[name, 4] == forwards[name, 0]
+
+
+def test_drafts_keep_the_token_budget_and_the_greedy_tokens(base_engine_model):
+    """A draft never takes a sequence past max_new_tokens, and drafted decoding returns what plain steps do."""
+    m = base_engine_model
+    stop = frozenset({m.eos_id, *m.newline_ids})
+    prompt = m.encode("Repeat exactly: Japan began the defence of their Asian Cup title.\nJapan began", special=True)
+    lookup = PromptLookup(prompt, m.lookup_keys, 4)
+    for budget in (1, 2, 3, 7):
+        plain = greedy_decode(m.model, [prompt], stop_ids=stop, max_new_tokens=budget)[0]
+        stats = DecodeStats()
+        drafted = greedy_decode(m.model, [prompt], stop_ids=stop, max_new_tokens=budget, lookup=lookup,
+                                stats=stats)[0]
+        assert len(drafted.token_ids) <= budget
+        assert (drafted.token_ids, drafted.finish) == (plain.token_ids, plain.finish)
+        assert drafted.logprobs == pytest.approx(plain.logprobs, abs=2e-4)
+    assert stats.accepted_tokens > 0, "the base model copies the sentence it was asked to repeat"
+
+
+@pytest.fixture(scope="module")
+def autoreg_model():
+    from padellm_ner.config import REPO_ROOT
+    from workers.engine.loading import load_engine_model
+
+    folder = REPO_ROOT / "models" / "autoreg-struct-conll03"
+    if not (folder / "padellm.json").exists():
+        pytest.skip(f"no AutoReg_Struct model at {folder}")
+    return load_engine_model(folder, device="cpu")
+
+
+def test_autoreg_struct_with_drafts_writes_the_same_output_in_fewer_forwards(autoreg_model):
+    from workers.engine.autoreg import AutoregStructEngine
+
+    schema = get_schema("conll03")
+    for text in (TEXTS[2], ROSTER):
+        plain = AutoregStructEngine(autoreg_model, lookup_tokens=0).recognize(text, schema)
+        drafted = AutoregStructEngine(autoreg_model, lookup_tokens=4).recognize(text, schema)
+        assert drafted.raw == plain.raw and drafted.generated_tokens == plain.generated_tokens
+        assert drafted.prediction.mentions == plain.prediction.mentions
+        assert drafted.forward_calls < plain.forward_calls
+        assert drafted.accepted_tokens > 0 and plain.drafted_tokens == 0

@@ -48,6 +48,7 @@ def test_bench_reports_modes_side_by_side(tiny_base_model, tiny_models, capsys, 
     for mode in report["modes"].values():
         assert {"latency_ms_mean", "micro_f1", "tokens_per_sequence_mean"} <= set(mode)
     assert {"padellm_vs_autoreg-struct", "padellm_vs_padellm-no-prefix-sharing"} <= set(report["speedup"])
+    assert report["lookup_tokens"] == 4 and all("accepted_tokens_mean" in m for m in report["modes"].values())
     assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "bench.json").exists()
 
 
@@ -56,6 +57,19 @@ def test_recognize_with_the_real_base_model(capsys):
     record = json.loads(capsys.readouterr().out)
     assert set(record["counts"]) == {"PER", "LOC"}
     assert {"entities", "model", "schema", "latency_ms"} <= set(record)
+
+
+def test_recognize_with_and_without_prompt_lookup(capsys):
+    """The shipped model's entities do not depend on drafting; a negative draft length is refused."""
+    text = "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria ."
+    records = []
+    for lookup in ("0", "4"):
+        assert main(["recognize", text, "--lookup-tokens", lookup, "--json"]) == 0
+        records.append(json.loads(capsys.readouterr().out))
+    assert records[0]["entities"] and records[0]["entities"] == records[1]["entities"]
+    with pytest.raises(SystemExit) as refused:
+        main(["recognize", text, "--lookup-tokens", "-1"])
+    assert refused.value.code == 2 and "-1 is below 0" in capsys.readouterr().err
 
 
 def test_recognize_rejects_unknown_labels(capsys):

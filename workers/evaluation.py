@@ -27,6 +27,8 @@ class ModeRun:
     latencies_s: list[float] = field(default_factory=list)
     tokens_per_sequence: list[float] = field(default_factory=list)
     forward_calls: list[int] = field(default_factory=list)
+    drafted_tokens: list[int] = field(default_factory=list)  # prompt lookup, per document
+    accepted_tokens: list[int] = field(default_factory=list)
     predictions: list = field(default_factory=list)  # DocumentPrediction per document
     set_scores: Scores | None = None
     span_scores: Scores | None = None
@@ -46,6 +48,8 @@ class ModeRun:
             "latency_ms_p95": pct(0.95),
             "tokens_per_sequence_mean": statistics.fmean(self.tokens_per_sequence) if self.tokens_per_sequence else 0.0,
             "forward_calls_mean": statistics.fmean(self.forward_calls) if self.forward_calls else 0.0,
+            "drafted_tokens_mean": statistics.fmean(self.drafted_tokens) if self.drafted_tokens else 0.0,
+            "accepted_tokens_mean": statistics.fmean(self.accepted_tokens) if self.accepted_tokens else 0.0,
         }
         if self.set_scores is not None:
             s = self.set_scores.to_json()
@@ -87,6 +91,8 @@ def run_modes(
             run.latencies_s.append(result.latency_s)
             run.tokens_per_sequence.append(result.tokens_per_sequence)
             run.forward_calls.append(result.forward_calls)
+            run.drafted_tokens.append(getattr(result, "drafted_tokens", 0))
+            run.accepted_tokens.append(getattr(result, "accepted_tokens", 0))
             run.predictions.append(result.prediction)
             for count in result.prediction.counts:
                 run.count_total += 1
@@ -139,6 +145,10 @@ def bench_table(report: dict) -> str:
                      f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
                      f"{m['tokens_per_sequence_mean']:8.2f} {m['forward_calls_mean']:8.1f}")
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
+    if report.get("lookup_tokens"):
+        lines.append(f"prompt lookup: drafts of up to {report['lookup_tokens']} tokens; drafted / kept per document: "
+                     + ", ".join(f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"
+                                 for name, m in modes.items()))
     for key, value in report.get("speedup", {}).items():
         lines.append(f"{key}: {value:.2f}")
     return "\n".join(lines)
@@ -176,7 +186,8 @@ def bench_plot(report: dict, path: Path) -> None:
     chosen = report.get("documents_selected") or {}
     how = (f"a random sample of {chosen['size']} of {chosen['of']} documents (seed {chosen['seed']})"
            if chosen.get("how") == "sample" else f"{report['documents']} documents")
-    fig.suptitle(f"{report['data']} — {how}, {report['device']}")
+    lookup = f", prompt lookup {report['lookup_tokens']}" if report.get("lookup_tokens") else ", no prompt lookup"
+    fig.suptitle(f"{report['data']} — {how}, {report['device']}{lookup}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

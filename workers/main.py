@@ -18,7 +18,12 @@ def make_backend(args):
         from .engine.loading import load_engine_model
 
         engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
-        return EmbeddedBackend(engine_model, batch_window_ms=args.batch_window_ms)
+        from padellm_ner import config
+
+        from .engine.lookup import DEFAULT_LOOKUP_TOKENS
+
+        lookup = args.lookup_tokens if args.lookup_tokens is not None else config.lookup_tokens(DEFAULT_LOOKUP_TOKENS)
+        return EmbeddedBackend(engine_model, batch_window_ms=args.batch_window_ms, lookup_tokens=lookup)
     if args.backend == "tgi":
         from .backends.tgi import TgiBackend
 

@@ -19,6 +19,7 @@ from padellm_ner.validation import InvalidInput, check_labels, check_mention_ind
 from ..engine.batching import MicroBatcher
 from ..engine.decoder import decode_tree, greedy_decode
 from ..engine.loading import EngineModel
+from ..engine.lookup import DEFAULT_LOOKUP_TOKENS
 from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
 from .base import BackendError, Extracted, Timed
 
@@ -38,6 +39,7 @@ class EmbeddedBackend:
     def __init__(
         self, engine_model: EngineModel, *, max_count: int = DEFAULT_MAX_COUNT, max_mention_tokens: int = 48,
         batch_window_ms: float = 2.0, max_batch: int = 64, prefix_cache_size: int = 32,
+        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
     ):
         self.m = engine_model
         self.model_name = engine_model.info.get("name", "embedded")
@@ -45,7 +47,8 @@ class EmbeddedBackend:
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
-        self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens)
+        self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens,
+                                     lookup_tokens=lookup_tokens)
         self._prefixes: OrderedDict[tuple[str, str], object] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         self._batcher: MicroBatcher[_Pending, Timed] = MicroBatcher(
@@ -133,15 +136,17 @@ class EmbeddedBackend:
             branches = [self.m.encode(batch[i].branch) for i in indices]
             max_new = COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens
             entry = self._cached_prefix(text, language)
+            prefix_ids = entry[0] if entry else self.m.encode(template_for(language).shared_prefix(text), special=True)
+            lookup = None if is_count else self._engine.lookup_for(prefix_ids, text)  # as the engine: mentions only
             if entry is None:  # the document's first batch: read the document with its branches, keep its cache
-                prefix_ids = self.m.encode(template_for(language).shared_prefix(text), special=True)
                 generated, cache = decode_tree(self.m.model, prefix_ids, branches, stop_ids=self.stop_ids,
-                                               max_new_tokens=max_new)
+                                               max_new_tokens=max_new, lookup=lookup)
                 self._remember_prefix(text, language, (prefix_ids, cache))
             else:
-                prefix_ids, cache = entry
+                cache = entry[1]
                 generated = greedy_decode(self.m.model, branches, prefix_ids=prefix_ids, prefix_cache=cache,
-                                          stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id)
+                                          stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id,
+                                          lookup=lookup)
             elapsed = time.perf_counter() - started
             for i, g in zip(indices, generated):
                 raw = self.m.decode(g.token_ids)

@@ -14,6 +14,7 @@ from padellm_ner.core.autoreg import parse_struct, struct_prompt
 
 from .decoder import DecodeStats, greedy_decode
 from .loading import EngineModel
+from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup
 
 
 @dataclass
@@ -23,6 +24,8 @@ class AutoregResult:
     latency_s: float
     generated_tokens: int
     forward_calls: int
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def tokens_per_sequence(self) -> float:
@@ -30,16 +33,22 @@ class AutoregResult:
 
 
 class AutoregStructEngine:
-    def __init__(self, engine_model: EngineModel, *, max_new_tokens: int = 256):
+    def __init__(self, engine_model: EngineModel, *, max_new_tokens: int = 256,
+                 lookup_tokens: int = DEFAULT_LOOKUP_TOKENS):
+        """`lookup_tokens`: prompt-lookup drafts as in PadellmEngine (from the prompt and the output so far)."""
         self.m = engine_model
         self.max_new_tokens = max_new_tokens
+        self.lookup_tokens = lookup_tokens
 
     def recognize(self, text: str, schema: LabelSchema) -> AutoregResult:
         stats = DecodeStats()
         started = time.perf_counter()
         prompt = self.m.encode(struct_prompt(text, schema.language), special=True)
+        lookup = (PromptLookup(prompt, self.m.lookup_keys, self.lookup_tokens, text, self.m.encode, self.m.decode)
+                  if self.lookup_tokens > 0 else None)
         (generated,) = greedy_decode(self.m.model, [prompt], stop_ids=frozenset({self.m.eos_id}),
-                                     max_new_tokens=self.max_new_tokens, pad_id=self.m.pad_id, stats=stats)
+                                     max_new_tokens=self.max_new_tokens, pad_id=self.m.pad_id, stats=stats,
+                                     lookup=lookup)
         raw = self.m.decode(generated.token_ids)
         pairs, absent = split_absent(text, parse_struct(raw, schema), lambda pair: pair[1])
         spans = ground(text, pairs, schema.language)
@@ -50,4 +59,5 @@ class AutoregStructEngine:
         latency = time.perf_counter() - started
         prediction = DocumentPrediction(text, mentions, (), absent=tuple(PredictedMention(label, 0, mention, 1.0)
                                                                           for label, mention in absent))
-        return AutoregResult(prediction, raw, latency, generated.generated_tokens, stats.forward_calls)
+        return AutoregResult(prediction, raw, latency, generated.generated_tokens, stats.forward_calls,
+                             stats.drafted_tokens, stats.accepted_tokens)

@@ -24,6 +24,8 @@ from typing import Callable, Sequence
 import torch
 from transformers import DynamicCache
 
+from .lookup import PromptLookup
+
 
 @dataclass
 class Generated:
@@ -47,6 +49,8 @@ class Generated:
 class DecodeStats:
     forward_calls: int = 0
     prefill_tokens: int = 0
+    drafted_tokens: int = 0  # prompt lookup: tokens fed as drafts, and those greedy decoding agreed with
+    accepted_tokens: int = 0
 
 
 def encode_prefix(model, prefix_ids: Sequence[int], device) -> DynamicCache:
@@ -179,7 +183,7 @@ def _prefill_tree(model, prefix_ids, branches, device) -> tuple[_Prefill, Dynami
 @torch.inference_mode()
 def decode_tree(
     model, prefix_ids: Sequence[int], branches: Sequence[Sequence[int]], *, stop_ids, max_new_tokens: int,
-    stats: DecodeStats | None = None,
+    stats: DecodeStats | None = None, lookup: PromptLookup | None = None,
 ) -> tuple[list[Generated], DynamicCache]:
     """Greedy continuation of every branch after a prefix that has no cache yet: the prefix and the branches
     are read in one forward. Also returns the prefix's cache, for later branches of the same document."""
@@ -194,7 +198,7 @@ def decode_tree(
     prefill, prefix_cache = _prefill_tree(model, prefix_ids, branches, next(model.parameters()).device)
     stats.forward_calls += 1
     stats.prefill_tokens += len(prefix_ids) + sum(len(b) for b in branches)
-    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats), prefix_cache
+    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats, lookup), prefix_cache
 
 
 @torch.inference_mode()
@@ -208,6 +212,7 @@ def greedy_decode(
     max_new_tokens: int,
     pad_id: int = 0,
     stats: DecodeStats | None = None,
+    lookup: PromptLookup | None = None,
 ) -> list[Generated]:
     """Greedy continuation of every branch (after the prefix, if any) until a stop token or max_new_tokens.
     A prefix without a cache is read together with the branches (`decode_tree`)."""
@@ -216,13 +221,13 @@ def greedy_decode(
     _check(branches)
     if prefix_ids and prefix_cache is None:
         return decode_tree(model, prefix_ids, branches, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
-                           stats=stats)[0]
+                           stats=stats, lookup=lookup)[0]
     stats = stats or DecodeStats()
     prefill = _prefill_on_cache(model, branches, len(prefix_ids), prefix_cache, pad_id,
                                 next(model.parameters()).device)
     stats.forward_calls += 1
     stats.prefill_tokens += sum(len(b) for b in branches)
-    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats)
+    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats, lookup)
 
 
 @torch.inference_mode()
@@ -255,6 +260,7 @@ def continue_tree(
     stop_ids: set[int] | frozenset[int],
     max_new_tokens: int,
     stats: DecodeStats | None = None,
+    lookup: PromptLookup | None = None,
 ) -> tuple[list[Generated | None], list[tuple[int, float] | None]]:
     """Branch `parents[i]` of the tree continued by the tokens `suffixes[i]` (a branch may be continued by several
     suffixes), all appended to the tree's row in one forward (a suffix sees the prefix, its parent branch and,
@@ -304,7 +310,8 @@ def continue_tree(
         rows = [tree.branch_columns(parents[i]) + list(range(past + starts[i], past + starts[i] + len(suffixes[i])))
                 for i in keep]
         prefill = _gather_rows(model, tree, rows, picked.index_select(0, torch.tensor(keep, device=device)), device)
-        for i, generated in zip(keep, _decode_loop(model, prefill, len(keep), stop_ids, max_new_tokens, stats)):
+        for i, generated in zip(keep, _decode_loop(model, prefill, len(keep), stop_ids, max_new_tokens, stats,
+                                                         lookup)):
             results[i] = generated
     return results, checks
 
@@ -315,27 +322,34 @@ def _check(branches) -> None:
 
 
 def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens: int,
-                 stats: DecodeStats) -> list[Generated]:
+                 stats: DecodeStats, lookup: PromptLookup | None = None) -> list[Generated]:
+    """Greedy tokens of every row from its logits on, until a stop token or max_new_tokens.
+
+    With `lookup`, a row's next token is fed together with a draft of the tokens after it (workers.engine.lookup)
+    and the forward's logits verify the draft: the longest prefix the greedy choice agrees with is kept, the
+    rest of it is masked out of the cache, and decoding goes on from the first token the model chose itself.
+    The tokens are those of plain greedy decoding; a row takes fewer forwards where its draft was right."""
     device = prefill.logits.device
     cache, attention, next_position, logits = prefill.cache, prefill.attention, prefill.next_position, prefill.logits
     results = [Generated() for _ in range(batch)]
     live = list(range(batch))  # result index of each row still in the batch
-    for step in range(max_new_tokens):
+    while max_new_tokens > 0:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
         chosen = logprobs.argmax(dim=-1)
         chosen_logprob = logprobs.gather(1, chosen[:, None])[:, 0]
         keep_rows = []
         for row, index in enumerate(live):
-            token, logprob = int(chosen[row]), float(chosen_logprob[row])
+            token, logprob, result = int(chosen[row]), float(chosen_logprob[row]), results[index]
             if token in stop_ids:
-                results[index].finish = "stop"
-                results[index].stop_token_id = token
-                results[index].stop_logprob = logprob
-            else:
-                results[index].token_ids.append(token)
-                results[index].logprobs.append(logprob)
+                result.finish = "stop"
+                result.stop_token_id = token
+                result.stop_logprob = logprob
+                continue
+            result.token_ids.append(token)
+            result.logprobs.append(logprob)
+            if len(result.token_ids) < max_new_tokens:
                 keep_rows.append(row)
-        if not keep_rows or step == max_new_tokens - 1:
+        if not keep_rows:
             break
         if len(keep_rows) < len(live):  # early exit: finished branches leave the batch
             select = torch.tensor(keep_rows, device=device)
@@ -344,10 +358,46 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
             next_position = next_position.index_select(0, select)
             chosen = chosen.index_select(0, select)
             live = [live[row] for row in keep_rows]
-        attention = torch.cat([attention, torch.ones((len(live), 1), dtype=attention.dtype, device=device)], dim=1)
-        out = model(input_ids=chosen[:, None], attention_mask=attention, position_ids=next_position[:, None],
-                    cache=cache, use_cache=True)
+        drafts = [lookup.draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1, stop_ids)
+                  if lookup else [] for index in live]
+        width = 1 + max(len(d) for d in drafts)
+        fed = chosen[:, None].expand(len(live), width).clone()  # draft-less columns repeat the token, masked out
+        new_columns = torch.zeros((len(live), width), dtype=attention.dtype)
+        new_columns[:, 0] = 1
+        for row, draft in enumerate(drafts):
+            if draft:
+                fed[row, 1:1 + len(draft)] = torch.tensor(draft, device=device)
+                new_columns[row, 1:1 + len(draft)] = 1
+        attention = torch.cat([attention, new_columns.to(device)], dim=1)
+        positions = next_position[:, None] + torch.arange(width, device=device)
+        hidden = model.model(input_ids=fed, attention_mask=attention, position_ids=positions, cache=cache,
+                             use_cache=True).last_hidden_state
         stats.forward_calls += 1
-        next_position = next_position + 1
-        logits = out.logits[:, -1, :]
+        if width == 1:
+            next_position = next_position + 1
+            logits = model.get_output_embeddings()(hidden[:, -1, :])
+            continue
+        # the vocabulary only where a token is checked: after the fed token and after each drafted one
+        stats.drafted_tokens += sum(len(d) for d in drafts)
+        rows = torch.tensor([row for row, d in enumerate(drafts) for _ in range(1 + len(d))], device=device)
+        columns = torch.tensor([column for d in drafts for column in range(1 + len(d))], device=device)
+        checked = model.get_output_embeddings()(hidden[rows, columns])  # [sum(1 + len(draft)), vocab]
+        greedy = checked.argmax(dim=-1).tolist()
+        accepted, at, offsets = [], 0, []
+        for row, (index, draft) in enumerate(zip(live, drafts)):
+            taken = 0
+            while taken < len(draft) and greedy[at + taken] == draft[taken]:
+                taken += 1
+            if taken:
+                draft_logprobs = torch.log_softmax(checked[at:at + taken].float(), dim=-1)
+                results[index].token_ids.extend(draft[:taken])
+                results[index].logprobs.extend(
+                    draft_logprobs.gather(1, torch.tensor(draft[:taken], device=device)[:, None])[:, 0].tolist())
+            attention[row, attention.shape[1] - width + 1 + taken:] = 0  # the rejected rest of the draft
+            accepted.append(taken)
+            offsets.append(at + taken)  # the logits after the last kept token: where decoding goes on
+            at += 1 + len(draft)
+        stats.accepted_tokens += sum(accepted)
+        next_position = next_position + 1 + torch.tensor(accepted, device=device)
+        logits = checked[torch.tensor(offsets, device=device)]
     return results

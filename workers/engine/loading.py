@@ -17,6 +17,8 @@ import torch
 from padellm_ner import config
 from workers.base_model import ensure_base_model
 
+from .lookup import lookup_keys
+
 log = logging.getLogger(__name__)
 
 SHIPPED_MODEL = config.REPO_ROOT / "models" / "padellm-conll03"
@@ -29,6 +31,7 @@ class EngineModel:
     device: torch.device
     info: dict = field(default_factory=dict)
     newline_ids: frozenset[int] = frozenset()
+    lookup_keys: list[int] = field(default_factory=list)  # workers.engine.lookup: token -> spelling key
 
     @property
     def eos_id(self) -> int:
@@ -51,12 +54,15 @@ def pick_device(name: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def newline_token_ids(tokenizer) -> frozenset[int]:
+def token_texts(tokenizer, vocab_size: int) -> list[str]:
+    """The text of every token id the model can emit (ids the tokenizer lacks spell nothing)."""
+    known = len(tokenizer)
+    return tokenizer.batch_decode([[i] for i in range(min(known, vocab_size))]) + [""] * max(0, vocab_size - known)
+
+
+def newline_token_ids(texts: list[str]) -> frozenset[int]:
     """Every token whose text holds a newline: the count step (and a mention) ends at one of them."""
-    vocab = tokenizer.get_vocab()
-    ids = [i for i in vocab.values()]
-    texts = tokenizer.batch_decode([[i] for i in ids])
-    return frozenset(i for i, text in zip(ids, texts) if "\n" in text)
+    return frozenset(i for i, text in enumerate(texts) if "\n" in text)
 
 
 def resolve_model_dir(model: str | Path | None) -> Path | None:
@@ -128,4 +134,5 @@ def load_engine_model(
     network = network.to(device=target, dtype=dtype).eval()
     info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info,
             "dtype": str(dtype).removeprefix("torch.")}
-    return EngineModel(network, tokenizer, target, info, newline_token_ids(tokenizer))
+    texts = token_texts(tokenizer, network.get_output_embeddings().weight.shape[0])
+    return EngineModel(network, tokenizer, target, info, newline_token_ids(texts), lookup_keys(texts))

@@ -21,6 +21,7 @@ from padellm_ner.core import (
 
 from .decoder import DecodeStats, Generated, continue_tree, decode_tree, greedy_decode, read_tree
 from .loading import EngineModel
+from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup
 
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference
 
@@ -34,6 +35,8 @@ class EngineResult:
     step_latency_s: dict[str, float] = field(default_factory=dict)
     forward_calls: int = 0
     prefill_tokens: int = 0
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
 
     @property
     def generated_tokens(self) -> int:
@@ -53,16 +56,19 @@ class PadellmEngine:
     def __init__(
         self, engine_model: EngineModel, *, prefix_sharing: bool = True, max_count: int = DEFAULT_MAX_COUNT,
         max_mention_tokens: int = 48, dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX, one_call: bool = True,
+        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
     ):
         """`one_call=False` decodes as the service's multi mode must, where a Count call returns its counts
         before any Mention call is asked: every count decoded to its stop token, every mention branch read on
-        the document's cache (the in-process comparator of that mode in `bench-serving`)."""
+        the document's cache (the in-process comparator of that mode in `bench-serving`). `lookup_tokens`:
+        the length of prompt-lookup drafts, copied from the document (0: plain greedy steps; same output)."""
         self.m = engine_model
         self.prefix_sharing = prefix_sharing
         self.one_call = one_call
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.dedup = dedup
+        self.lookup_tokens = lookup_tokens
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
 
     def _result(self, label: str, generated: Generated, k: int | None = None):
@@ -71,12 +77,21 @@ class PadellmEngine:
             return CountResult(label, raw, generated.logprob, generated.generated_tokens)
         return MentionResult(label, k, raw, generated.logprob, generated.generated_tokens)
 
-    def _decode(self, prefix: list[int], cache, branches: list[list[int]], max_new: int, stats: DecodeStats):
+    def lookup_for(self, prefix: list[int], text: str) -> PromptLookup | None:
+        """Drafts copied from the document's prompt, for mention sequences only (a count is a digit and a stop:
+        nothing to copy); the same in every mode, so modes differ only in what they share."""
+        if self.lookup_tokens <= 0:
+            return None
+        return PromptLookup(prefix, self.m.lookup_keys, self.lookup_tokens, text, self.m.encode, self.m.decode)
+
+    def _decode(self, prefix: list[int], cache, branches: list[list[int]], max_new: int, stats: DecodeStats,
+                lookup: PromptLookup | None = None):
         if self.prefix_sharing:
             return greedy_decode(self.m.model, branches, prefix_ids=prefix, prefix_cache=cache,
-                                 stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats)
+                                 stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats,
+                                 lookup=lookup)
         return greedy_decode(self.m.model, [prefix + b for b in branches], stop_ids=self.stop_ids,
-                             max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats)
+                             max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats, lookup=lookup)
 
     def recognize(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> EngineResult:
         labels = list(labels or schema.labels)
@@ -89,7 +104,8 @@ class PadellmEngine:
             steps = self._separate_steps
         else:
             steps = self._shared_steps if self.one_call else self._count_then_mention_steps
-        count_generated, mention_generated, step1 = steps(prefix, label_ids, labels, schema, stats)
+        count_generated, mention_generated, step1 = steps(prefix, label_ids, labels, schema, stats,
+                                                          self.lookup_for(prefix, text))
         counts = [self._result(label, count_generated[label]) for label in labels]
         parsed = parse_counts(counts, self.max_count)
         mentions = [self._result(label, mention_generated[(label, k)], k)
@@ -101,7 +117,7 @@ class PadellmEngine:
         return EngineResult(
             prediction, counts, mentions, finished - started,
             {"count": step1 - started, "mention": step2 - step1, "aggregate": finished - step2},
-            stats.forward_calls, stats.prefill_tokens,
+            stats.forward_calls, stats.prefill_tokens, stats.drafted_tokens, stats.accepted_tokens,
         )
 
     def _mention_asks(self, label: str, schema: LabelSchema, count: int) -> list[tuple[tuple[str, int], list[int]]]:
@@ -110,32 +126,33 @@ class PadellmEngine:
         branch = template.label_branch(schema.prompt_word(label))
         return [((label, k), self.m.encode(branch + template.mention_suffix(count, k))) for k in range(1, count + 1)]
 
-    def _mentions_of(self, counts: dict[str, Generated], prefix, cache, schema: LabelSchema, stats: DecodeStats):
+    def _mentions_of(self, counts: dict[str, Generated], prefix, cache, schema: LabelSchema, stats: DecodeStats,
+                     lookup: PromptLookup | None):
         """Step 2 for decoded counts: every (label, k) branch in one batch, on the prefix cache or (no cache)
         each prompt whole."""
         parsed = parse_counts([self._result(label, g) for label, g in counts.items()], self.max_count)
         asks = [ask for label in counts for ask in self._mention_asks(label, schema, parsed[label].value)]
-        generated = self._decode(prefix, cache, [ids for _, ids in asks], self.max_mention_tokens, stats)
+        generated = self._decode(prefix, cache, [ids for _, ids in asks], self.max_mention_tokens, stats, lookup)
         return {ask: g for (ask, _), g in zip(asks, generated)}
 
-    def _separate_steps(self, prefix, label_ids, labels, schema, stats):
+    def _separate_steps(self, prefix, label_ids, labels, schema, stats, lookup):
         """Without prefix sharing (the paper's batch mode): the count prompts in one batch, decoded to their stop
         token; then every mention prompt, each encoded on its own, in one batch."""
         generated = self._decode(prefix, None, [label_ids[label] for label in labels], COUNT_MAX_NEW_TOKENS, stats)
         counts = dict(zip(labels, generated))
         step1 = time.perf_counter()
-        return counts, self._mentions_of(counts, prefix, None, schema, stats), step1
+        return counts, self._mentions_of(counts, prefix, None, schema, stats, lookup), step1
 
-    def _count_then_mention_steps(self, prefix, label_ids, labels, schema, stats):
+    def _count_then_mention_steps(self, prefix, label_ids, labels, schema, stats, lookup):
         """With prefix sharing, as two separate calls: the document and the count branches in one forward, the
         counts decoded to their stop token; then every mention branch on the document's cache."""
         generated, cache = decode_tree(self.m.model, prefix, [label_ids[label] for label in labels],
                                        stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS, stats=stats)
         counts = dict(zip(labels, generated))
         step1 = time.perf_counter()
-        return counts, self._mentions_of(counts, prefix, cache, schema, stats), step1
+        return counts, self._mentions_of(counts, prefix, cache, schema, stats, lookup), step1
 
-    def _shared_steps(self, prefix, label_ids, labels, schema, stats):
+    def _shared_steps(self, prefix, label_ids, labels, schema, stats, lookup):
         """With prefix sharing: the document and the count branches in one forward; step 2 continues each label's
         count branch, so neither the document nor the label is read again.
 
@@ -181,7 +198,8 @@ class PadellmEngine:
             return [ask[1] is not None and ask[0] in confirmed for ask in asks]
 
         decoded, checks = continue_tree(self.m.model, tree, rows, suffixes, check_at, decide=decide,
-                                        stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens, stats=stats)
+                                        stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens, stats=stats,
+                                        lookup=lookup)
         counts: dict[str, Generated] = {}
         mentions: dict[tuple[str, int], Generated] = {}
         for ask, at, check, generated in zip(asks, check_at, checks, decoded):
@@ -201,7 +219,7 @@ class PadellmEngine:
                                 COUNT_MAX_NEW_TOKENS, stats)
             late = dict(zip(pending, full))
             counts.update(late)
-            mentions.update(self._mentions_of(late, prefix, prefix_cache, schema, stats))
+            mentions.update(self._mentions_of(late, prefix, prefix_cache, schema, stats, lookup))
         return counts, mentions, step1
 
     def _single_digit(self, generated: Generated) -> int | None:
