@@ -63,7 +63,7 @@ def test_defaults_deploy_the_embedded_cpu_engine():
     assert len(workers) == 1
     pod = workers[0]["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["worker"]
-    assert "--backend=embedded" in pod["containers"][0]["args"]
+    assert {"--backend=embedded", "--lookup-tokens=4"} <= set(pod["containers"][0]["args"])
     assert "nvidia.com/gpu" not in str(pod) and "volumeClaimTemplates" not in workers[0]["spec"]
     assert by_kind(docs, "HorizontalPodAutoscaler") and not by_kind(docs, "ScaledObject")
 
@@ -77,6 +77,7 @@ def test_tgi_on_gpu():
     assert tgi["resources"]["limits"]["nvidia.com/gpu"] == 1 and tgi["resources"]["requests"]["nvidia.com/gpu"] == 1
     assert "--model-id=JinghuiLuAstronaut/PaDeLLM_llama2_7b_conll03" in tgi["args"]
     assert "--max-concurrent-requests=64" in tgi["args"]
+    assert "--speculate=4" in tgi["args"]  # n-gram speculation: the mentions are copied from the prompt
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert tgi[probe]["httpGet"]["path"] == "/health"
     assert {"--backend=tgi", "--tgi-url=http://127.0.0.1:8080"} <= set(sidecar["args"])
