@@ -47,10 +47,10 @@ def test_prefix_shared_batches_equal_per_sequence_generate(base_engine_model, te
                              stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
     alone = greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
     # and each of them with prompt-lookup drafts copied from the document
-    lookup = PromptLookup(prefix, m.lookup_keys, 3)
+    lookup, known = PromptLookup(prefix, m.lookup_keys, 3), encode_prefix(m.model, prefix, m.device)
     drafted = [decode_tree(m.model, prefix, branches, stop_ids=stop, max_new_tokens=6, lookup=lookup)[0],
-               greedy_decode(m.model, branches, prefix_ids=prefix, prefix_cache=encode_prefix(m.model, prefix, m.device),
-                             stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id, lookup=lookup),
+               greedy_decode(m.model, branches, prefix_ids=prefix, prefix_cache=known, stop_ids=stop, max_new_tokens=6,
+                             pad_id=m.pad_id, lookup=lookup),
                greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6,
                              pad_id=m.pad_id, lookup=lookup)]
     for got in (tree, on_cache, alone, *drafted):
@@ -117,9 +117,11 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     counts, mentions = greedy_reference(m, text, schema, 12)
     assert mentions, "the trained model finds entities in every test text"
     forwards = {}
-    variants = {"one call": {}, "count then mention": {"one_call": False}, "no prefix sharing": {"prefix_sharing": False}}
+    variants = {"one call": {}, "count then mention": {"one_call": False},
+                "no prefix sharing": {"prefix_sharing": False}}
     for (name, options), lookup_tokens in itertools.product(variants.items(), (0, 4)):
-        result = PadellmEngine(m, max_mention_tokens=12, lookup_tokens=lookup_tokens, **options).recognize(text, schema)
+        engine = PadellmEngine(m, max_mention_tokens=12, lookup_tokens=lookup_tokens, **options)
+        result = engine.recognize(text, schema)
         forwards[name, lookup_tokens] = result.forward_calls
         assert bool(result.drafted_tokens) == bool(lookup_tokens)
         for count in result.counts:

@@ -146,9 +146,10 @@ def bench_table(report: dict) -> str:
                      f"{m['tokens_per_sequence_mean']:8.2f} {m['forward_calls_mean']:8.1f}")
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
     if report.get("lookup_tokens"):
+        kept = ", ".join(f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"
+                         for name, m in modes.items())
         lines.append(f"prompt lookup: drafts of up to {report['lookup_tokens']} tokens; drafted / kept per document: "
-                     + ", ".join(f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"
-                                 for name, m in modes.items()))
+                     f"{kept}")
     for key, value in report.get("speedup", {}).items():
         lines.append(f"{key}: {value:.2f}")
     return "\n".join(lines)

@@ -57,11 +57,7 @@ class PromptLookup:
             tail = keys[-n:]
             for start in range(len(keys) - n):
                 if keys[start:start + n] == tail:
-                    draft = []
-                    for token in ids[start + n:start + n + limit]:
-                        if token in stop_ids:
-                            break
-                        draft.append(token)
+                    draft = _before_stop(ids[start + n:start + n + limit], stop_ids)
                     if draft:
                         return draft
         return self._copy_word(generated, limit, stop_ids)
@@ -78,11 +74,16 @@ class PromptLookup:
             ids = self.encode(self.text[start:start + len(word) + COPY_CHARS])
             spelled = next((j for j in range(1, len(ids) + 1) if len(self.decode(ids[:j])) >= len(word)), 0)
             if spelled and self.decode(ids[:spelled]) == word and list(generated[-spelled:]) == ids[:spelled]:
-                draft = []
-                for token in ids[spelled:spelled + limit]:
-                    if token in stop_ids:
-                        break
-                    draft.append(token)
-                return draft
+                return _before_stop(ids[spelled:spelled + limit], stop_ids)
             start = self.text.find(word, start + 1)
         return []
+
+
+def _before_stop(tokens: Sequence[int], stop_ids) -> list[int]:
+    """The tokens up to the first stop token: a draft never proposes a stop (the model's own token decides it)."""
+    draft = []
+    for token in tokens:
+        if token in stop_ids:
+            break
+        draft.append(token)
+    return draft
