@@ -14,7 +14,7 @@ from padellm_ner.core.autoreg import parse_struct, struct_prompt
 
 from .decoder import DecodeStats, greedy_decode
 from .loading import EngineModel
-from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup
+from .lookup import DEFAULT_LOOKUP_TOKENS, document_lookup
 
 
 @dataclass
@@ -44,8 +44,7 @@ class AutoregStructEngine:
         stats = DecodeStats()
         started = time.perf_counter()
         prompt = self.m.encode(struct_prompt(text, schema.language), special=True)
-        lookup = (PromptLookup(prompt, self.m.lookup_keys, self.lookup_tokens, text, self.m.encode, self.m.decode)
-                  if self.lookup_tokens > 0 else None)
+        lookup = document_lookup(self.m, prompt, text, self.lookup_tokens)
         (generated,) = greedy_decode(self.m.model, [prompt], stop_ids=frozenset({self.m.eos_id}),
                                      max_new_tokens=self.max_new_tokens, pad_id=self.m.pad_id, stats=stats,
                                      lookup=lookup)

@@ -32,6 +32,15 @@ def lookup_keys(token_texts: Sequence[str]) -> list[int]:
     return [first.setdefault(text.lstrip(" "), i) if text.strip() else i for i, text in enumerate(token_texts)]
 
 
+def document_lookup(engine_model, prompt_ids: Sequence[int], text: str, max_tokens: int) -> "PromptLookup | None":
+    """Drafts for the sequences that continue `prompt_ids`, the prompt of the document `text`, from an engine model
+    (its lookup keys and tokenizer); None where drafting is off (max_tokens 0)."""
+    if max_tokens <= 0:
+        return None
+    return PromptLookup(prompt_ids, engine_model.lookup_keys, max_tokens, text, engine_model.encode,
+                        engine_model.decode)
+
+
 @dataclass
 class PromptLookup:
     """Drafts for the sequences that continue one prompt (a document's prompt, shared by all its branches)."""

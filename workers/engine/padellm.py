@@ -21,7 +21,7 @@ from padellm_ner.core import (
 
 from .decoder import DecodeStats, Generated, continue_tree, decode_tree, greedy_decode, read_tree
 from .loading import EngineModel
-from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup
+from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup, document_lookup
 
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference
 
@@ -80,9 +80,7 @@ class PadellmEngine:
     def lookup_for(self, prefix: list[int], text: str) -> PromptLookup | None:
         """Drafts copied from the document's prompt, for mention sequences only (a count is a digit and a stop:
         nothing to copy); the same in every mode, so modes differ only in what they share."""
-        if self.lookup_tokens <= 0:
-            return None
-        return PromptLookup(prefix, self.m.lookup_keys, self.lookup_tokens, text, self.m.encode, self.m.decode)
+        return document_lookup(self.m, prefix, text, self.lookup_tokens)
 
     def _decode(self, prefix: list[int], cache, branches: list[list[int]], max_new: int, stats: DecodeStats,
                 lookup: PromptLookup | None = None):
