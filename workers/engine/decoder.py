@@ -373,16 +373,13 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
         hidden = model.model(input_ids=fed, attention_mask=attention, position_ids=positions, cache=cache,
                              use_cache=True).last_hidden_state
         stats.forward_calls += 1
-        if width == 1:
-            next_position = next_position + 1
-            logits = model.get_output_embeddings()(hidden[:, -1, :])
-            continue
-        # the vocabulary only where a token is checked: after the fed token and after each drafted one
         stats.drafted_tokens += sum(len(d) for d in drafts)
+        # the vocabulary only where a token is checked: after the fed token and after each drafted one (without
+        # drafts: one position per row, the plain greedy step)
         rows = torch.tensor([row for row, d in enumerate(drafts) for _ in range(1 + len(d))], device=device)
         columns = torch.tensor([column for d in drafts for column in range(1 + len(d))], device=device)
         checked = model.get_output_embeddings()(hidden[rows, columns])  # [sum(1 + len(draft)), vocab]
-        greedy = checked.argmax(dim=-1).tolist()
+        greedy = checked.argmax(dim=-1).tolist() if width > 1 else []  # without drafts nothing is verified
         accepted, at, offsets = [], 0, []
         for row, (index, draft) in enumerate(zip(live, drafts)):
             taken = 0
