@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import EXAMPLES
 from official_reference import official_dedup, official_micro_macro
-from padellm_ner.core import set_scores, span_scores
+from padellm_ner.core import scores_table, set_scores, span_scores
 from padellm_ner.core.scoring import score_records
 from padellm_ner.data import read_corpus, read_padellm_results
 
@@ -28,6 +28,23 @@ def test_set_metric_by_hand():
     assert math.isclose(s.macro_f1, 4 / 9)
     assert s.to_json()["per_label"]["ORG"] == {
         "precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 1, "fn": 0, "support": 0}
+
+
+def test_set_scores_by_gold_group_size():
+    line_up = [f"P{i}" for i in range(7)]
+    pairs = [
+        ({"PER": line_up[:3], "LOC": ["Oslo"]}, {"PER": line_up}),  # a list of 7, three found; a spurious LOC
+        ({"ORG": ["UN"], "PER": ["Ann", "Bo"]}, {"ORG": ["UN"], "PER": ["Ann", "Bo", "Cy"]}),
+        ({"MISC": ["Dutch", "Dutch"]}, {"MISC": ["Dutch", "Dutch"]}),  # repeats count once, as everywhere
+    ]
+    s = set_scores(pairs)
+    groups = {size: (g.tp, g.fp, g.fn) for size, g in s.by_group_size.items()}
+    assert groups == {"5+": (3, 0, 4), "0": (0, 1, 0), "1": (2, 0, 0), "3": (2, 0, 1)}
+    assert sum(g.tp for g in s.by_group_size.values()) == s.total.tp
+    assert sum(g.fn for g in s.by_group_size.values()) == s.total.fn
+    assert list(s.to_json()["by_gold_group_size"]) == ["0", "1", "3", "5+"]
+    assert "1: 100.0 (0 missed), 3: 66.7 (1 missed), 5+: 42.9 (4 missed)" in scores_table(s)
+    assert "by_gold_group_size" not in span_scores([([(0, 2, "PER")], [(0, 2, "PER")])]).to_json()
 
 
 def test_span_metric_is_strict_and_counts_unplaced_predictions():

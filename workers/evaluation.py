@@ -54,7 +54,8 @@ class ModeRun:
         if self.set_scores is not None:
             s = self.set_scores.to_json()
             out.update({"micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"], "precision": s["precision"],
-                        "recall": s["recall"], "per_label": s["per_label"]})
+                        "recall": s["recall"], "per_label": s["per_label"],
+                        "by_gold_group_size": s.get("by_gold_group_size", {})})
         if self.span_scores is not None:
             out["span_micro_f1"] = self.span_scores.micro_f1
         if self.count_total:

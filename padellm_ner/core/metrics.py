@@ -7,6 +7,10 @@ macro scores average over every label seen anywhere, exactly as the official sco
 
 Span-based (strict): per document, sets of (start, end, label) with character offsets; a prediction without
 a span can never be a true positive.
+
+Set scores are also broken down by group size: the number of distinct gold mentions a label has in a
+document (0, 1, 2, 3, 4, 5+). PaDeLLM counts a label's mentions and then asks for each by its index, so its
+recall on long lists (sports line-ups) is where it differs most from autoregressive output.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Scores:
     documents: int = 0
     total: LabelScore = field(default_factory=LabelScore)
     per_label: dict[str, LabelScore] = field(default_factory=dict)
+    by_group_size: dict[str, LabelScore] = field(default_factory=dict)  # set metric only; see the module doc
 
     @property
     def micro_f1(self) -> float:
@@ -73,6 +78,14 @@ class Scores:
             s.fp += fp
             s.fn += fn
 
+    def add_group(self, predicted: set[Hashable], gold: set[Hashable]) -> None:
+        """Count one (document, label) pair under the size of its gold group."""
+        size = len(gold)
+        score = self.by_group_size.setdefault(str(size) if size < GROUP_CAP else f"{GROUP_CAP}+", LabelScore())
+        score.tp += len(predicted & gold)
+        score.fp += len(predicted - gold)
+        score.fn += len(gold - predicted)
+
     def to_json(self) -> dict:
         return {
             "metric": self.metric,
@@ -87,7 +100,16 @@ class Scores:
             "fp": self.total.fp,
             "fn": self.total.fn,
             "per_label": {label: self.per_label[label].to_json() for label in sorted(self.per_label)},
+            **({"by_gold_group_size": {size: self.by_group_size[size].to_json() for size in _group_order(self)}}
+               if self.by_group_size else {}),
         }
+
+
+GROUP_CAP = 5  # groups of this many gold mentions or more share one bucket
+
+
+def _group_order(scores: Scores) -> list[str]:
+    return sorted(scores.by_group_size, key=lambda size: int(size.rstrip("+")))
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -100,7 +122,9 @@ def set_scores(pairs: Iterable[tuple[Mapping[str, Iterable[str]], Mapping[str, I
     for predicted, gold in pairs:
         scores.documents += 1
         for label in set(predicted) | set(gold):
-            scores.add(label, set(predicted.get(label, ())), set(gold.get(label, ())))
+            predicted_set, gold_set = set(predicted.get(label, ())), set(gold.get(label, ()))
+            scores.add(label, predicted_set, gold_set)
+            scores.add_group(predicted_set, gold_set)
     return scores
 
 
@@ -148,5 +172,9 @@ def scores_table(scores: Scores) -> str:
         )
     lines.append(f"{'macro':<{width}}  {scores.macro_precision * 100:7.2f} {scores.macro_recall * 100:7.2f} "
                  f"{scores.macro_f1 * 100:7.2f}")
+    if scores.by_group_size:
+        lines.append("recall by gold mentions of a label in a document: " + ", ".join(
+            f"{size}: {scores.by_group_size[size].recall * 100:.1f} ({scores.by_group_size[size].fn} missed)"
+            for size in _group_order(scores) if size != "0"))
     lines.append(f"({scores.metric}-based, {scores.documents} documents)")
     return "\n".join(lines)
