@@ -148,6 +148,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, row_tokens=args.row_tokens, rows_per_step=args.rows_per_step,
         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, bf16=not args.no_bf16,
         seed=args.seed, time_budget_minutes=args.time_budget, checkpoint_minutes=args.checkpoint_minutes,
+        oversample_min_mentions=args.oversample_min_mentions, oversample_times=args.oversample_times,
         schema=schema.name, data=list(args.data),
     )
     print(f"schema {schema.name}: {', '.join(schema.labels)}; base model {base}", file=sys.stderr)
@@ -180,12 +181,19 @@ def _lookup_tokens(args: argparse.Namespace) -> int:
     return config.lookup_tokens(DEFAULT_LOOKUP_TOKENS) if value is None else value
 
 
-def _count(value: str) -> int:
-    """An argparse type: an integer of 0 or more."""
-    number = int(value)
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{value} is below 0")
-    return number
+def _at_least(minimum: int):
+    """An argparse type: an integer of `minimum` or more."""
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return number
+
+    parse.__name__ = "int"  # argparse names the type in its message for non-numbers
+    return parse
+
+
+_count, _positive = _at_least(0), _at_least(1)
 
 
 def _schema_of(args: argparse.Namespace, engine_model):
@@ -503,6 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=1234)
     tr.add_argument("--time-budget", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--checkpoint-minutes", type=float, default=10.0)
+    tr.add_argument("--oversample-min-mentions", type=_count, default=0, metavar="N",
+                    help="repeat documents in which one label has at least N mentions (long lists; 0: off)")
+    tr.add_argument("--oversample-times", type=_positive, default=1, metavar="R",
+                    help="how often such a document appears per epoch (default 1: not repeated)")
     tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
     tr.set_defaults(handler=cmd_train)
     rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")

@@ -17,7 +17,9 @@ def tiny_models(tiny_base_model, tmp_path_factory):
         run = root / f"run-{objective}"
         assert main(["train", "--data", str(EXAMPLES / "sample.conll"), "--schema", "conll03", "--output", str(run),
                      "--objective", objective, "--max-steps", "2", "--rows-per-step", "2", "--no-bf16",
+                     "--oversample-min-mentions", "2", "--oversample-times", "2",
                      "--base-model", str(tiny_base_model)]) == 0
+        assert json.loads((run / "train_config.json").read_text())["oversample_min_mentions"] == 2
         assert main(["export", "--run", str(run), "--output", str(root / objective), "--rank", "4"]) == 0
         models[objective] = root / objective
     return models
@@ -66,10 +68,22 @@ def test_recognize_with_and_without_prompt_lookup(capsys):
     for lookup in ("0", "4"):
         assert main(["recognize", text, "--lookup-tokens", lookup, "--json"]) == 0
         records.append(json.loads(capsys.readouterr().out))
-    assert records[0]["entities"] and records[0]["entities"] == records[1]["entities"]
+    spans = [[(e["label"], e["text"], e["start"], e["end"]) for e in r["entities"]] for r in records]
+    assert spans[0] and spans[0] == spans[1]
+    # the same tokens; their probabilities agree to float32 rounding (a drafted forward has another shape)
+    for plain, drafted in zip(records[0]["entities"], records[1]["entities"]):
+        assert drafted["probability"] == pytest.approx(plain["probability"], abs=1e-4)
     with pytest.raises(SystemExit) as refused:
         main(["recognize", text, "--lookup-tokens", "-1"])
     assert refused.value.code == 2 and "-1 is below 0" in capsys.readouterr().err
+
+
+def test_train_refuses_a_repeat_count_below_one(capsys, tmp_path):
+    with pytest.raises(SystemExit) as refused:
+        main(["train", "--data", str(EXAMPLES / "sample.conll"), "--output", str(tmp_path / "run"),
+              "--oversample-min-mentions", "3", "--oversample-times", "0"])
+    assert refused.value.code == 2 and "0 is below 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 def test_recognize_rejects_unknown_labels(capsys):

@@ -106,6 +106,47 @@ def test_training_resumes_to_the_same_weights(tiny_base_model, docs, tokenizer, 
     assert losses[-1] < losses[0]
 
 
+def test_documents_with_long_lists_are_repeated_per_epoch(docs):
+    from padellm_ner.core import Document, make_entity
+    from workers.training.sampling import Oversampling, epoch_documents, largest_group
+
+    text = "Kim , Lee , Park and Choi played ; Seoul won ."
+    names = [make_entity(text, text.index(n), text.index(n) + len(n), "PER") for n in ("Kim", "Lee", "Park", "Choi")]
+    line_up = Document("line-up", text, (*names, make_entity(text, 35, 40, "LOC")))
+    corpus = [*docs, line_up]
+    assert largest_group(line_up) == 4 and all(largest_group(d) < 4 for d in docs)
+    assert epoch_documents(corpus, Oversampling()) == (corpus, 0)  # off by default
+    assert epoch_documents(corpus, Oversampling(4, 1)) == (corpus, 0)  # once is not a repeat
+    epoch, repeated = epoch_documents(corpus, Oversampling(min_mentions=4, times=3))
+    assert repeated == 1 and epoch == [*corpus, line_up, line_up]
+    pairs_or_more = sum(largest_group(d) >= 2 for d in docs) + 1
+    assert epoch_documents(corpus, Oversampling(min_mentions=2, times=2))[1] == pairs_or_more
+    for bad in ((-1, 2), (4, 0)):
+        with pytest.raises(ValueError, match="oversampling needs"):
+            Oversampling(*bad)
+
+
+def test_oversampled_training_reads_more_rows_per_epoch(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.training.sampling import largest_group
+
+    schema = get_schema("conll03")
+    lines = {}
+    for name, times in (("plain", 1), ("oversampled", 4)):
+        logged = []
+        config = _config(tiny_base_model, tmp_path / name, max_steps=1, oversample_min_mentions=2,
+                         oversample_times=times)
+        train(config, docs, schema, tokenizer, log=logged.append)
+        lines[name] = logged
+        assert json.loads((tmp_path / name / "train_config.json").read_text())["oversample_times"] == times
+    selected = sum(1 for d in docs if largest_group(d) >= 2)
+    assert selected and not any("oversampling" in line for line in lines["plain"])
+    assert (f"oversampling: {selected} documents with a label of >= 2 mentions appear 4x per epoch "
+            f"({len(docs)} -> {len(docs) + 3 * selected} documents)") in lines["oversampled"]
+    tokens = [int(next(m for m in lines[n] if "tokens with prefix" in m).split(" -> ")[1].split(" tokens")[0]
+                  .replace(",", "")) for n in ("plain", "oversampled")]
+    assert tokens[1] > tokens[0]
+
+
 def assert_export_matches_run(model_dir, run, base_model, tokenizer, atol: float = 1e-2) -> None:
     """The exported model, loaded by the engine, gives the logits of the run's fine-tuned weights."""
     from workers.engine.loading import load_engine_model

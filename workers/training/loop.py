@@ -26,6 +26,7 @@ from padellm_ner.core import LabelSchema
 
 from .examples import TokenizedDocument, tokenize_document
 from .packing import IGNORE, collate, pack
+from .sampling import Oversampling, epoch_documents
 
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -51,6 +52,8 @@ class TrainConfig:
     seed: int = 1234
     time_budget_minutes: float | None = None
     checkpoint_minutes: float = 10.0
+    oversample_min_mentions: int = 0  # documents with a label of this many mentions or more ... (0: off)
+    oversample_times: int = 1  # ... appear this many times per epoch
     schema: str = ""
     data: list[str] = field(default_factory=list)
 
@@ -148,6 +151,12 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
     torch.manual_seed(config.seed)
     random.seed(config.seed)
 
+    oversampling = Oversampling(config.oversample_min_mentions, config.oversample_times)
+    corpus_size = len(documents)
+    documents, repeated = epoch_documents(documents, oversampling)
+    if oversampling.active:
+        log(f"oversampling: {repeated} documents with a label of >= {oversampling.min_mentions} mentions appear "
+            f"{oversampling.times}x per epoch ({corpus_size} -> {len(documents)} documents)")
     tokenized: list[TokenizedDocument] = [tokenize_document(tokenizer, d, schema, config.objective) for d in documents]
     shared = sum(d.tokens for d in tokenized)
     unshared = sum(d.unshared_tokens for d in tokenized)
