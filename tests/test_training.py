@@ -126,7 +126,7 @@ def test_documents_with_long_lists_are_repeated_per_epoch(docs):
             Oversampling(*bad)
 
 
-def test_oversampled_training_reads_more_rows_per_epoch(tiny_base_model, docs, tokenizer, tmp_path):
+def test_oversampled_training_reads_more_tokens_per_epoch(tiny_base_model, docs, tokenizer, tmp_path):
     from workers.training.sampling import largest_group
 
     schema = get_schema("conll03")

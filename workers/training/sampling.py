@@ -31,7 +31,8 @@ class Oversampling:
 
 
 def largest_group(document: Document) -> int:
-    """The most mentions any one label has in the document."""
+    """The most mentions any one label has in the document, counted as the count target counts them (a
+    repeated string twice)."""
     return max(Counter(e.label for e in document.entities).values(), default=0)
 
 
