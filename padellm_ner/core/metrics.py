@@ -69,22 +69,20 @@ class Scores:
     def macro_recall(self) -> float:
         return _mean([s.recall for s in self.per_label.values()])
 
-    def add(self, label: str, predicted: set[Hashable], gold: set[Hashable]) -> None:
-        score = self.per_label.setdefault(label, LabelScore())
+    def add(self, label: str, predicted: set[Hashable], gold: set[Hashable], by_group: bool = False) -> None:
+        """Count one (document, label) pair under its label and the total, and with `by_group` also under the
+        size of its gold group."""
         tp = len(predicted & gold)
         fp, fn = len(predicted) - tp, len(gold) - tp
-        for s in (score, self.total):
+        targets = [self.per_label.setdefault(label, LabelScore()), self.total]
+        if by_group:
+            size = len(gold)
+            targets.append(self.by_group_size.setdefault(str(size) if size < GROUP_CAP else f"{GROUP_CAP}+",
+                                                         LabelScore()))
+        for s in targets:
             s.tp += tp
             s.fp += fp
             s.fn += fn
-
-    def add_group(self, predicted: set[Hashable], gold: set[Hashable]) -> None:
-        """Count one (document, label) pair under the size of its gold group."""
-        size = len(gold)
-        score = self.by_group_size.setdefault(str(size) if size < GROUP_CAP else f"{GROUP_CAP}+", LabelScore())
-        score.tp += len(predicted & gold)
-        score.fp += len(predicted - gold)
-        score.fn += len(gold - predicted)
 
     def to_json(self) -> dict:
         return {
@@ -122,9 +120,7 @@ def set_scores(pairs: Iterable[tuple[Mapping[str, Iterable[str]], Mapping[str, I
     for predicted, gold in pairs:
         scores.documents += 1
         for label in set(predicted) | set(gold):
-            predicted_set, gold_set = set(predicted.get(label, ())), set(gold.get(label, ()))
-            scores.add(label, predicted_set, gold_set)
-            scores.add_group(predicted_set, gold_set)
+            scores.add(label, set(predicted.get(label, ())), set(gold.get(label, ())), by_group=True)
     return scores
 
 
