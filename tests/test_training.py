@@ -145,6 +145,13 @@ def test_oversampled_training_reads_more_tokens_per_epoch(tiny_base_model, docs,
     tokens = [int(next(m for m in lines[n] if "tokens with prefix" in m).split(" -> ")[1].split(" tokens")[0]
                   .replace(",", "")) for n in ("plain", "oversampled")]
     assert tokens[1] > tokens[0]
+    # the exported model says how it was trained, oversampling included (the model card is written from it)
+    from workers.training.export import export_run
+
+    export_run(tmp_path / "oversampled", tmp_path / "model", rank=4, version="test", form="lowrank-int8")
+    training = json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]
+    assert training["oversample_min_mentions"] == 2 and training["oversample_times"] == 4
+    assert training["epochs"] == config.epochs and "time_budget_minutes" not in training
 
 
 def assert_export_matches_run(model_dir, run, base_model, tokenizer, atol: float = 1e-2) -> None:

@@ -184,6 +184,12 @@ def _save(peft_model, output: Path, info: dict) -> None:
     (output / "padellm.json").write_text(json.dumps({**info, "adapter_bytes": size}, indent=2, sort_keys=True))
 
 
+# What a model card needs to say how the shipped weights were trained: the schedule, the batch, and the data
+# (which files, and which documents were repeated), not the run's local paths or time budget.
+TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "row_tokens", "rows_per_step",
+                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times")
+
+
 def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora") -> dict:
     config = json.loads((run / "train_config.json").read_text())
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else {}
@@ -194,8 +200,7 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     info = {
         "objective": config["objective"], "schema": config["schema"], "method": config["method"],
         "base_model_name": Path(config["base_model"]).name, "version": version,
-        "training": {k: config[k] for k in ("epochs", "lr", "row_tokens", "rows_per_step", "grad_accum", "seed",
-                                            "warmup_steps", "bf16", "lora_rank") if k in config} | final,
+        "training": {k: config[k] for k in TRAINING_KEYS if k in config} | final,
     }
     if config["method"] == "full" and form in QUANTIZED_FORMS:
         bits, group = QUANTIZED_FORMS[form]
