@@ -121,3 +121,22 @@ def test_predictions_are_paired_with_gold_by_id_or_position():
     wrong = [PredictionRecord(str(i), "other text", []) for i in range(len(gold))]
     with pytest.raises(ValueError, match="another text"):
         pair_with_gold(wrong, gold)
+
+
+def test_predictions_without_probabilities_score_as_written():
+    from padellm_ner.data.predictions import read_prediction_jsonl, write_padellm_results
+
+    line = {"id": "d1", "text": "Nokia sued Nokia Oyj .",
+            "entities": [{"label": "ORG", "text": "Nokia"}, {"label": "LOC", "text": "Nokia"},
+                         {"label": "ORG", "text": "Nokia Oyj", "probability": 0.7}]}
+    records = read_prediction_jsonl(json.dumps(line))
+    assert [m.probability for m in records[0].mentions] == [None, None, 0.7]
+    gold = {"ORG": ["Nokia", "Nokia Oyj"], "LOC": []}
+    records[0].gold, records[0].labels = gold, ["ORG", "LOC"]
+    kept = score_records(records, dedup="keep-max")
+    assert (kept.total.tp, kept.total.fp, kept.total.fn) == (2, 1, 0)  # the LOC duplicate is not resolved away
+    # and the official results format carries the missing probability as null, both ways
+    again = read_padellm_results(write_padellm_results(records))
+    assert sorted((m.label, m.text, m.probability or 0) for m in again[0].mentions) == [
+        ("LOC", "Nokia", 0), ("ORG", "Nokia", 0), ("ORG", "Nokia Oyj", 0.7)]
+    assert {m.text: m.probability for m in again[0].mentions}["Nokia"] is None

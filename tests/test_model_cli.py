@@ -25,16 +25,19 @@ def tiny_models(tiny_base_model, tmp_path_factory):
     return models
 
 
-def test_eval_json_fields(tiny_base_model, tiny_models, capsys, tmp_path):
+@pytest.mark.parametrize("objective", ["padellm", "autoreg-struct"])
+def test_eval_json_fields(tiny_base_model, tiny_models, capsys, tmp_path, objective):
     predictions = tmp_path / "pred.jsonl"
-    assert main(["eval", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models["padellm"]),
+    assert main(["eval", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models[objective]),
                  "--base-model", str(tiny_base_model), "--json", "--predictions", str(predictions)]) == 0
     report = json.loads(capsys.readouterr().out)
     for key in ("micro_f1", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "tokens_per_sequence_mean"):
         assert key in report
-    assert report["documents"] == 5 and report["mode"] == "padellm"
+    assert report["documents"] == 5 and report["mode"] == objective
     rows = [json.loads(line) for line in predictions.read_text().splitlines()]
     assert len(rows) == 5 and {"id", "text", "entities"} <= set(rows[0])
+    # PaDeLLM's mentions carry their probability; AutoReg_Struct's one sequence gives none per mention
+    assert all(("probability" in e) == (objective == "padellm") for row in rows for e in row["entities"])
     # the predictions file scores to the same set-based F1 through `score`
     assert main(["score", "--pred", str(predictions), "--gold", str(EXAMPLES / "sample.conll"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["micro_f1"] == pytest.approx(report["micro_f1"])

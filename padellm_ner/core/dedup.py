@@ -5,6 +5,8 @@ Within one document, a mention string predicted under more than one label is a d
 - `reverse` (the paper's ablation, Table 6): remove it from that label and keep it under the others.
 - `none`: keep everything.
 Ties go to the label seen first (the official scorer's `max` over labels in prediction order).
+A duplicate group in which any item has no probability (None: the method gives none, as AutoReg_Struct's
+one structured sequence) is left whole under every policy: there is nothing to resolve it by.
 Matching is on the exact string, as in the official code.
 """
 
@@ -23,7 +25,7 @@ class DedupPolicy(str, Enum):
 DEDUP_POLICIES = tuple(p.value for p in DedupPolicy)
 
 
-def dedup_mask(items: Sequence[tuple[str, str, float]], policy: DedupPolicy | str) -> list[bool]:
+def dedup_mask(items: Sequence[tuple[str, str, float | None]], policy: DedupPolicy | str) -> list[bool]:
     """For (label, text, probability) items in prediction order, which ones survive de-duplication."""
     policy = DedupPolicy(policy)
     keep = [True] * len(items)
@@ -34,7 +36,7 @@ def dedup_mask(items: Sequence[tuple[str, str, float]], policy: DedupPolicy | st
         by_text.setdefault(text, []).append(index)
     for indices in by_text.values():
         labels = {items[i][0] for i in indices}
-        if len(labels) < 2:
+        if len(labels) < 2 or any(items[i][2] is None for i in indices):
             continue
         best = indices[0]
         for i in indices[1:]:

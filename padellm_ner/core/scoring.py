@@ -15,7 +15,7 @@ from .metrics import Scores, set_scores, span_scores
 class ScoredMention:
     label: str
     text: str
-    probability: float = 1.0
+    probability: float | None = None  # None: the method gives none (AutoReg_Struct, gold used as predictions)
     start: int | None = None
     end: int | None = None
 

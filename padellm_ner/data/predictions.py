@@ -4,7 +4,8 @@
   `{"id", "texts", "pred": {label: [[mention, prob], ...]}, "gt": {label: [mention, ...]}, "latency"}`;
   it carries its own gold.
 - documents: any corpus format the readers take (JSONL entities may add "probability", and may give a
-  mention's "text" without offsets); probabilities default to 1.
+  mention's "text" without offsets). A mention without a probability (absent or null) has none, and
+  de-duplication leaves it alone (`core.dedup`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,9 @@ def read_padellm_results(text: str, name: str = "results") -> list[PredictionRec
                 raise ValueError(f"{where}: pred[{label!r}] must be a list")
             for item in items:
                 if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                        and isinstance(item[1], (int, float))):
+                        and (item[1] is None or isinstance(item[1], (int, float)))):
                     raise ValueError(f"{where}: pred[{label!r}] item {item!r} is not [mention, probability]")
-                mentions.append(ScoredMention(label, item[0], float(item[1])))
+                mentions.append(ScoredMention(label, item[0], None if item[1] is None else float(item[1])))
         gold = row.get("gt")
         if gold is not None and not (
             isinstance(gold, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
@@ -68,7 +69,7 @@ def records_from_documents(documents: list[Document]) -> list[PredictionRecord]:
     return [
         PredictionRecord(
             id=d.id, text=d.text, language=d.language,
-            mentions=[ScoredMention(e.label, e.text, 1.0, e.start, e.end) for e in d.entities],
+            mentions=[ScoredMention(e.label, e.text, None, e.start, e.end) for e in d.entities],
         )
         for d in documents
     ]
@@ -88,7 +89,7 @@ def read_prediction_jsonl(text: str, name: str = "predictions") -> list[Predicti
         mentions = []
         for entity in row.get("entities", []):
             label, start, end = entity.get("label"), entity.get("start"), entity.get("end")
-            probability = float(entity.get("probability", 1.0))
+            probability = None if entity.get("probability") is None else float(entity["probability"])
             if isinstance(start, int) and isinstance(end, int):
                 if not 0 <= start < end <= len(doc_text):
                     raise ValueError(f"{name}:{number}: entity {entity} has offsets outside the text")
