@@ -54,7 +54,7 @@ def _entity(row: dict, entity: dict, number: int, name: str) -> Entity:
 
 def read_jsonl(text: str, name: str = "doc") -> tuple[list[Document], dict]:
     documents = []
-    for index, (number, line) in enumerate((n, l) for n, l in enumerate(text.split("\n"), 1) if l.strip()):
+    for index, (number, line) in enumerate((n, raw) for n, raw in enumerate(text.split("\n"), 1) if raw.strip()):
         row = _load(line, number, name)
         entities = tuple(_entity(row, e, number, name) for e in row.get("entities", []))
         documents.append(

@@ -78,7 +78,7 @@ def records_from_documents(documents: list[Document]) -> list[PredictionRecord]:
 def read_prediction_jsonl(text: str, name: str = "predictions") -> list[PredictionRecord]:
     """JSONL predictions; unlike gold JSONL, an entity may lack offsets and may carry a probability."""
     records = []
-    for index, (number, line) in enumerate((n, l) for n, l in enumerate(text.split("\n"), 1) if l.strip()):
+    for index, (number, line) in enumerate((n, raw) for n, raw in enumerate(text.split("\n"), 1) if raw.strip()):
         try:
             row = json.loads(line)
         except json.JSONDecodeError as error:
