@@ -152,6 +152,7 @@ def test_oversampled_training_reads_more_tokens_per_epoch(tiny_base_model, docs,
     training = json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]
     assert training["oversample_min_mentions"] == 2 and training["oversample_times"] == 4
     assert training["epochs"] == config.epochs and "time_budget_minutes" not in training
+    assert "lora_rank" not in training  # a full fine-tune: no LoRA rank was trained
 
 
 def assert_export_matches_run(model_dir, run, base_model, tokenizer, atol: float = 1e-2) -> None:
@@ -186,6 +187,7 @@ def test_lora_training_and_export(tiny_base_model, docs, tokenizer, tmp_path):
     export_run(run, tmp_path / "model", rank=4, version="test")
     adapter = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
+    assert json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]["lora_rank"] == 4
 
 
 def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenizer, tmp_path):

@@ -200,7 +200,9 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     info = {
         "objective": config["objective"], "schema": config["schema"], "method": config["method"],
         "base_model_name": Path(config["base_model"]).name, "version": version,
-        "training": {k: config[k] for k in TRAINING_KEYS if k in config} | final,
+        # lora_rank is a training setting only for LoRA; a full fine-tune's export rank is recorded by the form
+        "training": {k: config[k] for k in TRAINING_KEYS
+                     if k in config and not (k == "lora_rank" and config["method"] == "full")} | final,
     }
     if config["method"] == "full" and form in QUANTIZED_FORMS:
         bits, group = QUANTIZED_FORMS[form]
