@@ -149,7 +149,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, bf16=not args.no_bf16,
         seed=args.seed, time_budget_minutes=args.time_budget, checkpoint_minutes=args.checkpoint_minutes,
         oversample_min_mentions=args.oversample_min_mentions, oversample_times=args.oversample_times,
-        schema=schema.name, data=list(args.data),
+        schema=schema.name, data=list(args.data), init_from=args.init_from,
     )
     print(f"schema {schema.name}: {', '.join(schema.labels)}; base model {base}", file=sys.stderr)
     train(config, documents, schema, AutoTokenizer.from_pretrained(base), log=lambda m: print(m, file=sys.stderr))
@@ -516,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--oversample-times", type=_positive, default=1, metavar="R",
                     help="how often such a document appears per epoch (default 1: not repeated)")
     tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    tr.add_argument("--init-from", metavar="RUN",
+                    help="start from a finished run's trained weights (same --method and base model) with this "
+                         "run's own schedule: more epochs after a finished cosine; exports stay deltas to the base")
     tr.set_defaults(handler=cmd_train)
     rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")
     rec.add_argument("text")

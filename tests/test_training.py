@@ -238,3 +238,32 @@ def test_int4_codes_round_trip():
     for group in (16, None):  # None: one scale per component (and an odd length to pack)
         codes, scale = _quantize(odd, bits=4, group=group)
         assert (_dequantize(codes, scale, bits=4, group=group, length=45) - odd).abs().max() <= scale.max() / 2 + 1e-6
+
+
+def test_a_run_can_start_from_another_runs_weights(tiny_base_model, docs, tokenizer, tmp_path):
+    """--init-from: a continuation starts at the first run's weights (at lr 0 it stays there exactly), keeps the
+    base model as the reference for export, and refuses weights of another method."""
+    schema = get_schema("conll03")
+    first = train(_config(tiny_base_model, tmp_path / "first", max_steps=2), docs, schema, tokenizer,
+                  log=lambda m: None)
+    lines: list[str] = []
+    frozen = _config(tiny_base_model, tmp_path / "frozen", max_steps=1, lr=0.0, init_from=str(first))
+    train(frozen, docs, schema, tokenizer, log=lines.append)
+    assert f"starting from the weights of {first / 'final.safetensors'}" in lines
+    a, b = load_file(first / "final.safetensors"), load_file(tmp_path / "frozen" / "final.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
+    moved = train(_config(tiny_base_model, tmp_path / "moved", max_steps=1, init_from=str(first)), docs, schema,
+                  tokenizer, log=lambda m: None)
+    assert not all(torch.equal(a[n], t) for n, t in load_file(moved / "final.safetensors").items())
+    # the export records where the weights started, and its deltas are still taken against the base model
+    from workers.training.export import export_run
+
+    export_run(tmp_path / "frozen", tmp_path / "model", rank=32, version="test")
+    assert json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]["init_from"] == str(first)
+    assert_export_matches_run(tmp_path / "model", tmp_path / "frozen", tiny_base_model, tokenizer)
+    lora = _config(tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, max_steps=1, init_from=str(first))
+    with pytest.raises(ValueError, match="not this run's trainable parameters"):
+        train(lora, docs, schema, tokenizer, log=lambda m: None)
+    with pytest.raises(FileNotFoundError, match="no finished run there"):
+        train(_config(tiny_base_model, tmp_path / "none", init_from=str(tmp_path / "frozen" / "checkpoint")), docs,
+              schema, tokenizer, log=lambda m: None)

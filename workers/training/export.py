@@ -185,9 +185,10 @@ def _save(peft_model, output: Path, info: dict) -> None:
 
 
 # What a model card needs to say how the shipped weights were trained: the schedule, the batch, and the data
-# (which files, and which documents were repeated); not where the run and the base model sat, nor its time budget.
+# (which files, which documents were repeated, and the run it continued from, if any); not where this run and the
+# base model sat, nor its time budget.
 TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "row_tokens", "rows_per_step",
-                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times")
+                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times", "init_from")
 
 
 def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora") -> dict:

@@ -56,6 +56,9 @@ class TrainConfig:
     oversample_times: int = 1  # ... appear this many times per epoch
     schema: str = ""
     data: list[str] = field(default_factory=list)
+    # Start from another finished run's trained weights instead of the base model's (a continuation with a
+    # fresh schedule); the base model stays the reference that an export's deltas are taken against.
+    init_from: str | None = None
 
 
 def lr_at(step: int, total: int, config: TrainConfig) -> float:
@@ -145,6 +148,28 @@ class Checkpoints:
         return json.loads((self.path / "state.json").read_text())
 
 
+def init_weights(model, source: str) -> Path:
+    """Load a finished run's trained weights (`final.safetensors`, or that file named directly) into the model's
+    trainable parameters; they must be exactly those parameters (the same method and base model)."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "final.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from {source}: no finished run there (expected {path})")
+    weights = load_file(path)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if set(weights) != set(trainable):
+        differ = sorted(set(weights) ^ set(trainable))
+        raise ValueError(f"--init-from {source}: its weights are not this run's trainable parameters "
+                         f"({len(differ)} names differ, e.g. {differ[0]}); use the same --method and base model")
+    for name, tensor in weights.items():
+        if tensor.shape != trainable[name].shape:
+            raise ValueError(f"--init-from {source}: {name} has shape {tuple(tensor.shape)}, "
+                             f"the model {tuple(trainable[name].shape)}")
+    model.load_state_dict(weights, strict=False)
+    return path
+
+
 def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=print) -> Path:
     run = Path(config.output)
     run.mkdir(parents=True, exist_ok=True)
@@ -177,6 +202,8 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
         state = checkpoints.load(model, optimizer)
         step, epoch, position, elapsed_before = state["step"], state["epoch"], state["position"], state["elapsed_s"]
         log(f"resumed from step {step} (epoch {epoch}, row {position}, {elapsed_before / 60:.1f} min trained)")
+    elif config.init_from:
+        log(f"starting from the weights of {init_weights(model, config.init_from)}")
     (run / "train_config.json").write_text(json.dumps(asdict(config), indent=2))
 
     model.train()
