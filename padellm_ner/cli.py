@@ -386,7 +386,8 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from workers.training.export import export_run
 
-    print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version, args.form)))
+    print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version, args.form,
+                                args.rank_allocation)))
     return 0
 
 
@@ -667,6 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--form", default="lora", choices=("lora", "lowrank-int8", "lowrank-int4"),
                     help="full fine-tuning runs: a bf16 LoRA adapter, or quantised low-rank factors of the weight "
                          "deltas (int8: twice the rank per byte; int4 with a scale per 64 values: about four times)")
+    ex.add_argument("--rank-allocation", default="uniform", choices=("uniform", "energy"),
+                    help="quantised forms: --rank for every delta, or the same bytes spread over the deltas where "
+                         "they keep the most of the squared weight change")
     ex.set_defaults(handler=cmd_export)
     return parser
 

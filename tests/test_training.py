@@ -267,3 +267,45 @@ def test_a_run_can_start_from_another_runs_weights(tiny_base_model, docs, tokeni
     with pytest.raises(FileNotFoundError, match="no finished run there"):
         train(_config(tiny_base_model, tmp_path / "none", init_from=str(tmp_path / "frozen" / "checkpoint")), docs,
               schema, tokenizer, log=lambda m: None)
+
+
+def test_energy_allocation_spends_the_uniform_budget_where_the_delta_is():
+    from workers.training.export import allocate_ranks
+
+    spectra = {  # name: (singular values, shape); a component of an m x n delta costs m + n values
+        "wide": (torch.tensor([10.0, 9.0, 8.0, 0.5]), (4, 16)),  # cost 20 per component
+        "small": (torch.tensor([1.0, 0.9, 0.8, 0.7]), (4, 6)),  # cost 10
+        "dead": (torch.tensor([0.01, 0.0, 0.0, 0.0]), (4, 6)),
+    }
+    assert allocate_ranks(spectra, 2) == {"wide": 2, "small": 2, "dead": 2}
+    ranks = allocate_ranks(spectra, 2, "energy")
+    budget = 2 * (20 + 10 + 10)
+    spent = sum(r * sum(spectra[n][1]) for n, r in ranks.items())
+    assert spent <= budget and ranks == {"wide": 3, "small": 2, "dead": 0}
+
+    def kept(rs):
+        return sum(float((spectra[n][0][:r] ** 2).sum()) for n, r in rs.items())
+
+    assert kept(ranks) > kept(allocate_ranks(spectra, 2))
+    with pytest.raises(ValueError, match="unknown rank allocation"):
+        allocate_ranks(spectra, 2, "greedy")
+
+
+def test_energy_allocated_export_keeps_more_in_the_same_bytes(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.training.export import export_run
+
+    run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    uniform = export_run(run, tmp_path / "uniform", rank=4, version="test", form="lowrank-int8")
+    energy = export_run(run, tmp_path / "energy", rank=4, version="test", form="lowrank-int8",
+                        rank_allocation="energy")
+    assert energy["delta_energy_kept"] > uniform["delta_energy_kept"]
+    assert energy["weights_bytes"] <= 1.05 * uniform["weights_bytes"]  # per-tensor headers differ a little
+    info = json.loads((tmp_path / "energy" / "padellm.json").read_text())
+    assert info["format"] == "lowrank-int8-r4-energy" and set(info["ranks_by_projection"]) == {
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    from workers.engine.loading import load_engine_model
+
+    assert load_engine_model(tmp_path / "energy", base_model=tiny_base_model, device="cpu").info["format"].endswith(
+        "-energy")
+    with pytest.raises(ValueError, match="quantised low-rank forms"):
+        export_run(run, tmp_path / "lora", rank=4, version="test", rank_allocation="energy")

@@ -101,10 +101,42 @@ def _dequantize(codes: torch.Tensor, scale: torch.Tensor, bits: int, group: int 
     return values.reshape(rows, groups * group)[:, :length]
 
 
+RANK_ALLOCATIONS = ("uniform", "energy")
+
+
+def allocate_ranks(spectra: dict[str, tuple[torch.Tensor, tuple[int, int]]], rank: int,
+                   allocation: str = "uniform") -> dict[str, int]:
+    """How many SVD components each delta keeps, given {name: (singular values, (rows, cols))}.
+
+    `uniform`: `rank` each (fewer where a matrix is narrower). `energy`: the same number of stored values
+    (a component of an m x n delta stores m + n), spent where they keep the most squared Frobenius norm: the
+    components with the largest s^2 / (m + n) across all deltas. Within one delta that ratio falls with the
+    index, so each keeps a leading block of its components, as the engine expects."""
+    uniform = {name: min(rank, len(s)) for name, (s, _) in spectra.items()}
+    if allocation == "uniform":
+        return uniform
+    if allocation != "energy":
+        raise ValueError(f"unknown rank allocation {allocation!r}; expected one of {RANK_ALLOCATIONS}")
+    budget = sum(r * sum(shape) for r, (_, shape) in zip(uniform.values(), spectra.values()))
+    candidates = sorted(
+        ((float(value) ** 2 / sum(shape), name) for name, (s, shape) in spectra.items() for value in s),
+        reverse=True,
+    )
+    ranks = dict.fromkeys(spectra, 0)
+    for _, name in candidates:
+        cost = sum(spectra[name][1])
+        if cost > budget:
+            continue  # a smaller matrix's component may still fit
+        ranks[name] += 1
+        budget -= cost
+    return ranks
+
+
 def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, output: Path, info: dict,
-                                     bits: int = 8, group: int | None = None) -> dict:
-    """The top-`rank` SVD of every weight delta, U_r and V_r^T quantised (int8 with one scale per component, or
-    int4 with a scale per `group` values), S_r in fp32, in `delta_lowrank.safetensors`."""
+                                     bits: int = 8, group: int | None = None, allocation: str = "uniform") -> dict:
+    """The leading SVD components of every weight delta (`rank` each, or as `allocate_ranks` spreads the same
+    budget), U_r and V_r^T quantised (int8 with one scale per component, or int4 with a scale per `group`
+    values), S_r in fp32, in `delta_lowrank.safetensors`."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
@@ -113,10 +145,16 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     base_weights = dict(base.named_parameters())
     tensors: dict[str, torch.Tensor] = {}
     energy_kept, energy_total = 0.0, 0.0
+    factors = {}
     for name, new in trained.items():
         delta = (new - base_weights[name].detach()).double()
-        u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-        r = min(rank, len(s))
+        factors[name] = (delta, *torch.linalg.svd(delta, full_matrices=False))
+    ranks = allocate_ranks({n: (s, tuple(d.shape)) for n, (d, _, s, _) in factors.items()}, rank, allocation)
+    for name, (delta, u, s, vh) in factors.items():
+        r = ranks[name]
+        energy_total += float(delta.pow(2).sum())
+        if r == 0:
+            continue  # nothing kept of this delta: no tensors, the engine leaves the base weight as it is
         u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
         v_q, v_scale = _quantize(vh[:r].float(), bits, group)
         key = name.removesuffix(".weight")
@@ -124,15 +162,22 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
                         f"{key}.vh": v_q, f"{key}.vh_scale": v_scale.half()})
         approx = (_dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
                   @ _dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
-        energy_total += float(delta.pow(2).sum())
         energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
     output.mkdir(parents=True, exist_ok=True)
     form = f"lowrank-int{bits}" + (f"-g{group}" if group else "") + f"-r{rank}"
+    if allocation != "uniform":
+        form += f"-{allocation}"
     save_file(tensors, output / "delta_lowrank.safetensors",
               metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"})
     size = (output / "delta_lowrank.safetensors").stat().st_size
-    stats = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size,
+    stats = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size, "rank_allocation": allocation,
              "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
+    if allocation != "uniform":
+        by_projection: dict[str, list[int]] = {}
+        for name, r in ranks.items():
+            by_projection.setdefault(name.rsplit(".", 2)[-2], []).append(r)
+        stats["ranks_by_projection"] = {p: {"min": min(v), "mean": round(sum(v) / len(v), 1), "max": max(v)}
+                                        for p, v in by_projection.items()}
     (output / "padellm.json").write_text(json.dumps({**info, "format": form, **stats}, indent=2, sort_keys=True))
     return stats
 
@@ -191,7 +236,8 @@ TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight
                  "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times", "init_from")
 
 
-def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora") -> dict:
+def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora",
+               rank_allocation: str = "uniform") -> dict:
     config = json.loads((run / "train_config.json").read_text())
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else {}
     weights = run / "final.safetensors"
@@ -207,7 +253,10 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     }
     if config["method"] == "full" and form in QUANTIZED_FORMS:
         bits, group = QUANTIZED_FORMS[form]
-        return export_full_as_quantized_lowrank(config["base_model"], weights, rank, output, info, bits, group)
+        return export_full_as_quantized_lowrank(config["base_model"], weights, rank, output, info, bits, group,
+                                                rank_allocation)
+    if rank_allocation != "uniform":
+        raise ValueError("--rank-allocation applies to the quantised low-rank forms of full fine-tuning runs")
     if config["method"] == "full":
         return export_full_as_lora(config["base_model"], weights, rank, output, info)
     return export_lora(config["base_model"], weights, config["lora_rank"], config["lora_alpha"], output, info)
