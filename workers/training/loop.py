@@ -96,6 +96,11 @@ def trainable_state(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
+def names_that_differ(weights: dict[str, torch.Tensor], model) -> list[str]:
+    """The names in `weights` or among the model's trainable parameters but not in both (sorted)."""
+    return sorted(set(weights) ^ {n for n, p in model.named_parameters() if p.requires_grad})
+
+
 def batch_loss(causal_lm, batch: dict[str, torch.Tensor], bf16: bool) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over target positions; the vocabulary projection runs on those positions only."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -137,9 +142,9 @@ class Checkpoints:
 
     def load(self, model, optimizer) -> dict:
         weights = load_file(self.path / "trainable.safetensors")
-        missing = set(weights) ^ {n for n, p in model.named_parameters() if p.requires_grad}
+        missing = names_that_differ(weights, model)
         if missing:
-            raise RuntimeError(f"checkpoint does not match the model's trainable weights: {sorted(missing)[:4]}")
+            raise RuntimeError(f"checkpoint does not match the model's trainable weights: {missing[:4]}")
         model.load_state_dict(weights, strict=False)
         extra = torch.load(self.path / "optimizer.pt", weights_only=False)
         optimizer.load_state_dict(extra["optimizer"])
@@ -157,15 +162,15 @@ def init_weights(model, source: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"--init-from {source}: no finished run there (expected {path})")
     weights = load_file(path)
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    if set(weights) != set(trainable):
-        differ = sorted(set(weights) ^ set(trainable))
+    differ = names_that_differ(weights, model)
+    if differ:
         raise ValueError(f"--init-from {source}: its weights are not this run's trainable parameters "
                          f"({len(differ)} names differ, e.g. {differ[0]}); use the same --method and base model")
+    parameters = dict(model.named_parameters())
     for name, tensor in weights.items():
-        if tensor.shape != trainable[name].shape:
+        if tensor.shape != parameters[name].shape:
             raise ValueError(f"--init-from {source}: {name} has shape {tuple(tensor.shape)}, "
-                             f"the model {tuple(trainable[name].shape)}")
+                             f"the model {tuple(parameters[name].shape)}")
     model.load_state_dict(weights, strict=False)
     return path
 
