@@ -200,16 +200,21 @@ def _schema_of(args: argparse.Namespace, engine_model):
     return get_schema(args.schema or engine_model.info.get("schema") or "conll03")
 
 
+def _rounded(probability: float | None) -> float | None:
+    return None if probability is None else round(probability, 6)
+
+
 def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict:
+    """A mention's probability is null where the method gives none (AutoReg_Struct)."""
     return {
         "text": prediction.text,
         "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                      "probability": round(m.probability, 6)} for m in prediction.mentions],
+                      "probability": _rounded(m.probability)} for m in prediction.mentions],
         "counts": {c.label: {"count": c.count, "probability": round(c.probability, 6), "status": c.status.value}
                    for c in prediction.counts},
-        "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": round(m.probability, 6)}
+        "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
                              for m in prediction.removed_by_dedup],
-        "not_in_text": [{"label": m.label, "text": m.text, "probability": round(m.probability, 6)}
+        "not_in_text": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
                         for m in prediction.absent],
         "model": engine_model.info.get("name"), "schema": schema.name, "latency_ms": round(latency_s * 1000, 2),
     }
@@ -263,7 +268,8 @@ def cmd_recognize(args: argparse.Namespace) -> int:
     else:
         for e in record["entities"]:
             where = f"[{e['start']}:{e['end']}]" if e["start"] is not None else "[not found in text]"
-            print(f"{e['label']:<8} {e['text']:<30} {where:<12} p={e['probability']:.3f}")
+            probability = "-" if e["probability"] is None else f"{e['probability']:.3f}"
+            print(f"{e['label']:<8} {e['text']:<30} {where:<12} p={probability}")
         print(f"({len(record['entities'])} entities, {record['latency_ms']:.0f} ms, model {record['model']})")
     return 0
 

@@ -64,6 +64,22 @@ def test_recognize_with_the_real_base_model(capsys):
     assert {"entities", "model", "schema", "latency_ms"} <= set(record)
 
 
+def test_recognize_gives_autoreg_struct_mentions_no_probability(capsys):
+    """AutoReg_Struct writes all mentions in one sequence: no probability per mention, so null, not a made-up 1.0."""
+    from padellm_ner.config import REPO_ROOT
+
+    model = REPO_ROOT / "models" / "autoreg-struct-conll03"
+    if not (model / "padellm.json").exists():
+        pytest.skip(f"no AutoReg_Struct model at {model}")
+    assert main(["recognize", "EU rejects German call to boycott British lamb .", "--model", str(model),
+                 "--json"]) == 0
+    record = json.loads(capsys.readouterr().out)
+    assert {e["text"] for e in record["entities"]} >= {"EU", "German", "British"}
+    assert all(e["probability"] is None for e in record["entities"])
+    assert main(["recognize", "EU rejects German call to boycott British lamb .", "--model", str(model)]) == 0
+    assert "EU" in capsys.readouterr().out
+
+
 def test_recognize_with_and_without_prompt_lookup(capsys):
     """The shipped model's entities do not depend on drafting; a negative draft length is refused."""
     text = "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria ."

@@ -108,15 +108,14 @@ def run_modes(
 
 
 def predictions_jsonl(run: ModeRun, documents: Sequence[Document]) -> str:
-    """One JSON line per document. AutoReg_Struct's mentions carry no probability (its one sequence gives none
-    per mention), so that `padellm-ner score` leaves them out of de-duplication, as `eval` does."""
-    with_probability = run.mode != AUTOREG_STRUCT
+    """One JSON line per document. A mention without a probability (AutoReg_Struct's) is written without one,
+    so that `padellm-ner score` leaves it out of de-duplication, as `eval` does."""
     lines = []
     for prediction, document, latency in zip(run.predictions, documents, run.latencies_s):
         lines.append(json.dumps({
             "id": document.id, "text": document.text, "latency_s": latency,
             "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                          **({"probability": m.probability} if with_probability else {})}
+                          **({} if m.probability is None else {"probability": m.probability})}
                          for m in prediction.mentions],
         }, ensure_ascii=False))
     return "\n".join(lines) + "\n"

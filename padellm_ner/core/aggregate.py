@@ -43,7 +43,7 @@ class PredictedMention:
     label: str
     k: int
     text: str
-    probability: float
+    probability: float | None  # None: the method gives none per mention (AutoReg_Struct's one sequence)
     start: int | None = None
     end: int | None = None
 

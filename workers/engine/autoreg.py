@@ -52,11 +52,11 @@ class AutoregStructEngine:
         pairs, absent = split_absent(text, parse_struct(raw, schema), lambda pair: pair[1])
         spans = ground(text, pairs, schema.language)
         mentions = tuple(
-            PredictedMention(label, 0, mention, 1.0, *(span or (None, None)))
+            PredictedMention(label, 0, mention, None, *(span or (None, None)))
             for (label, mention), span in zip(pairs, spans)
         )
         latency = time.perf_counter() - started
-        prediction = DocumentPrediction(text, mentions, (), absent=tuple(PredictedMention(label, 0, mention, 1.0)
+        prediction = DocumentPrediction(text, mentions, (), absent=tuple(PredictedMention(label, 0, mention, None)
                                                                           for label, mention in absent))
         return AutoregResult(prediction, raw, latency, generated.generated_tokens, stats.forward_calls,
                              stats.drafted_tokens, stats.accepted_tokens)
