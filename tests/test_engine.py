@@ -88,7 +88,7 @@ def test_engine_modes_agree_and_account_tokens(base_engine_model):
 
 
 # a 20-name squad: long enough that the shipped model counts 10 or more (two digits, decoded in full); with 14
-# names the 2-epoch model said 11 but the 4-epoch one says 6
+# names the 2-epoch model said 10 or more but the 4-epoch one says 6
 ROSTER = ("Squad : Javier Pertile , Paolo Vaccari , Marcello Cuttitta , Ivan Francescato , Leandro Manteri , "
           "Diego Dominguez , Francesco Mazzariol , Alessandro Troncon , Orazio Arancio , Andrea Sgorlon , "
           "Massimo Giovanelli , Carlo Checchinato , Walter Cristofoletto , Franco Properzi Curti , Giambatista Croci , "
