@@ -393,7 +393,8 @@ def cmd_export(args: argparse.Namespace) -> int:
     from workers.training.export import export_run
 
     print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version, args.form,
-                                args.rank_allocation)))
+                                args.rank_allocation, args.calibration_docs, args.calibration_seed,
+                                args.calibration_data)))
     return 0
 
 
@@ -677,6 +678,12 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rank-allocation", default="uniform", choices=("uniform", "energy"),
                     help="quantised forms: --rank for every delta, or the same bytes spread over the deltas where "
                          "they keep the most of the squared weight change")
+    ex.add_argument("--calibration-docs", type=int, default=0,
+                    help="quantised forms: take each delta's components from an SVD weighted by its layer's inputs "
+                         "on N training documents (keeps the change of the outputs, not of the weights); 0: plain SVD")
+    ex.add_argument("--calibration-data", nargs="+", help="files of the calibration documents (default: the run's "
+                                                          "training files)")
+    ex.add_argument("--calibration-seed", type=int, default=0, help="seed of the calibration sample")
     ex.set_defaults(handler=cmd_export)
     return parser
 

@@ -309,3 +309,48 @@ def test_energy_allocated_export_keeps_more_in_the_same_bytes(tiny_base_model, d
         "-energy")
     with pytest.raises(ValueError, match="quantised low-rank forms"):
         export_run(run, tmp_path / "lora", rank=4, version="test", rank_allocation="energy")
+
+
+def test_whitened_components_keep_more_of_the_outputs_and_less_of_the_weights():
+    """Eckart-Young in two norms: the plain SVD's leading components are the best rank-r approximation of the
+    weights, the whitened SVD's of the outputs on inputs with the given second moments."""
+    from workers.training.calibration import WHITENING_DAMPING, whitening
+    from workers.training.export import _output_error, delta_components
+
+    generator = torch.Generator().manual_seed(0)
+    delta = torch.randn(24, 16, generator=generator, dtype=torch.float64)
+    inputs = torch.randn(400, 16, generator=generator, dtype=torch.float64) * torch.logspace(1, -1, 16, dtype=torch.float64)
+    moments = inputs.T @ inputs / len(inputs)  # a few input directions carry most of the activation
+    u, s, vh = delta_components(delta, moments)
+    assert torch.allclose((u * s) @ vh, delta, atol=1e-8)  # all components: the delta itself
+    root, _ = whitening(moments, WHITENING_DAMPING)
+    damped = root @ root  # the moments the components are optimal for (C plus the damping)
+    pu, ps, pvh = delta_components(delta)
+    for r in (2, 5):
+        whitened, plain = (u[:, :r] * s[:r]) @ vh[:r], (pu[:, :r] * ps[:r]) @ pvh[:r]
+        assert _output_error(delta - whitened, damped) < 0.8 * _output_error(delta - plain, damped)
+        assert (delta - plain).norm() < (delta - whitened).norm()
+
+
+def test_calibrated_export_is_whitened_and_loads_in_the_engine(tiny_base_model, docs, tokenizer, tmp_path):
+    from workers.training.export import export_run
+
+    run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    data = [str(EXAMPLES / "sample.conll")]
+    with pytest.raises(ValueError, match="no calibration documents"):  # the test run names no training files
+        export_run(run, tmp_path / "none", rank=4, version="test", form="lowrank-int8", calibration_docs=8)
+    plain = export_run(run, tmp_path / "plain", rank=4, version="test", form="lowrank-int8")
+    stats = export_run(run, tmp_path / "whitened", rank=4, version="test", form="lowrank-int8", calibration_docs=8,
+                       calibration_data=data)
+    assert stats["weights_bytes"] == plain["weights_bytes"]  # the same ranks, other components
+    assert 0 < stats["output_energy_kept"] < 1 and stats["delta_energy_kept"] < plain["delta_energy_kept"]
+    info = json.loads((tmp_path / "whitened" / "padellm.json").read_text())
+    assert info["format"] == "lowrank-int8-r4-whitened"
+    assert info["calibration"]["documents"] == 8 and info["calibration"]["data"] == data
+    assert info["calibration"]["tokens"] > 0
+    # at full rank the whitened factors give back the run's weights (up to int8 rounding)
+    export_run(run, tmp_path / "full", rank=32, version="test", form="lowrank-int8", calibration_docs=8,
+               calibration_data=data)
+    assert_export_matches_run(tmp_path / "full", run, tiny_base_model, tokenizer, atol=0.02)
+    with pytest.raises(ValueError, match="quantised low-rank forms"):
+        export_run(run, tmp_path / "lora", rank=4, version="test", calibration_docs=8, calibration_data=data)

@@ -9,6 +9,10 @@
     in `delta_lowrank.safetensors`; two (int8) or about four (int4) times the rank of bf16 LoRA for the same
     bytes, which keeps much more of a high-rank fine-tuning delta. The engine adds U_r S_r V_r^T to the base
     weights.
+  With `--calibration-docs N` the quantised forms are activation-aware: each delta's components come from an SVD
+  of delta C^(1/2), C its projection's input second moments on N of the run's training documents
+  (`calibration.py`), so they keep the change of the layer's outputs rather than of its weights; V_r^T is stored
+  as V_r^T C^(-1/2) and the engine needs nothing new. The ranks stay those of the plain spectra.
 The folder gets `padellm.json` (objective, schema, base model, how it was made), which the engine reads.
 """
 
@@ -19,6 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
+from tqdm import tqdm
 
 from .loop import PROJECTIONS
 
@@ -132,11 +137,31 @@ def allocate_ranks(spectra: dict[str, tuple[torch.Tensor, tuple[int, int]]], ran
     return ranks
 
 
+def _output_error(error: torch.Tensor, moments: torch.Tensor) -> float:
+    """E||error x||^2 over inputs x with second moments E[x x^T] = moments."""
+    return float(torch.einsum("ij,jk,ik->", error, moments, error))
+
+
+def delta_components(delta: torch.Tensor, moments: torch.Tensor | None = None):
+    """(U, S, V^T) with delta = U diag(S) V^T and the leading r components the best rank-r approximation: in the
+    Frobenius norm (moments None), or of the outputs on inputs with second moments `moments` (the SVD of
+    delta C^(1/2), V^T taken back through C^(-1/2))."""
+    if moments is None:
+        return torch.linalg.svd(delta, full_matrices=False)
+    from .calibration import WHITENING_DAMPING, whitening
+
+    root, inverse_root = whitening(moments.to(delta.dtype), WHITENING_DAMPING)
+    u, s, vh = torch.linalg.svd(delta @ root, full_matrices=False)
+    return u, s, vh @ inverse_root
+
+
 def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, output: Path, info: dict,
-                                     bits: int = 8, group: int | None = None, allocation: str = "uniform") -> dict:
+                                     bits: int = 8, group: int | None = None, allocation: str = "uniform",
+                                     moments: dict[str, torch.Tensor] | None = None) -> dict:
     """The leading SVD components of every weight delta (`rank` each, or as `allocate_ranks` spreads the same
     budget), U_r and V_r^T quantised (int8 with one scale per component, or int4 with a scale per `group`
-    values), S_r in fp32, in `delta_lowrank.safetensors`."""
+    values), S_r in fp32, in `delta_lowrank.safetensors`. With `moments` ({weight name: E[x x^T] of its
+    inputs}, `calibration.input_moments`) the components are those of the whitened delta (module docstring)."""
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
@@ -144,15 +169,20 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     base_weights = dict(base.named_parameters())
     tensors: dict[str, torch.Tensor] = {}
-    energy_kept, energy_total = 0.0, 0.0
-    factors = {}
-    for name, new in trained.items():
+    energy_kept, energy_total, output_kept, output_total = 0.0, 0.0, 0.0, 0.0
+    factors, spectra = {}, {}
+    for name, new in tqdm(trained.items(), desc="export: SVD of the deltas", unit="matrix", disable=None):
         delta = (new - base_weights[name].detach()).double()
-        factors[name] = (delta, *torch.linalg.svd(delta, full_matrices=False))
-    ranks = allocate_ranks({n: (s, tuple(d.shape)) for n, (d, _, s, _) in factors.items()}, rank, allocation)
+        u, s, vh = delta_components(delta, None if moments is None else moments[name])
+        # the ranks are spread by the plain spectra: whitened ones are in each layer's own output units
+        spectra[name] = (s if moments is None else torch.linalg.svdvals(delta), tuple(delta.shape))
+        factors[name] = (delta, u, s, vh)
+    ranks = allocate_ranks(spectra, rank, allocation)
     for name, (delta, u, s, vh) in factors.items():
         r = ranks[name]
         energy_total += float(delta.pow(2).sum())
+        if moments is not None:
+            output_total += _output_error(delta, moments[name])
         if r == 0:
             continue  # nothing kept of this delta: no tensors, the engine leaves the base weight as it is
         u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
@@ -163,15 +193,21 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
         approx = (_dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
                   @ _dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
         energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
+        if moments is not None:
+            output_kept += _output_error(delta, moments[name]) - _output_error(delta - approx, moments[name])
     output.mkdir(parents=True, exist_ok=True)
     form = f"lowrank-int{bits}" + (f"-g{group}" if group else "") + f"-r{rank}"
     if allocation != "uniform":
         form += f"-{allocation}"
+    if moments is not None:
+        form += "-whitened"
     save_file(tensors, output / "delta_lowrank.safetensors",
               metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"})
     size = (output / "delta_lowrank.safetensors").stat().st_size
     stats = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size, "rank_allocation": allocation,
              "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
+    if moments is not None:  # the share of the deltas' effect on the calibration inputs that the export keeps
+        stats["output_energy_kept"] = output_kept / output_total if output_total else 1.0
     if allocation != "uniform":
         by_projection: dict[str, list[int]] = {}
         for name, r in ranks.items():
@@ -237,7 +273,8 @@ TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight
 
 
 def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora",
-               rank_allocation: str = "uniform") -> dict:
+               rank_allocation: str = "uniform", calibration_docs: int = 0, calibration_seed: int = 0,
+               calibration_data: list[str] | None = None) -> dict:
     config = json.loads((run / "train_config.json").read_text())
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else {}
     weights = run / "final.safetensors"
@@ -253,10 +290,17 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     }
     if config["method"] == "full" and form in QUANTIZED_FORMS:
         bits, group = QUANTIZED_FORMS[form]
+        moments = None
+        if calibration_docs:
+            from .calibration import run_input_moments
+
+            moments, info["calibration"] = run_input_moments(run, config["base_model"], weights, calibration_docs,
+                                                             calibration_seed, calibration_data)
         return export_full_as_quantized_lowrank(config["base_model"], weights, rank, output, info, bits, group,
-                                                rank_allocation)
-    if rank_allocation != "uniform":
-        raise ValueError("--rank-allocation applies to the quantised low-rank forms of full fine-tuning runs")
+                                                rank_allocation, moments)
+    if rank_allocation != "uniform" or calibration_docs:
+        raise ValueError("--rank-allocation and --calibration-docs apply to the quantised low-rank forms of full "
+                         "fine-tuning runs")
     if config["method"] == "full":
         return export_full_as_lora(config["base_model"], weights, rank, output, info)
     return export_lora(config["base_model"], weights, config["lora_rank"], config["lora_alpha"], output, info)
