@@ -678,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--rank-allocation", default="uniform", choices=("uniform", "energy"),
                     help="quantised forms: --rank for every delta, or the same bytes spread over the deltas where "
                          "they keep the most of the squared weight change")
-    ex.add_argument("--calibration-docs", type=int, default=0,
+    ex.add_argument("--calibration-docs", type=_at_least(0), default=0,
                     help="quantised forms: take each delta's components from an SVD weighted by its layer's inputs "
                          "on N training documents (keeps the change of the outputs, not of the weights); 0: plain SVD")
     ex.add_argument("--calibration-data", nargs="+", help="files of the calibration documents (default: the run's "

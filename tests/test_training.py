@@ -346,7 +346,8 @@ def test_calibrated_export_is_whitened_and_loads_in_the_engine(tiny_base_model, 
     assert 0 < stats["output_energy_kept"] < 1 and stats["delta_energy_kept"] < plain["delta_energy_kept"]
     info = json.loads((tmp_path / "whitened" / "padellm.json").read_text())
     assert info["format"] == "lowrank-int8-r4-whitened"
-    assert info["calibration"]["documents"] == 8 and info["calibration"]["data"] == data
+    assert info["calibration"]["documents"] == len(docs) < 8  # all there are
+    assert info["calibration"]["data"] == data
     assert info["calibration"]["tokens"] > 0
     # at full rank the whitened factors give back the run's weights (up to int8 rounding)
     export_run(run, tmp_path / "full", rank=32, version="test", form="lowrank-int8", calibration_docs=8,

@@ -35,8 +35,9 @@ MEASURED = tuple(p for p in PROJECTIONS if p not in READS_INPUT_OF)
 
 
 def calibration_rows(run: Path, tokenizer, documents: int, seed: int, data: list[str] | None = None):
-    """Packed rows of a seeded sample of `documents` documents from `data` (default: the run's training files),
-    tokenized for the run's objective and packed into its row length."""
+    """Packed rows of a seeded sample of `documents` documents (all, if there are fewer) from `data` (default: the
+    run's training files), tokenized for the run's objective and packed into its row length; and how many
+    documents they hold."""
     config = json.loads((run / "train_config.json").read_text())
     corpus = [d for path in (data or config["data"]) for d in read_corpus(path).documents]
     if not corpus:
@@ -44,7 +45,7 @@ def calibration_rows(run: Path, tokenizer, documents: int, seed: int, data: list
     chosen = random.Random(seed).sample(corpus, min(documents, len(corpus)))
     schema = get_schema(config["schema"])
     tokenized = [tokenize_document(tokenizer, d, schema, config["objective"]) for d in chosen]
-    return pack(tokenized, config["row_tokens"], seed=seed)
+    return pack(tokenized, config["row_tokens"], seed=seed), len(chosen)
 
 
 @torch.no_grad()
@@ -98,11 +99,11 @@ def run_input_moments(run: Path, base_model: str, weights: Path, documents: int,
     tokenizer = AutoTokenizer.from_pretrained(base_model)
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     model.load_state_dict(load_file(weights), strict=False)
-    rows = calibration_rows(run, tokenizer, documents, seed, data)
+    rows, chosen = calibration_rows(run, tokenizer, documents, seed, data)
     with tqdm(total=len(rows), desc="export: calibration", unit="row", disable=None) as bar:
         moments, tokens = input_moments(model.eval(), rows, tokenizer.pad_token_id or 0, progress=bar.update)
     config = json.loads((run / "train_config.json").read_text())
-    return moments, {"documents": documents, "seed": seed, "data": list(data or config["data"]), "tokens": tokens,
+    return moments, {"documents": chosen, "seed": seed, "data": list(data or config["data"]), "tokens": tokens,
                      "damping": WHITENING_DAMPING}
 
 
