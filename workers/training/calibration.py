@@ -10,7 +10,6 @@ sample of the run's training documents, built and packed exactly as training bui
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -34,14 +33,13 @@ READS_INPUT_OF = {"k_proj": "q_proj", "v_proj": "q_proj", "up_proj": "gate_proj"
 MEASURED = tuple(p for p in PROJECTIONS if p not in READS_INPUT_OF)
 
 
-def calibration_rows(run: Path, tokenizer, documents: int, seed: int, data: list[str] | None = None):
+def calibration_rows(config: dict, tokenizer, documents: int, seed: int, data: list[str] | None = None):
     """Packed rows of a seeded sample of `documents` documents (all, if there are fewer) from `data` (default: the
-    run's training files), tokenized for the run's objective and packed into its row length; and how many
-    documents they hold."""
-    config = json.loads((run / "train_config.json").read_text())
+    run's training files), tokenized for the run's objective and packed into its row length (`config`: the run's
+    `train_config.json`); and how many documents they hold."""
     corpus = [d for path in (data or config["data"]) for d in read_corpus(path).documents]
     if not corpus:
-        raise ValueError(f"no calibration documents: the run names no training files ({run}); give --calibration-data")
+        raise ValueError(f"no calibration documents: the run names no training files ({config['output']}); give --calibration-data")
     chosen = random.Random(seed).sample(corpus, min(documents, len(corpus)))
     schema = get_schema(config["schema"])
     tokenized = [tokenize_document(tokenizer, d, schema, config["objective"]) for d in chosen]
@@ -89,20 +87,19 @@ def input_moments(model: torch.nn.Module, rows, pad_id: int, rows_per_batch: int
     return moments, tokens
 
 
-def run_input_moments(run: Path, base_model: str, weights: Path, documents: int, seed: int = 0,
+def run_input_moments(config: dict, weights: Path, documents: int, seed: int = 0,
                       data: list[str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
-    """The input moments of the run's fine-tuned model (base + `weights`) on `documents` calibration documents,
-    and a record of what they were measured on."""
+    """The input moments of a run's fine-tuned model (its base model + `weights`; `config`: the run's
+    `train_config.json`) on `documents` calibration documents, and a record of what they were measured on."""
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(base_model)
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(config["base_model"])
+    model = AutoModelForCausalLM.from_pretrained(config["base_model"], dtype=torch.float32)
     model.load_state_dict(load_file(weights), strict=False)
-    rows, chosen = calibration_rows(run, tokenizer, documents, seed, data)
+    rows, chosen = calibration_rows(config, tokenizer, documents, seed, data)
     with tqdm(total=len(rows), desc="export: calibration", unit="row", disable=None) as bar:
         moments, tokens = input_moments(model.eval(), rows, tokenizer.pad_token_id or 0, progress=bar.update)
-    config = json.loads((run / "train_config.json").read_text())
     return moments, {"documents": chosen, "seed": seed, "data": list(data or config["data"]), "tokens": tokens,
                      "damping": WHITENING_DAMPING}
 

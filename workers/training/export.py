@@ -182,8 +182,8 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     for name, (delta, u, s, vh) in factors.items():
         r = ranks[name]
         energy_total += float(delta.pow(2).sum())
-        if moments is not None:
-            output_total += _output_error(delta, moments[name])
+        delta_output = _output_error(delta, moments[name]) if moments is not None else 0.0
+        output_total += delta_output
         if r == 0:
             continue  # nothing kept of this delta: no tensors, the engine leaves the base weight as it is
         u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
@@ -195,7 +195,7 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
                   @ _dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
         energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
         if moments is not None:
-            output_kept += _output_error(delta, moments[name]) - _output_error(delta - approx, moments[name])
+            output_kept += delta_output - _output_error(delta - approx, moments[name])
     output.mkdir(parents=True, exist_ok=True)
     form = f"lowrank-int{bits}" + (f"-g{group}" if group else "") + f"-r{rank}"
     if allocation != "uniform":
@@ -295,8 +295,8 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
         if calibration_docs:
             from .calibration import run_input_moments
 
-            moments, info["calibration"] = run_input_moments(run, config["base_model"], weights, calibration_docs,
-                                                             calibration_seed, calibration_data)
+            moments, info["calibration"] = run_input_moments(config, weights, calibration_docs, calibration_seed,
+                                                             calibration_data)
         return export_full_as_quantized_lowrank(config["base_model"], weights, rank, output, info, bits, group,
                                                 rank_allocation, moments)
     if rank_allocation != "uniform" or calibration_docs:
