@@ -146,7 +146,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         base_model=str(base), output=args.output, objective=args.objective, method=args.method,
         lora_rank=args.lora_rank, lora_alpha=args.lora_alpha or 2 * args.lora_rank, epochs=args.epochs,
         max_steps=args.max_steps, row_tokens=args.row_tokens, rows_per_step=args.rows_per_step,
-        grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, bf16=not args.no_bf16,
+        grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, bf16=_train_bf16(args.bf16),
         seed=args.seed, time_budget_minutes=args.time_budget, checkpoint_minutes=args.checkpoint_minutes,
         oversample_min_mentions=args.oversample_min_mentions, oversample_times=args.oversample_times,
         schema=schema.name, data=list(args.data), init_from=args.init_from,
@@ -154,6 +154,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"schema {schema.name}: {', '.join(schema.labels)}; base model {base}", file=sys.stderr)
     train(config, documents, schema, AutoTokenizer.from_pretrained(base), log=lambda m: print(m, file=sys.stderr))
     return 0
+
+
+def _train_bf16(asked: bool | None) -> bool:
+    from workers.training.loop import cpu_has_native_bf16
+
+    if asked is not None:
+        return asked
+    native = cpu_has_native_bf16()
+    print(f"train: {'bf16 autocast' if native else 'fp32'} (this CPU {'has' if native else 'lacks'} native bf16; "
+          "--bf16 / --no-bf16 to choose)", file=sys.stderr)
+    return native
 
 
 def _engine(args: argparse.Namespace, model: str | None = None, prefix_sharing: bool = True):
@@ -515,7 +526,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--grad-accum", type=int, default=1)
     tr.add_argument("--lr", type=float, default=1.5e-4)
     tr.add_argument("--warmup-steps", type=int, default=30)
-    tr.add_argument("--no-bf16", action="store_true", help="train in fp32 (bf16 autocast is ~1.7x faster here)")
+    precision = tr.add_mutually_exclusive_group()
+    precision.add_argument("--bf16", dest="bf16", action="store_true", default=None,
+                           help="bf16 autocast (default: where the CPU computes bf16 natively, AVX512-BF16 or AMX; "
+                                "there about 1.7x faster than fp32, elsewhere emulated and many times slower)")
+    precision.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
     tr.add_argument("--seed", type=int, default=1234)
     tr.add_argument("--time-budget", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--checkpoint-minutes", type=float, default=10.0)
@@ -525,8 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="how often such a document appears per epoch (default 1: not repeated)")
     tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
     tr.add_argument("--init-from", metavar="RUN",
-                    help="start from a finished run's trained weights (same --method and base model) with this "
-                         "run's own schedule: more epochs after a finished cosine; exports stay deltas to the base")
+                    help="start from a finished run's trained weights (same --method and base model), or from an "
+                         "exported low-rank full fine-tune (a model folder), with this run's own schedule: more "
+                         "epochs after a finished cosine; exports stay deltas to the base")
     tr.set_defaults(handler=cmd_train)
     rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")
     rec.add_argument("text")

@@ -128,3 +128,22 @@ def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_mod
     assert overhead["worker_batches_per_document_mean"] >= 1
     [one_worker] = report["throughput"]
     assert one_worker["workers"] == 1 and one_worker["documents"] == 4 and one_worker["documents_per_s"] > 0
+
+
+@pytest.mark.parametrize("flags, native, expected", [
+    (["--bf16"], False, True), (["--no-bf16"], True, False), ([], True, True), ([], False, False)])
+def test_train_autocasts_bf16_only_where_the_cpu_has_it(tiny_base_model, tmp_path, monkeypatch, capsys,
+                                                        flags, native, expected):
+    """Default: bf16 autocast where the CPU computes bf16 natively (emulated elsewhere, many times slower than
+    fp32); --bf16 / --no-bf16 override the probe."""
+    import workers.training.loop as loop
+
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(EXAMPLES / "sample.conll"), "--schema", "conll03", "--output", str(run),
+                 "--max-steps", "1", "--rows-per-step", "1", "--base-model", str(tiny_base_model), *flags]) == 0
+    assert json.loads((run / "train_config.json").read_text())["bf16"] is expected
+    chosen = "bf16 autocast" if expected else "fp32"
+    assert (f"train: {chosen} (this CPU" in capsys.readouterr().err) == (not flags)
+    with pytest.raises(SystemExit):
+        main(["train", "--data", "x", "--output", str(run), "--bf16", "--no-bf16"])

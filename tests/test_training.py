@@ -269,6 +269,36 @@ def test_a_run_can_start_from_another_runs_weights(tiny_base_model, docs, tokeni
               schema, tokenizer, log=lambda m: None)
 
 
+def test_a_run_can_start_from_an_exported_model_folder(tiny_base_model, docs, tokenizer, tmp_path):
+    """--init-from a shipped low-rank model (when its run folder is gone): training starts at exactly the weights
+    the engine serves for that folder, and a folder exported for another objective is refused."""
+    from workers.engine.loading import load_engine_model
+    from workers.training.export import export_run
+
+    schema = get_schema("conll03")
+    first = train(_config(tiny_base_model, tmp_path / "first", max_steps=2), docs, schema, tokenizer,
+                  log=lambda m: None)
+    export_run(first, tmp_path / "model", rank=4, version="test", form="lowrank-int8")  # lossy on purpose
+    lines: list[str] = []
+    frozen = train(_config(tiny_base_model, tmp_path / "frozen", max_steps=1, lr=0.0, init_from=str(tmp_path / "model")),
+                   docs, schema, tokenizer, log=lines.append)
+    assert f"starting from the weights of {tmp_path / 'model' / 'delta_lowrank.safetensors'}" in lines
+    served = dict(load_engine_model(tmp_path / "model", base_model=tiny_base_model, device="cpu").model
+                  .named_parameters())
+    started = load_file(frozen / "final.safetensors")
+    assert all(torch.equal(started[n], served[n]) for n in started)
+    first_weights = load_file(first / "final.safetensors")
+    assert not all(torch.equal(started[n], first_weights[n]) for n in started)  # the export's, not the run's
+    autoreg = _config(tiny_base_model, tmp_path / "autoreg", objective=AUTOREG_STRUCT, max_steps=1,
+                      init_from=str(tmp_path / "model"))
+    with pytest.raises(ValueError, match="trained for 'padellm'"):
+        train(autoreg, docs, schema, tokenizer, log=lambda m: None)
+    lora = _config(tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, max_steps=1,
+                   init_from=str(tmp_path / "model"))
+    with pytest.raises(ValueError, match="with --method full"):
+        train(lora, docs, schema, tokenizer, log=lambda m: None)
+
+
 def test_energy_allocation_spends_the_uniform_budget_where_the_delta_is():
     from workers.training.export import allocate_ranks
 

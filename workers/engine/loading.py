@@ -94,6 +94,8 @@ def load_engine_model(
 ) -> EngineModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from workers.training.export import LOWRANK_DELTA, apply_quantized_lowrank
+
     target = pick_device(device)
     dtype = pick_dtype(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
@@ -123,10 +125,8 @@ def load_engine_model(
         if missing:
             raise ValueError(f"{run_weights} does not fit the base model: {sorted(missing)[:3]}")
         network.load_state_dict(weights, strict=False)
-    elif model_dir is not None and (model_dir / "delta_lowrank.safetensors").exists():
-        from workers.training.export import apply_quantized_lowrank
-
-        apply_quantized_lowrank(network, model_dir / "delta_lowrank.safetensors")
+    elif model_dir is not None and (model_dir / LOWRANK_DELTA).exists():
+        apply_quantized_lowrank(network, model_dir / LOWRANK_DELTA)
     elif model_dir is not None and (model_dir / "adapter_config.json").exists():
         from peft import PeftModel
 

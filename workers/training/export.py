@@ -28,6 +28,8 @@ from tqdm import tqdm
 
 from .loop import PROJECTIONS
 
+LOWRANK_DELTA = "delta_lowrank.safetensors"  # the quantised low-rank forms' one weights file
+
 # form -> (bits, values per scale; None: one scale per rank component)
 QUANTIZED_FORMS = {"lowrank-int8": (8, None), "lowrank-int4": (4, 64)}
 
@@ -202,9 +204,9 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
         form += f"-{allocation}"
     if moments is not None:
         form += "-whitened"
-    save_file(tensors, output / "delta_lowrank.safetensors",
+    save_file(tensors, output / LOWRANK_DELTA,
               metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"})
-    size = (output / "delta_lowrank.safetensors").stat().st_size
+    size = (output / LOWRANK_DELTA).stat().st_size
     stats = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size, "rank_allocation": allocation,
              "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
     if moments is not None:  # the share of the deltas' effect on the calibration inputs that the export keeps
