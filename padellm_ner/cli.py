@@ -257,7 +257,8 @@ def _recognize_remote(args: argparse.Namespace) -> int:
         print(json.dumps(record, ensure_ascii=False, indent=2))
     else:
         for e in record["entities"]:
-            print(f"{e['label']:<8} {e['text']:<30} [{e['start']}:{e['end']}] p={e['probability']:.3f}")
+            probability = "-" if e.get("probability") is None else f"{e['probability']:.3f}"
+            print(f"{e['label']:<8} {e['text']:<30} [{e['start']}:{e['end']}] p={probability}")
         print(f"({len(record['entities'])} entities, {record['timings']['wall_ms']:.0f} ms, model {record['model']})")
     return 0
 
@@ -688,6 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--output", required=True)
     ex.add_argument("--rank", type=int, default=32, help="rank of the extraction for full fine-tuning runs")
     ex.add_argument("--version", default="0.1.0")
+    # the choices are spelled here so that parsing imports no torch; tests/test_model_cli.py keeps them in step
     ex.add_argument("--form", default="lora", choices=("lora", "lowrank-int8", "lowrank-int4"),
                     help="full fine-tuning runs: a bf16 LoRA adapter, or quantised low-rank factors of the weight "
                          "deltas (int8: twice the rank per byte; int4 with a scale per 64 values: about four times)")

@@ -147,3 +147,15 @@ def test_train_autocasts_bf16_only_where_the_cpu_has_it(tiny_base_model, tmp_pat
     assert (f"train: {chosen} (this CPU" in capsys.readouterr().err) == (not flags)
     with pytest.raises(SystemExit):
         main(["train", "--data", "x", "--output", str(run), "--bf16", "--no-bf16"])
+
+
+def test_export_choices_are_the_exporters():
+    """The CLI spells the export forms and rank allocations (parsing imports no torch); they must be the ones the
+    exporter takes."""
+    from padellm_ner.cli import build_parser
+    from workers.training.export import QUANTIZED_FORMS, RANK_ALLOCATIONS
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command")
+    export = {a.dest: a for a in commands.choices["export"]._actions}
+    assert set(export["form"].choices) == {"lora", *QUANTIZED_FORMS}
+    assert set(export["rank_allocation"].choices) == set(RANK_ALLOCATIONS)
