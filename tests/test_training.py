@@ -151,8 +151,14 @@ def test_oversampled_training_reads_more_tokens_per_epoch(tiny_base_model, docs,
     export_run(tmp_path / "oversampled", tmp_path / "model", rank=4, version="test", form="lowrank-int8")
     training = json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]
     assert training["oversample_min_mentions"] == 2 and training["oversample_times"] == 4
-    assert training["epochs"] == config.epochs and "time_budget_minutes" not in training
+    assert "time_budget_minutes" not in training
     assert "lora_rank" not in training  # a full fine-tune: no LoRA rank was trained
+    # the schedule's length is what set it: max_steps here, epochs where no max_steps was given
+    assert training["max_steps"] == 1 and "epochs" not in training
+    from workers.training.export import _training_record
+
+    by_epochs = {**config.__dict__, "max_steps": None, "epochs": 2.0}
+    assert _training_record(by_epochs)["epochs"] == 2.0 and "max_steps" not in _training_record(by_epochs)
 
 
 def assert_export_matches_run(model_dir, run, base_model, tokenizer, atol: float = 1e-2) -> None:

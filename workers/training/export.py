@@ -272,7 +272,15 @@ def _save(peft_model, output: Path, info: dict) -> None:
 # (which files, which documents were repeated, and the run it continued from, if any); not where this run and the
 # base model sat, nor its time budget.
 TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "row_tokens", "rows_per_step",
-                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times", "init_from")
+                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times", "init_from",
+                 "max_steps")
+
+
+def _training_record(config: dict) -> dict:
+    skip = {"epochs" if config.get("max_steps") else "max_steps"}  # the one that did not set the schedule's length
+    if config["method"] == "full":
+        skip.add("lora_rank")  # a training setting only for LoRA; a full fine-tune's export rank is in its form
+    return {k: config[k] for k in TRAINING_KEYS if k in config and k not in skip}
 
 
 def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora",
@@ -287,9 +295,7 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     info = {
         "objective": config["objective"], "schema": config["schema"], "method": config["method"],
         "base_model_name": Path(config["base_model"]).name, "version": version,
-        # lora_rank is a training setting only for LoRA; a full fine-tune's export rank is recorded by the form
-        "training": {k: config[k] for k in TRAINING_KEYS
-                     if k in config and not (k == "lora_rank" and config["method"] == "full")} | final,
+        "training": _training_record(config) | final,
     }
     if config["method"] == "full" and form in QUANTIZED_FORMS:
         bits, group = QUANTIZED_FORMS[form]
