@@ -173,21 +173,24 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     base_weights = dict(base.named_parameters())
     tensors: dict[str, torch.Tensor] = {}
     energy_kept, energy_total, output_kept, output_total = 0.0, 0.0, 0.0, 0.0
-    factors, spectra = {}, {}
-    for name, new in tqdm(trained.items(), desc="export: SVD of the deltas", unit="matrix", disable=None):
-        delta = (new - base_weights[name].detach()).double()
-        u, s, vh = delta_components(delta, None if moments is None else moments[name])
-        # the ranks are spread by the plain spectra: whitened ones are in each layer's own output units
-        spectra[name] = (s if moments is None else torch.linalg.svdvals(delta), tuple(delta.shape))
-        factors[name] = (delta, u, s, vh)
+
+    def delta_of(name: str) -> torch.Tensor:
+        return (trained[name] - base_weights[name].detach()).double()
+
+    # two passes, so that one delta's factors are in memory at a time (all of them: gigabytes): the singular
+    # values first, to spread the ranks (by the plain spectra: whitened ones are in each layer's own output
+    # units), then each delta's components, quantised and dropped
+    spectra = {name: (torch.linalg.svdvals(delta_of(name)), tuple(trained[name].shape))
+               for name in tqdm(trained, desc="export: spectra of the deltas", unit="matrix", disable=None)}
     ranks = allocate_ranks(spectra, rank, allocation)
-    for name, (delta, u, s, vh) in factors.items():
-        r = ranks[name]
+    for name in tqdm(trained, desc="export: SVD of the deltas", unit="matrix", disable=None):
+        delta, r = delta_of(name), ranks[name]
         energy_total += float(delta.pow(2).sum())
         delta_output = _output_error(delta, moments[name]) if moments is not None else 0.0
         output_total += delta_output
         if r == 0:
             continue  # nothing kept of this delta: no tensors, the engine leaves the base weight as it is
+        u, s, vh = delta_components(delta, None if moments is None else moments[name])
         u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
         v_q, v_scale = _quantize(vh[:r].float(), bits, group)
         key = name.removesuffix(".weight")
