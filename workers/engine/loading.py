@@ -88,13 +88,24 @@ def pick_dtype(name: str | None, device: torch.device) -> torch.dtype:
         raise ValueError(f"unknown dtype {name!r}; expected auto, float32 or bfloat16") from None
 
 
+def _with_folder_weights(network, model_dir: Path):
+    """The base network with a model folder's weights: its low-rank deltas added, or its LoRA adapter merged."""
+    from workers.training.export import LOWRANK_DELTA, apply_quantized_lowrank  # the module that writes that file
+
+    if (model_dir / LOWRANK_DELTA).exists():
+        apply_quantized_lowrank(network, model_dir / LOWRANK_DELTA)
+    elif (model_dir / "adapter_config.json").exists():
+        from peft import PeftModel
+
+        network = PeftModel.from_pretrained(network, model_dir).merge_and_unload()
+    return network
+
+
 def load_engine_model(
     model: str | Path | None = None, *, base_model: str | Path | None = None, device: str | None = None,
     adapter: bool = True, dtype: str | None = None,
 ) -> EngineModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from workers.training.export import LOWRANK_DELTA, apply_quantized_lowrank
 
     target = pick_device(device)
     dtype = pick_dtype(dtype, target)
@@ -125,12 +136,8 @@ def load_engine_model(
         if missing:
             raise ValueError(f"{run_weights} does not fit the base model: {sorted(missing)[:3]}")
         network.load_state_dict(weights, strict=False)
-    elif model_dir is not None and (model_dir / LOWRANK_DELTA).exists():
-        apply_quantized_lowrank(network, model_dir / LOWRANK_DELTA)
-    elif model_dir is not None and (model_dir / "adapter_config.json").exists():
-        from peft import PeftModel
-
-        network = PeftModel.from_pretrained(network, model_dir).merge_and_unload()
+    elif model_dir is not None:
+        network = _with_folder_weights(network, model_dir)
     network = network.to(device=target, dtype=dtype).eval()
     info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info,
             "dtype": str(dtype).removeprefix("torch.")}

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -174,7 +175,8 @@ def init_weights(model, source: str, objective: str | None = None) -> Path:
         if objective is not None and card.get("objective", objective) != objective:
             raise ValueError(f"--init-from {source}: that model was trained for {card['objective']!r}, "
                              f"this run trains {objective!r}")
-        touched = {key.rsplit(".", 1)[0] + ".weight" for key in load_file(path / LOWRANK_DELTA)}
+        with safe_open(str(path / LOWRANK_DELTA), framework="pt") as stored:  # the names only: no tensors read
+            touched = {key.rsplit(".", 1)[0] + ".weight" for key in stored.keys()}
         if not touched <= {n for n, p in model.named_parameters() if p.requires_grad}:
             raise ValueError(f"--init-from {source}: its delta is to weights this run does not train; "
                              "a low-rank full fine-tune continues with --method full")
