@@ -224,6 +224,15 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     return stats
 
 
+def lowrank_delta_targets(path: Path) -> set[str]:
+    """The names of the weights a stored low-rank delta changes (its tensors are `{key}.u`, `{key}.s`, ... for the
+    weight `{key}.weight`); reads the file's index only, no tensors."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return {k.rsplit(".", 1)[0] + ".weight" for k in f.keys()}
+
+
 def apply_quantized_lowrank(model: torch.nn.Module, path: Path) -> None:
     """Add the stored low-rank deltas to a model's weights (the inverse of `export_full_as_quantized_lowrank`)."""
     from safetensors import safe_open

@@ -19,7 +19,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
@@ -167,7 +166,7 @@ def init_weights(model, source: str, objective: str | None = None) -> Path:
     trainable parameters; they must be exactly those parameters (the same method and base model). An exported
     full fine-tune (a model folder with `delta_lowrank.safetensors`) is taken too: its stored delta is added to
     the base weights, so a later stage can start from a shipped model when its run folder is gone."""
-    from .export import LOWRANK_DELTA, apply_quantized_lowrank  # here: export imports this module
+    from .export import LOWRANK_DELTA, apply_quantized_lowrank, lowrank_delta_targets  # here: export imports this module
 
     path = Path(source)
     if path.is_dir() and not (path / "final.safetensors").exists() and (path / LOWRANK_DELTA).is_file():
@@ -175,9 +174,7 @@ def init_weights(model, source: str, objective: str | None = None) -> Path:
         if objective is not None and card.get("objective", objective) != objective:
             raise ValueError(f"--init-from {source}: that model was trained for {card['objective']!r}, "
                              f"this run trains {objective!r}")
-        with safe_open(str(path / LOWRANK_DELTA), framework="pt") as stored:  # the names only: no tensors read
-            touched = {key.rsplit(".", 1)[0] + ".weight" for key in stored.keys()}
-        if not touched <= {n for n, p in model.named_parameters() if p.requires_grad}:
+        if not lowrank_delta_targets(path / LOWRANK_DELTA) <= {n for n, p in model.named_parameters() if p.requires_grad}:
             raise ValueError(f"--init-from {source}: its delta is to weights this run does not train; "
                              "a low-rank full fine-tune continues with --method full")
         apply_quantized_lowrank(model, path / LOWRANK_DELTA)
