@@ -61,6 +61,28 @@ def test_score_documents_against_gold(capsys, tmp_path):
         assert report["micro_f1"] == 1.0 and report["fp"] == 0 and report["fn"] == 0
 
 
+
+def test_score_bootstrap_and_paired_comparison(capsys, tmp_path):
+    results = str(EXAMPLES / "sample_results.json")
+    assert main(["score", "--pred", results, "--bootstrap", "300", "--seed", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    interval = report["micro_f1_interval"]
+    assert interval["estimate"] == pytest.approx(report["micro_f1"]) and interval["resamples"] == 300
+    assert interval["low"] <= report["micro_f1"] <= interval["high"] < 1.0
+    # against itself: the same score, a difference of exactly 0 in every resample
+    assert main(["score", "--pred", results, "--against", results, "--bootstrap", "100", "--json"]) == 0
+    against = json.loads(capsys.readouterr().out)["against"]
+    assert against["micro_f1"] == pytest.approx(report["micro_f1"])
+    assert against["paired"]["difference"]["low"] == against["paired"]["difference"]["high"] == 0.0
+    assert main(["score", "--pred", results, "--against", results, "--bootstrap", "100"]) == 0
+    text = capsys.readouterr().out
+    assert "95 % interval" in text and "difference +0.00" in text
+    gold = str(EXAMPLES / "sample.conll")
+    result = run("score", "--pred", gold, "--gold", gold, "--against", results)
+    assert result.returncode == 2 and "--against" in result.stderr and "missing" in result.stderr
+    result = run("score", "--pred", results, "--bootstrap", "-3")
+    assert result.returncode == 2 and "resamples" in result.stderr
+
 def test_convert_round_trip(tmp_path, capsys):
     out = tmp_path / "sample.jsonl"
     assert main(["data", "convert", str(EXAMPLES / "sample.conll"), "--to", "jsonl", "-o", str(out)]) == 0

@@ -140,3 +140,58 @@ def test_predictions_without_probabilities_score_as_written():
     assert sorted((m.label, m.text, m.probability or 0) for m in again[0].mentions) == [
         ("LOC", "Nokia", 0), ("ORG", "Nokia", 0), ("ORG", "Nokia Oyj", 0.7)]
     assert {m.text: m.probability for m in again[0].mentions}["Nokia"] is None
+
+
+# --- bootstrap intervals (padellm_ner.core.bootstrap) ----------------------------------------------------------
+
+def test_per_document_counts_add_up_to_the_totals():
+    pairs = [({"PER": ["A", "B"]}, {"PER": ["A"]}), ({}, {"LOC": ["C"]}), ({"ORG": ["E"]}, {"ORG": ["E"]})]
+    s = set_scores(pairs)
+    assert s.per_document == [(1, 1, 0), (0, 0, 1), (1, 0, 0)]
+    spans = span_scores([([(0, 2, "PER"), None], [(0, 2, "PER")]), ([], [(3, 5, "LOC")])])
+    assert spans.per_document == [(1, 1, 0), (0, 0, 1)]  # an unplaced prediction counts in its document
+    for scores in (s, spans):
+        assert tuple(map(sum, zip(*scores.per_document))) == scores.total.counts()
+
+
+def test_interval_brackets_the_score_and_narrows_with_more_documents():
+    from padellm_ner.core.bootstrap import micro_f1_interval
+
+    documents = [(3, 1, 0), (0, 2, 2), (5, 0, 1), (1, 1, 1), (4, 0, 0), (0, 1, 3)] * 5
+    small = micro_f1_interval(documents, resamples=500, seed=1)
+    tp, fp, fn = map(sum, zip(*documents))
+    assert small.estimate == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    assert small.low < small.estimate < small.high
+    assert small == micro_f1_interval(documents, resamples=500, seed=1)  # seeded: the same interval
+    large = micro_f1_interval(documents * 16, resamples=500, seed=1)
+    assert large.high - large.low < (small.high - small.low) / 2  # about 1/sqrt(16) as wide
+    same = micro_f1_interval([(2, 1, 1)] * 40, resamples=200)
+    assert same.low == same.high == same.estimate == pytest.approx(2 / 3)  # nothing varies between documents
+
+
+def test_paired_comparison_sees_a_consistent_gain_that_the_two_intervals_hide():
+    from padellm_ner.core.bootstrap import micro_f1_interval, paired_comparison
+
+    # B varies a lot between documents; A is B with one more true positive (one fewer miss) in every fifth one
+    b = [(tp, fp, fn) for tp, fp, fn in [(9, 1, 2), (1, 3, 4), (6, 0, 0), (2, 2, 5), (7, 1, 1)] * 20]
+    a = [(tp + 1, fp, fn - 1) if i % 5 == 0 else (tp, fp, fn) for i, (tp, fp, fn) in enumerate(b)]
+    interval_a, interval_b = micro_f1_interval(a, seed=3), micro_f1_interval(b, seed=3)
+    assert interval_a.low < interval_b.high  # alone, the two intervals overlap
+    paired = paired_comparison(a, b, seed=3)
+    assert paired.difference.estimate == pytest.approx(interval_a.estimate - interval_b.estimate)
+    assert 0 < paired.difference.low <= paired.difference.high and paired.a_better_share > 0.99
+    tie = paired_comparison(b, b, resamples=100)
+    assert (tie.difference.low, tie.difference.high, tie.a_better_share) == (0.0, 0.0, 0.0)
+
+
+def test_bootstrap_rejects_what_it_cannot_do():
+    from padellm_ner.core.bootstrap import micro_f1_interval, paired_comparison
+
+    with pytest.raises(ValueError, match="at least one document"):
+        micro_f1_interval([])
+    with pytest.raises(ValueError, match="resamples"):
+        micro_f1_interval([(1, 0, 0)], resamples=0)
+    with pytest.raises(ValueError, match="confidence"):
+        micro_f1_interval([(1, 0, 0)], confidence=1.0)
+    with pytest.raises(ValueError, match="same documents"):
+        paired_comparison([(1, 0, 0)], [(1, 0, 0), (0, 1, 0)])

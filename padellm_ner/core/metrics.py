@@ -38,6 +38,9 @@ class LabelScore:
         p, r = self.precision, self.recall
         return 2 * p * r / (p + r) if p + r else 0.0
 
+    def counts(self) -> tuple[int, int, int]:
+        return self.tp, self.fp, self.fn
+
     def to_json(self) -> dict:
         return {
             "precision": self.precision, "recall": self.recall, "f1": self.f1,
@@ -52,6 +55,12 @@ class Scores:
     total: LabelScore = field(default_factory=LabelScore)
     per_label: dict[str, LabelScore] = field(default_factory=dict)
     by_group_size: dict[str, LabelScore] = field(default_factory=dict)  # set metric only; see the module doc
+    per_document: list[tuple[int, int, int]] = field(default_factory=list)  # (tp, fp, fn) of each, in order
+
+    def close_document(self, before: tuple[int, int, int]) -> None:
+        """Record what the document just added (the totals were `before` it), for bootstrap intervals."""
+        now = self.total.counts()
+        self.per_document.append((now[0] - before[0], now[1] - before[1], now[2] - before[2]))
 
     @property
     def micro_f1(self) -> float:
@@ -119,8 +128,10 @@ def set_scores(pairs: Iterable[tuple[Mapping[str, Iterable[str]], Mapping[str, I
     scores = Scores("set")
     for predicted, gold in pairs:
         scores.documents += 1
+        before = scores.total.counts()
         for label in set(predicted) | set(gold):
             scores.add(label, set(predicted.get(label, ())), set(gold.get(label, ())), by_group=True)
+        scores.close_document(before)
     return scores
 
 
@@ -136,6 +147,7 @@ def span_scores(pairs: Iterable[tuple[Iterable[Span | None], Iterable[Span]]]) -
     scores = Scores("span")
     for predicted, gold in pairs:
         scores.documents += 1
+        before = scores.total.counts()
         predicted_spans: dict[str, set] = {}
         unplaced: dict[str, int] = {}
         for span in predicted:
@@ -153,6 +165,7 @@ def span_scores(pairs: Iterable[tuple[Iterable[Span | None], Iterable[Span]]]) -
                 score = scores.per_label[label]
                 score.fp += unplaced[label]
                 scores.total.fp += unplaced[label]
+        scores.close_document(before)
     return scores
 
 
