@@ -61,7 +61,6 @@ def test_score_documents_against_gold(capsys, tmp_path):
         assert report["micro_f1"] == 1.0 and report["fp"] == 0 and report["fn"] == 0
 
 
-
 def test_score_bootstrap_and_paired_comparison(capsys, tmp_path):
     results = str(EXAMPLES / "sample_results.json")
     assert main(["score", "--pred", results, "--bootstrap", "300", "--seed", "2", "--json"]) == 0
@@ -82,6 +81,7 @@ def test_score_bootstrap_and_paired_comparison(capsys, tmp_path):
     assert result.returncode == 2 and "--against" in result.stderr and "missing" in result.stderr
     result = run("score", "--pred", results, "--bootstrap", "-3")
     assert result.returncode == 2 and "resamples" in result.stderr
+
 
 def test_convert_round_trip(tmp_path, capsys):
     out = tmp_path / "sample.jsonl"

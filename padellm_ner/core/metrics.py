@@ -51,7 +51,6 @@ class LabelScore:
 @dataclass
 class Scores:
     metric: str
-    documents: int = 0
     total: LabelScore = field(default_factory=LabelScore)
     per_label: dict[str, LabelScore] = field(default_factory=dict)
     by_group_size: dict[str, LabelScore] = field(default_factory=dict)  # set metric only; see the module doc
@@ -61,6 +60,10 @@ class Scores:
         """Record what the document just added (the totals were `before` it), for bootstrap intervals."""
         now = self.total.counts()
         self.per_document.append((now[0] - before[0], now[1] - before[1], now[2] - before[2]))
+
+    @property
+    def documents(self) -> int:
+        return len(self.per_document)
 
     @property
     def micro_f1(self) -> float:
@@ -127,7 +130,6 @@ def set_scores(pairs: Iterable[tuple[Mapping[str, Iterable[str]], Mapping[str, I
     """Set-based scores over (predicted, gold) pairs of {label: mention strings} per document."""
     scores = Scores("set")
     for predicted, gold in pairs:
-        scores.documents += 1
         before = scores.total.counts()
         for label in set(predicted) | set(gold):
             scores.add(label, set(predicted.get(label, ())), set(gold.get(label, ())), by_group=True)
@@ -146,7 +148,6 @@ def span_scores(pairs: Iterable[tuple[Iterable[Span | None], Iterable[Span]]]) -
     """
     scores = Scores("span")
     for predicted, gold in pairs:
-        scores.documents += 1
         before = scores.total.counts()
         predicted_spans: dict[str, set] = {}
         unplaced: dict[str, int] = {}

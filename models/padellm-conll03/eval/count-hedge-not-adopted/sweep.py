@@ -40,4 +40,5 @@ def score(tau, pi):
 base = score(2.0, 2.0)
 print("base", base)
 for tau in (0.02, 0.05, 0.1, 0.2, 0.3, 0.4):
-    print(tau, [(pi, round(score(tau, pi)[0] * 100, 2), score(tau, pi)[1]) for pi in (0.0, 0.5, 0.8, 0.9)])
+    cells = [(pi, *score(tau, pi)) for pi in (0.0, 0.5, 0.8, 0.9)]
+    print(tau, [(pi, round(f1 * 100, 2), added) for pi, f1, added in cells])
