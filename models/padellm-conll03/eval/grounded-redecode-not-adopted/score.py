@@ -1,11 +1,12 @@
 """Step 3 of 3. `python score.py PASS.jsonl GOLD > report.json`: score a recorded pass with and without the
-re-decoded absent mentions: whole dev, the seeded sample of 800 (seed 3) and the other 2,450; paired bootstrap of the difference; the list of re-decodes. JSON on stdout."""
+re-decoded absent mentions (`repairs`): whole dev, the seeded sample of 800 (seed 3) and the other 2,450; the
+paired bootstrap of the difference; the list of re-decodes. JSON on stdout."""
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
-from padellm_ner.core import CountResult, MentionResult, aggregate, set_scores
+from padellm_ner.core import CountResult, MentionResult, aggregate, get_schema, set_scores
 from padellm_ner.core.bootstrap import paired_comparison
 from padellm_ner.data import read_corpus
 from padellm_ner.data.selection import select_documents
@@ -14,7 +15,7 @@ PASS, GOLD = sys.argv[1], sys.argv[2]
 documents = read_corpus(GOLD).documents
 gold = {d.id: d for d in documents}
 sample800 = {d.id for d in select_documents(documents, sample=800, seed=3)}
-labels = ["ORG", "MISC", "PER", "LOC"]
+labels = list(get_schema("conll03").labels)
 parts = {"whole dev": [], "sample 800 (seed 3)": [], "other 2,450": []}
 redecodes = []
 for line in open(PASS):
