@@ -1,0 +1,201 @@
+"""The embedded model on text and corpora: `recognize`, `eval` and `bench`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..core import DEDUP_POLICIES, scores_table
+from ..data import read_corpus
+from .options import (
+    add_model_options, add_reader_options, add_selection_options, engine_for, lookup_tokens, reader_options,
+    schema_of, selected, set_threads,
+)
+
+
+def _rounded(probability: float | None) -> float | None:
+    return None if probability is None else round(probability, 6)
+
+
+def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict:
+    """A mention's probability is null where the method gives none (AutoReg_Struct)."""
+    return {
+        "text": prediction.text,
+        "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
+                      "probability": _rounded(m.probability)} for m in prediction.mentions],
+        "counts": {c.label: {"count": c.count, "probability": round(c.probability, 6), "status": c.status.value}
+                   for c in prediction.counts},
+        "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
+                             for m in prediction.removed_by_dedup],
+        "not_in_text": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
+                        for m in prediction.absent],
+        "model": engine_model.info.get("name"), "schema": schema.name, "latency_ms": round(latency_s * 1000, 2),
+    }
+
+
+def _recognize_remote(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import grpc
+
+    from padellm.v1 import ner_pb2, ner_pb2_grpc
+    from service.records import EntityRecord
+
+    from ..grpc_common import TlsFiles, channel
+
+    async def call():
+        async with channel(args.endpoint, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)) as ch:
+            stub = ner_pb2_grpc.NerServiceStub(ch)
+            request = ner_pb2.RecognizeRequest(id=args.id, text=args.text, schema=args.schema or "",
+                                               labels=args.labels.split(",") if args.labels else [])
+            return await stub.Recognize(request, timeout=args.timeout)
+
+    try:
+        record = EntityRecord.from_proto(asyncio.run(call())).to_json()
+    except grpc.aio.AioRpcError as error:
+        print(f"padellm-ner: error: {error.code().name}: {error.details()}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    else:
+        for e in record["entities"]:
+            probability = "-" if e.get("probability") is None else f"{e['probability']:.3f}"
+            print(f"{e['label']:<8} {e['text']:<30} [{e['start']}:{e['end']}] p={probability}")
+        print(f"({len(record['entities'])} entities, {record['timings']['wall_ms']:.0f} ms, model {record['model']})")
+    return 0
+
+
+def cmd_recognize(args: argparse.Namespace) -> int:
+    if args.endpoint:
+        return _recognize_remote(args)
+    set_threads()
+    engine_model, engine = engine_for(args, args.model)
+    schema = schema_of(args, engine_model)
+    labels = args.labels.split(",") if args.labels else None
+    if labels:
+        for label in labels:
+            schema.prompt_word(label)  # a clear error for a label outside the schema
+    result = engine.recognize(args.text, schema, labels) if labels else engine.recognize(args.text, schema)
+    record = _prediction_json(result.prediction, engine_model, schema, result.latency_s)
+    if args.json:
+        print(json.dumps(record, ensure_ascii=False, indent=2))
+    else:
+        for e in record["entities"]:
+            where = f"[{e['start']}:{e['end']}]" if e["start"] is not None else "[not found in text]"
+            probability = "-" if e["probability"] is None else f"{e['probability']:.3f}"
+            print(f"{e['label']:<8} {e['text']:<30} {where:<12} p={probability}")
+        print(f"({len(record['entities'])} entities, {record['latency_ms']:.0f} ms, model {record['model']})")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from workers.evaluation import PADELLM_NO_PREFIX, PADELLM_PREFIX, predictions_jsonl, run_mode
+
+    set_threads()
+    corpus = read_corpus(args.data, args.format, **reader_options(args))
+    documents, selection = selected(args, corpus.documents)
+    engine_model, engine = engine_for(args, args.model, prefix_sharing=not args.no_prefix_sharing)
+    schema = schema_of(args, engine_model)
+    mode = engine_model.info.get("objective") or "base-model"
+    if mode == "padellm":
+        mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
+    run = run_mode(mode, lambda text: engine.recognize(text, schema), documents, schema, warmup=args.warmup)
+    report = {"data": args.data, "documents_selected": selection, "model": engine_model.info.get("name"),
+              "mode": mode, "schema": schema.name,
+              "device": str(engine_model.device), "dtype": engine_model.info["dtype"],
+              "threads": __import__("torch").get_num_threads(), **run.summary()}
+    if args.predictions:
+        Path(args.predictions).write_text(predictions_jsonl(run, documents), encoding="utf-8")
+    if args.json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+    else:
+        print(scores_table(run.set_scores))
+        print(f"micro-F1 {report['micro_f1'] * 100:.2f}  span micro-F1 {report['span_micro_f1'] * 100:.2f}  "
+              f"latency mean {report['latency_ms_mean']:.1f} ms (p50 {report['latency_ms_p50']:.1f}, "
+              f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from workers.engine.autoreg import AutoregStructEngine
+    from workers.engine.loading import load_engine_model
+    from workers.engine.padellm import PadellmEngine
+    from workers.evaluation import (
+        AUTOREG_STRUCT, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_modes, speedups,
+    )
+
+    set_threads()
+    corpus = read_corpus(args.data, args.format, **reader_options(args))
+    documents, selection = selected(args, corpus.documents)
+    padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
+    schema = schema_of(args, padellm_model)
+    recognizers = {}
+    for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
+        engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup_tokens(args))
+        recognizers[mode] = lambda text, e=engine: e.recognize(text, schema)
+    if args.baseline_model:
+        baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
+                                           dtype=args.dtype)
+        baseline = AutoregStructEngine(baseline_model, lookup_tokens=lookup_tokens(args))
+        recognizers[AUTOREG_STRUCT] = lambda text: baseline.recognize(text, schema)
+    runs = run_modes(recognizers, documents, schema)  # interleaved document by document
+    modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
+    report = {"data": args.data, "documents": len(documents), "documents_selected": selection,
+              "device": str(padellm_model.device),
+              "dtype": padellm_model.info["dtype"],
+              "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
+              "lookup_tokens": lookup_tokens(args),
+              "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
+    output = Path(args.output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "bench.json").write_text(json.dumps(report, indent=2))
+    bench_plot(report, output / "bench.png")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(bench_table(report))
+        print(f"wrote {output / 'bench.json'} and {output / 'bench.png'}")
+    return 0
+
+
+def register(commands) -> None:
+    """`recognize`, `eval` and `bench`."""
+    rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")
+    rec.add_argument("text")
+    rec.add_argument("--labels", help="comma-separated labels (default: all of the schema)")
+    add_model_options(rec)
+    rec.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
+    rec.add_argument("--no-adapter", action="store_true", help="the bare base model (for checks)")
+    rec.add_argument("--json", action="store_true")
+    rec.add_argument("--endpoint", help="HOST:PORT of a running NER service: call it instead of the embedded model")
+    rec.add_argument("--id", default="cli-1", help="document id sent to the service")
+    rec.add_argument("--timeout", type=float, default=60.0, help="deadline of the service call (s)")
+    rec.add_argument("--tls-ca", help="CA that signed the service's certificate (turns TLS on)")
+    rec.add_argument("--tls-cert", help="client certificate for mutual TLS")
+    rec.add_argument("--tls-key", help="client key for mutual TLS")
+    rec.set_defaults(handler=cmd_recognize)
+
+    ev = commands.add_parser("eval", help="predict a corpus with the embedded model and score it")
+    ev.add_argument("--data", required=True)
+    add_reader_options(ev)
+    add_selection_options(ev, None)
+    add_model_options(ev)
+    ev.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
+    ev.add_argument("--no-prefix-sharing", action="store_true", help="encode every prompt on its own")
+    ev.add_argument("--warmup", type=int, default=2, help="documents decoded first and not measured")
+    ev.add_argument("--predictions", help="write the predictions (JSONL with offsets and probabilities) here")
+    ev.add_argument("--json", action="store_true")
+    ev.set_defaults(handler=cmd_eval)
+
+    be = commands.add_parser("bench", help="PaDeLLM with and without prefix sharing and AutoReg_Struct, side by side")
+    be.add_argument("--data", required=True)
+    add_reader_options(be)
+    add_selection_options(be, 300)
+    add_model_options(be)
+    be.add_argument("--baseline-model", help="an AutoReg_Struct model folder (models/autoreg-struct-conll03)")
+    be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
+    be.add_argument("--json", action="store_true")
+    be.set_defaults(handler=cmd_bench)
+
