@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ..data import read_corpus
-from .options import add_reader_options, at_least, count, positive, reader_options, schema_for, set_threads
+from .options import add_reader_options, at_least, non_negative, positive, reader_options, schema_for, set_threads
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
@@ -94,7 +94,7 @@ def register(commands) -> None:
     tr.add_argument("--seed", type=int, default=1234)
     tr.add_argument("--time-budget", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    tr.add_argument("--oversample-min-mentions", type=count, default=0, metavar="N",
+    tr.add_argument("--oversample-min-mentions", type=non_negative, default=0, metavar="N",
                     help="repeat documents in which one label has at least N mentions (long lists; 0: off)")
     tr.add_argument("--oversample-times", type=positive, default=1, metavar="R",
                     help="how often such a document appears per epoch (default 1: not repeated)")

@@ -64,7 +64,7 @@ def at_least(minimum: int):
     return parse
 
 
-count, positive = at_least(0), at_least(1)
+non_negative, positive = at_least(0), at_least(1)  # argparse types
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -74,7 +74,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16"),
                         help="engine weights (default auto: bf16 on a GPU, fp32 on the CPU; or PADELLM_DTYPE)")
     parser.add_argument("--schema", help="label schema (default: the model's)")
-    parser.add_argument("--lookup-tokens", type=count, default=None, metavar="N",
+    parser.add_argument("--lookup-tokens", type=non_negative, default=None, metavar="N",
                         help="prompt-lookup decoding: draft up to N tokens of each sequence from the document and "
                              "keep what greedy decoding agrees with (same output, fewer forwards); 0 turns it off "
                              "(default: PADELLM_LOOKUP_TOKENS, else 4)")
