@@ -131,14 +131,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     documents, selection = selected(args, corpus.documents)
     padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = schema_of(args, padellm_model)
+    lookup = lookup_tokens(args)  # read once, so the report records what every engine used
     recognizers = {}
     for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
-        engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup_tokens(args))
+        engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup)
         recognizers[mode] = lambda text, e=engine: e.recognize(text, schema)
     if args.baseline_model:
         baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
                                            dtype=args.dtype)
-        baseline = AutoregStructEngine(baseline_model, lookup_tokens=lookup_tokens(args))
+        baseline = AutoregStructEngine(baseline_model, lookup_tokens=lookup)
         recognizers[AUTOREG_STRUCT] = lambda text: baseline.recognize(text, schema)
     runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
@@ -146,7 +147,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
               "device": str(padellm_model.device),
               "dtype": padellm_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
-              "lookup_tokens": lookup_tokens(args),
+              "lookup_tokens": lookup,
               "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)

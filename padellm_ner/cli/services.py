@@ -64,11 +64,12 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = schema_of(args, engine_model)
     workers = [int(n) for n in args.worker_counts.split(",")]
+    lookup = lookup_tokens(args)  # read once: the in-process engine and the spawned workers must agree
     model_args = [*(["--model", args.model] if args.model else []),
                   *(["--base-model", args.base_model] if args.base_model else []),
-                  *(["--dtype", args.dtype] if args.dtype else []), "--lookup-tokens", str(lookup_tokens(args))]
+                  *(["--dtype", args.dtype] if args.dtype else []), "--lookup-tokens", str(lookup)]
     report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
-                                   model_args=model_args, mode=args.mode, lookup_tokens=lookup_tokens(args)))
+                                   model_args=model_args, mode=args.mode, lookup_tokens=lookup))
     report["data"] = args.data
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
