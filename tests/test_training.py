@@ -196,6 +196,20 @@ def test_lora_training_and_export(tiny_base_model, docs, tokenizer, tmp_path):
     assert json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]["lora_rank"] == 4
 
 
+def test_an_unfinished_run_exports_from_its_checkpoint_and_says_how_far_it_came(tiny_base_model, docs, tokenizer,
+                                                                                tmp_path):
+    from workers.training.export import export_run
+
+    config = _config(tiny_base_model, tmp_path / "cut", method="lora", lora_rank=4, lora_alpha=8, max_steps=4)
+    config.time_budget_minutes = 0.0  # stops after its first step, checkpointed, unfinished
+    run = train(config, docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    assert not (run / "final.safetensors").exists()
+    export_run(run, tmp_path / "model", rank=4, version="test")
+    training = json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]
+    assert training["steps"] == 1 and training["trained_s"] > 0
+    assert "not finished" in training["note"]
+
+
 def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenizer, tmp_path):
     from workers.engine.loading import load_engine_model
 

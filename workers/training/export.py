@@ -303,7 +303,10 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     weights = run / "final.safetensors"
     if not weights.exists():
         weights = run / "checkpoint" / "trainable.safetensors"
-        final = {**final, "note": "exported from the latest checkpoint, training not finished"}
+        # a model taken from an unfinished run says how far the run had come, as a finished one does
+        state = json.loads((run / "checkpoint" / "state.json").read_text())
+        final = {**final, "steps": state["step"], "trained_s": state["elapsed_s"],
+                 "note": "exported from the latest checkpoint, training not finished"}
     info = {
         "objective": config["objective"], "schema": config["schema"], "method": config["method"],
         "base_model_name": Path(config["base_model"]).name, "version": version,
