@@ -26,7 +26,7 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .loop import PROJECTIONS
+from .loop import PROJECTIONS, Checkpoints
 
 LOWRANK_DELTA = "delta_lowrank.safetensors"  # the quantised low-rank forms' one weights file
 
@@ -302,9 +302,10 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else {}
     weights = run / "final.safetensors"
     if not weights.exists():
-        weights = run / "checkpoint" / "trainable.safetensors"
+        checkpoints = Checkpoints(run)
+        weights = checkpoints.weights
         # a model taken from an unfinished run says how far the run had come, as a finished one does
-        state = json.loads((run / "checkpoint" / "state.json").read_text())
+        state = checkpoints.state()
         final = {**final, "steps": state["step"], "trained_s": state["elapsed_s"],
                  "note": "exported from the latest checkpoint, training not finished"}
     info = {

@@ -127,13 +127,21 @@ class Checkpoints:
         self.run = run
         self.path = run / "checkpoint"
 
+    @property
+    def weights(self) -> Path:
+        return self.path / "trainable.safetensors"
+
     def exists(self) -> bool:
         return (self.path / "state.json").exists()
+
+    def state(self) -> dict:
+        """Where the latest checkpoint stands: step, epoch, position (row) and elapsed_s (training seconds)."""
+        return json.loads((self.path / "state.json").read_text())
 
     def save(self, model, optimizer, step: int, epoch: int, position: int, elapsed: float) -> None:
         staging = self.run / "checkpoint.tmp"
         staging.mkdir(parents=True, exist_ok=True)
-        save_file(trainable_state(model), staging / "trainable.safetensors")
+        save_file(trainable_state(model), staging / self.weights.name)
         torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
                     "python_rng": random.getstate()}, staging / "optimizer.pt")
         (staging / "state.json").write_text(json.dumps(
@@ -149,7 +157,7 @@ class Checkpoints:
             staging.rename(self.path)
 
     def load(self, model, optimizer) -> dict:
-        weights = load_file(self.path / "trainable.safetensors")
+        weights = load_file(self.weights)
         missing = names_that_differ(weights, model)
         if missing:
             raise RuntimeError(f"checkpoint does not match the model's trainable weights: {missing[:4]}")
@@ -158,7 +166,7 @@ class Checkpoints:
         optimizer.load_state_dict(extra["optimizer"])
         torch.set_rng_state(extra["torch_rng"])
         random.setstate(extra["python_rng"])
-        return json.loads((self.path / "state.json").read_text())
+        return self.state()
 
 
 def init_weights(model, source: str, objective: str | None = None) -> Path:
