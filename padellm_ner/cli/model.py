@@ -35,6 +35,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, bf16=_train_bf16(args.bf16),
         seed=args.seed, time_budget_minutes=args.time_budget, checkpoint_minutes=args.checkpoint_minutes,
         oversample_min_mentions=args.oversample_min_mentions, oversample_times=args.oversample_times,
+        mention_replacement_copies=args.mention_replacement_copies,
         schema=schema.name, data=list(args.data), init_from=args.init_from,
     )
     print(f"schema {schema.name}: {', '.join(schema.labels)}; base model {base}", file=sys.stderr)
@@ -98,6 +99,9 @@ def register(commands) -> None:
                     help="repeat documents in which one label has at least N mentions (long lists; 0: off)")
     tr.add_argument("--oversample-times", type=positive, default=1, metavar="R",
                     help="how often such a document appears per epoch (default 1: not repeated)")
+    tr.add_argument("--mention-replacement", dest="mention_replacement_copies", type=non_negative, default=0,
+                    metavar="C", help="add C copies of the corpus to each epoch, each mention in them swapped for "
+                                      "another training mention of its label (0: off)")
     tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
     tr.add_argument("--init-from", metavar="RUN",
                     help="start from a finished run's trained weights (same --method and base model), or from an "

@@ -284,8 +284,8 @@ def _save(peft_model, output: Path, info: dict) -> None:
 # (which files, which documents were repeated, and the run it continued from, if any); not where this run and the
 # base model sat, nor its time budget.
 TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "row_tokens", "rows_per_step",
-                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times", "init_from",
-                 "max_steps")
+                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times",
+                 "mention_replacement_copies", "init_from", "max_steps")
 
 
 def _training_record(config: dict) -> dict:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from padellm_ner.core import LabelSchema
 
+from .augment import MentionReplacement, augmented_documents
 from .examples import TokenizedDocument, tokenize_document
 from .packing import IGNORE, collate, pack
 from .sampling import Oversampling, epoch_documents
@@ -54,6 +55,7 @@ class TrainConfig:
     checkpoint_minutes: float = 10.0
     oversample_min_mentions: int = 0  # documents with a label of this many mentions or more ... (0: off)
     oversample_times: int = 1  # ... appear this many times per epoch
+    mention_replacement_copies: int = 0  # copies of the corpus per epoch with mentions swapped (augment.py; 0: off)
     schema: str = ""
     data: list[str] = field(default_factory=list)
     # Start from another finished run's trained weights instead of the base model's (a continuation with a
@@ -212,6 +214,11 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
     random.seed(config.seed)
 
     oversampling = Oversampling(config.oversample_min_mentions, config.oversample_times)
+    copies = augmented_documents(documents, MentionReplacement(config.mention_replacement_copies, config.seed))
+    if copies:
+        log(f"mention replacement: {config.mention_replacement_copies} x the corpus added, its mentions swapped for "
+            f"others of their label ({len(documents)} -> {len(documents) + len(copies)} documents)")
+    documents = list(documents) + copies
     corpus_size = len(documents)
     documents, repeated = epoch_documents(documents, oversampling)
     if oversampling.active:
