@@ -1,27 +1,64 @@
-"""Recall and precision of (label, string) pairs split by whether the string is a mention of that label in train."""
-import json, sys
-sys.path.insert(0, '/work/main')
+"""Recall and precision of predicted (label, string) pairs, split by whether the string is a training mention.
+
+    python seen.py PREDICTIONS.jsonl GOLD [--train TRAIN] [--json OUT]
+
+PREDICTIONS is what `padellm-ner eval --predictions` writes; GOLD and TRAIN are any corpus the readers take.
+A gold or predicted pair is "seen" where TRAIN has the string as a mention of that label, "other label" where
+TRAIN has it only under other labels, "unseen" otherwise. Pairs are counted as the paper's metric counts them:
+one per (document, label, string).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
 from padellm_ner.data import read_corpus
-train = read_corpus('/work/shared/datasets/conll2003/original/train.txt', 'auto').documents
-seen = {(e.label, e.text) for d in train for e in d.entities}
-seen_any = {e.text for d in train for e in d.entities}
-gold_docs = read_corpus(sys.argv[2], 'auto').documents
-pred = {json.loads(l)['id']: json.loads(l) for l in open(sys.argv[1])}
-stats = {k: [0, 0, 0] for k in ('seen', 'seen-other-label', 'unseen')}  # tp, fn, fp
-def kind(l, t): return 'seen' if (l, t) in seen else ('seen-other-label' if t in seen_any else 'unseen')
-for d in gold_docs:
-    g = {(e.label, e.text) for e in d.entities}
-    p = {(e['label'], e['text']) for e in pred[d.id]['entities']}
-    for x in g: stats[kind(*x)][0 if x in p else 1] += 1
-    for x in p - g: stats[kind(*x)][2] += 1
-for k, (tp, fn, fp) in stats.items():
-    print(f"{k:18s} gold {tp+fn:5d} recall {100*tp/max(1,tp+fn):6.2f}  false pos {fp:4d} precision {100*tp/max(1,tp+fp):6.2f}")
-print()
-for label in ('PER', 'LOC', 'ORG', 'MISC'):
-    st = {k: [0, 0, 0] for k in ('seen', 'seen-other-label', 'unseen')}
-    for d in gold_docs:
-        g = {(e.label, e.text) for e in d.entities if e.label == label}
-        p = {(e['label'], e['text']) for e in pred[d.id]['entities'] if e['label'] == label}
-        for x in g: st[kind(*x)][0 if x in p else 1] += 1
-        for x in p - g: st[kind(*x)][2] += 1
-    print(label, '  '.join(f"{k}: n={tp+fn} R={100*tp/max(1,tp+fn):.1f} fp={fp}" for k, (tp, fn, fp) in st.items()))
+
+KINDS = ("seen", "other label", "unseen")
+DEFAULT_TRAIN = Path(__file__).resolve().parents[4] / "../shared/datasets/conll2003/original/train.txt"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("predictions")
+    parser.add_argument("gold")
+    parser.add_argument("--train", default=str(DEFAULT_TRAIN))
+    parser.add_argument("--json", help="write the counts here as JSON")
+    args = parser.parse_args()
+
+    train = read_corpus(args.train).documents
+    seen = {(e.label, e.text) for d in train for e in d.entities}
+    seen_strings = {e.text for d in train for e in d.entities}
+
+    def kind(pair: tuple[str, str]) -> str:
+        return "seen" if pair in seen else "other label" if pair[1] in seen_strings else "unseen"
+
+    predicted = {}
+    for line in Path(args.predictions).read_text(encoding="utf-8").splitlines():
+        record = json.loads(line)
+        predicted[record["id"]] = {(e["label"], e["text"]) for e in record["entities"]}
+    counts: dict[str, dict[str, dict[str, int]]] = {}  # label (or "all") -> kind -> tp / fn / fp
+    for document in read_corpus(args.gold).documents:
+        gold = {(e.label, e.text) for e in document.entities}
+        found = predicted[document.id]
+        for pair, outcome in [(p, "tp" if p in found else "fn") for p in gold] + [(p, "fp") for p in found - gold]:
+            for label in ("all", pair[0]):
+                cell = counts.setdefault(label, {k: {"tp": 0, "fn": 0, "fp": 0} for k in KINDS})[kind(pair)]
+                cell[outcome] += 1
+
+    report = {}
+    print(f"{'label':6s} {'kind':12s} {'gold':>6s} {'recall':>7s} {'false+':>7s} {'precision':>9s}")
+    for label, by_kind in counts.items():
+        for name, c in by_kind.items():
+            gold, recall = c["tp"] + c["fn"], 100 * c["tp"] / max(1, c["tp"] + c["fn"])
+            precision = 100 * c["tp"] / max(1, c["tp"] + c["fp"])
+            report.setdefault(label, {})[name] = {**c, "gold": gold, "recall": recall, "precision": precision}
+            print(f"{label:6s} {name:12s} {gold:6d} {recall:7.2f} {c['fp']:7d} {precision:9.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
