@@ -2,6 +2,8 @@
 # After the run of decision.txt: export it in the shipped form, predict the whole CoNLL-2003 test set as two
 # single-threaded halves side by side (AutoReg_Struct decodes at batch 1, which a second thread barely speeds
 # up), join and score them, and pair them with the shipped PaDeLLM model's whole-test predictions.
+# Then, as decision.txt rules (no gate), ship it as the baseline (models/autoreg-struct-conll03: weights and
+# padellm.json; its model card is edited by hand) and run `bench` on the seeded 600 against it.
 # Usage: bash run.sh RUN PADELLM_TEST_PREDICTIONS WORK
 #   RUN: the run folder; PADELLM_TEST_PREDICTIONS: `padellm-ner eval --data test.txt --predictions` of the
 #   shipped PaDeLLM model; WORK: where the model and the predictions go (not committed). Reports land here.
@@ -42,3 +44,10 @@ print(f"PaDeLLM (shipped):          {100 * p['micro_f1']:.2f}  P {100 * p['preci
 print(f"PaDeLLM - AutoReg_Struct:   {100 * d['estimate']:+.2f}  (paired 95 % interval {100 * d['low']:+.2f} to "
       f"{100 * d['high']:+.2f}; target: no lower than -0.50)")
 PY
+
+echo "shipping it as models/autoreg-struct-conll03; bench on the seeded 600 ($(date -u +%H:%M))"
+cp "$WORK/model/delta_lowrank.safetensors" "$WORK/model/padellm.json" models/autoreg-struct-conll03/
+sha256sum models/autoreg-struct-conll03/delta_lowrank.safetensors
+$P bench --data $TEST --sample 600 --seed 0 --baseline-model models/autoreg-struct-conll03 \
+  --output-dir "$HERE/sample600" --json > "$WORK/bench-stdout.json"
+echo "done ($(date -u +%H:%M))"
