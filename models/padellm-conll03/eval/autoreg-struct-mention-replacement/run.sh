@@ -19,7 +19,6 @@ mkdir -p "$WORK"
 [ -f "$WORK/model/padellm.json" ] ||
   $P export --run "$RUN" --output "$WORK/model" --form lowrank-int4 --rank 152 --rank-allocation energy
 cp "$WORK/model/padellm.json" "$HERE/padellm.json"
-cp "$RUN/log.jsonl" "$WORK/train-log.jsonl"
 OFFSET=$($PY "$HALVES/split.py" $TEST "$WORK/A" "$WORK/B")
 echo "first half: $OFFSET sentences; evaluating both halves side by side ($(date -u +%H:%M))"
 PADELLM_THREADS=1 $P eval --model "$WORK/model" --data "$WORK/A/test.txt" --predictions "$WORK/a.jsonl" \
