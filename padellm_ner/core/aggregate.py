@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Sequence
 
 from .dedup import DedupPolicy, dedup_mask
@@ -17,25 +18,36 @@ from .grounding import ground, split_absent
 from .parsing import DEFAULT_MAX_COUNT, CountStatus, ParsedCount, parse_count, parse_mention
 
 
+class FinishReason(str, Enum):
+    """Why a sequence ended: at a stop (newline or eos), or cut at its token limit (its text is incomplete)."""
+
+    STOP = "stop"
+    LENGTH = "length"
+
+
 @dataclass(frozen=True, slots=True)
 class CountResult:
-    """A decoded step-1 sequence."""
+    """A decoded step-1 sequence (of one window of the document; 0 for a one-window text)."""
 
     label: str
     raw: str
     logprob: float = 0.0  # sum over the generated count tokens, eos excluded
     generated_tokens: int = 0
+    finish: FinishReason = FinishReason.STOP
+    window: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class MentionResult:
-    """A decoded step-2 sequence for the k-th mention of a label."""
+    """A decoded step-2 sequence for the k-th mention of a label (in one window of the document)."""
 
     label: str
     k: int
     raw: str
     logprob: float = 0.0  # sum over the generated mention tokens, eos excluded
     generated_tokens: int = 0
+    finish: FinishReason = FinishReason.STOP
+    window: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +58,7 @@ class PredictedMention:
     probability: float | None  # None: the method gives none per mention (AutoReg_Struct's one sequence)
     start: int | None = None
     end: int | None = None
+    window: int = 0
 
     @property
     def grounded(self) -> bool:
@@ -69,6 +82,8 @@ class DocumentPrediction:
     removed_by_dedup: tuple[PredictedMention, ...] = ()
     empty_mentions: int = 0  # step-2 outputs with no text
     absent: tuple[PredictedMention, ...] = ()  # predicted strings that do not occur in the text: not returned
+    truncated: tuple[PredictedMention, ...] = ()  # mentions cut at the token limit: incomplete, not returned
+    windows: int = 1  # how many windows the document was read as
     ungrounded: int = field(init=False, default=0)  # absent ones, and kept ones beyond the text's occurrences
 
     def __post_init__(self) -> None:
@@ -81,11 +96,21 @@ class DocumentPrediction:
         return out
 
 
+def parse_result(count: CountResult, max_count: int = DEFAULT_MAX_COUNT,
+                 stop_strings: tuple[str, ...] = ()) -> ParsedCount:
+    """A step-1 sequence's count. One cut at its token limit keeps the official fallback's value (its leading
+    digit) but says TRUNCATED: the caller sees that the count is not one the model finished."""
+    parsed = parse_count(count.raw, max_count, stop_strings)
+    if count.finish is FinishReason.LENGTH:
+        return ParsedCount(parsed.value, CountStatus.TRUNCATED, parsed.raw)
+    return parsed
+
+
 def parse_counts(
     counts: Sequence[CountResult], max_count: int = DEFAULT_MAX_COUNT, stop_strings: tuple[str, ...] = ()
 ) -> dict[str, ParsedCount]:
-    """The parsed count of every label of step 1; step 2 then asks for k = 1..count of each."""
-    return {c.label: parse_count(c.raw, max_count, stop_strings) for c in counts}
+    """The parsed count of every label of one window's step 1; step 2 then asks for k = 1..count of each."""
+    return {c.label: parse_result(c, max_count, stop_strings) for c in counts}
 
 
 def aggregate(
@@ -117,20 +142,22 @@ def aggregate(
         if label in parsed
     )
     candidates: list[PredictedMention] = []
+    truncated: list[PredictedMention] = []
     empty = 0
     for result in sorted(mentions, key=lambda r: (order[r.label], r.k)):
         mention = parse_mention(result.raw, stop_strings)
         if mention is None:
             empty += 1
             continue
-        candidates.append(PredictedMention(result.label, result.k, mention, math.exp(result.logprob)))
+        predicted = PredictedMention(result.label, result.k, mention, math.exp(result.logprob), window=result.window)
+        (truncated if result.finish is FinishReason.LENGTH else candidates).append(predicted)
     candidates, absent = split_absent(text, candidates, lambda m: m.text)
     keep = dedup_mask([(m.label, m.text, m.probability) for m in candidates], dedup)
     kept = [m for m, k in zip(candidates, keep) if k]
     removed = tuple(m for m, k in zip(candidates, keep) if not k)
     spans = ground(text, [(m.label, m.text) for m in kept], language)
     grounded = tuple(
-        PredictedMention(m.label, m.k, m.text, m.probability, *(span or (None, None)))
+        PredictedMention(m.label, m.k, m.text, m.probability, *(span or (None, None)), window=m.window)
         for m, span in zip(kept, spans)
     )
-    return DocumentPrediction(text, grounded, label_counts, removed, empty, tuple(absent))
+    return DocumentPrediction(text, grounded, label_counts, removed, empty, tuple(absent), tuple(truncated))

@@ -22,6 +22,7 @@ class Document:
     `entities` are sorted by (start, end, label); nested and overlapping spans are allowed.
     `source_document` groups sentences of one original document (CoNLL `-DOCSTART-`), when known.
     `tokens` holds the character span of each token for token-based formats (None for character data).
+    `sentences` holds the character span of each corpus sentence of a document joined from them (None otherwise).
     """
 
     id: str
@@ -30,6 +31,7 @@ class Document:
     language: str = "en"
     source_document: str | None = None
     tokens: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
+    sentences: tuple[tuple[int, int], ...] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         for entity in self.entities:

@@ -20,6 +20,7 @@ class CountStatus(str, Enum):
     LEADING_DIGIT = "leading-digit"  # not a number, but starts with a digit: the official fallback
     INVALID = "invalid"  # not a number at all: zero
     CAPPED = "capped"  # a number above the cap: the cap
+    TRUNCATED = "truncated"  # cut at the token limit before a stop: the official fallback's value, not trusted
 
 
 @dataclass(frozen=True, slots=True)
