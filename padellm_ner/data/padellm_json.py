@@ -4,6 +4,10 @@ English files count offsets in tokens of `sentence.split(' ')`, Chinese files in
 inclusive everywhere except GENIA, where it is exclusive. Which convention a file uses is decided from the
 file itself: the one under which the carried surfaces agree with the sentence (overridable). Every entity is
 then checked against its surface, so a wrong guess or a corrupt line fails loudly with its line number.
+
+The English files write brackets as Penn Treebank escapes (`-LPR-`, `-RPR-` in CoNLL-2003). A token that is
+such an escape is read as its bracket, so the text is the one users send and the one other formats carry;
+token offsets stay valid (the escape and its bracket are one token each).
 """
 
 from __future__ import annotations
@@ -14,6 +18,13 @@ from ..core.document import Document, make_entity
 from ..core.schemas import CHINESE, ENGLISH
 
 TOKEN, CHAR = "token", "char"
+PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}",
+               "-LPR-": "(", "-RPR-": ")"}
+
+
+def unescape_tokens(text: str) -> str:
+    """`text` with every space-separated token that is a PTB bracket escape replaced by its bracket."""
+    return " ".join(PTB_ESCAPES.get(token, token) for token in text.split(" "))
 INCLUSIVE, EXCLUSIVE = "inclusive", "exclusive"
 CONVENTIONS = [(TOKEN, INCLUSIVE), (TOKEN, EXCLUSIVE), (CHAR, INCLUSIVE), (CHAR, EXCLUSIVE)]
 
@@ -85,6 +96,8 @@ def read_padellm_json(
     documents = []
     for index, ((number, _), (sentence, items)) in enumerate(zip(lines, rows)):
         token_offsets = space_token_offsets(sentence) if unit == TOKEN else None
+        text = unescape_tokens(sentence) if unit == TOKEN else sentence
+        text_offsets = space_token_offsets(text) if unit == TOKEN else None
         entities = []
         for start, stop, surface, label in items:
             span = _char_span(sentence, token_offsets, start, stop, end_mode)
@@ -94,11 +107,12 @@ def read_padellm_json(
                     f"{name}:{number}: entity [{start}, {stop}, {surface!r}, {label}] does not match the sentence "
                     f"under {unit} offsets with {end_mode} end (found {found!r})"
                 )
-            entities.append(make_entity(sentence, span[0], span[1], label))
+            span = _char_span(text, text_offsets, start, stop, end_mode)  # the same tokens, brackets unescaped
+            entities.append(make_entity(text, span[0], span[1], label))
         documents.append(
             Document(
-                id=f"{name}-{index}", text=sentence, entities=tuple(entities), language=language,
-                tokens=tuple(token_offsets) if token_offsets else None,
+                id=f"{name}-{index}", text=text, entities=tuple(entities), language=language,
+                tokens=tuple(text_offsets) if text_offsets else None,
             )
         )
     return documents, {"offsets": unit, "end": end_mode}
