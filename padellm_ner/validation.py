@@ -11,7 +11,9 @@ from typing import Sequence
 
 from .core import LabelSchema, get_schema
 
-DEFAULT_MAX_TEXT_CHARS = 8192
+DEFAULT_MAX_TEXT_CHARS = 100_000  # a document (the service splits it into windows)
+DEFAULT_MAX_WINDOW_CHARS = 8192  # one window, as a worker call carries it
+DEFAULT_MAX_WINDOW_TOKENS = 512  # estimated tokens of one window (padellm_ner.core.segment): 5x the service's default
 ID_PATTERN = re.compile(r"^[A-Za-z0-9._:/\-]{1,256}$")
 
 

@@ -7,7 +7,9 @@ import logging
 
 from padellm_ner.grpc_common import TlsFiles, serve_until_signal, start_server
 
-from .orchestrator import Orchestrator, OrchestratorConfig
+from padellm_ner.core.segment import WindowPolicy
+
+from .orchestrator import MentionStart, Orchestrator, OrchestratorConfig
 from .server import SERVICE_NAME, NerService, add_to_server
 from .worker_pool import WorkerPool
 
@@ -33,9 +35,10 @@ async def run_service(args) -> None:
     worker_tls = TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca)
     async with WorkerPool(args.workers.split(","), tls=worker_tls, affinity=not args.no_affinity) as pool:
         model, version = await worker_model_info(pool)
-        orchestrator = Orchestrator(pool, OrchestratorConfig(mode=args.mode, call_deadline_s=args.deadline_s,
-                                                             max_in_flight=args.max_in_flight, dedup=args.dedup,
-                                                             model=model, model_version=version))
+        orchestrator = Orchestrator(pool, OrchestratorConfig(
+            mode=args.mode, call_deadline_s=args.deadline_s, max_in_flight=args.max_in_flight, dedup=args.dedup,
+            model=model, model_version=version, window_policy=WindowPolicy(args.window_tokens, args.window_unit),
+            mention_start=MentionStart(args.mention_start)))
         service = NerService(orchestrator, default_schema=args.schema, max_text_chars=args.max_text_chars)
         tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
         server, port, health = await start_server(add_to_server(service), [SERVICE_NAME], args.host, args.port, tls)

@@ -13,6 +13,8 @@ GENERATED_TOKENS = Counter("padellm_generated_tokens_total", "Tokens generated b
 SEQUENCES = Counter("padellm_sequences_total", "Sequences decoded", ["step"])
 DEDUP_REMOVED = Counter("padellm_dedup_removed_total", "Mention instances removed by de-duplication")
 UNGROUNDED = Counter("padellm_ungrounded_mentions_total", "Mentions not found in their text")
+TRUNCATED = Counter("padellm_truncated_sequences_total", "Sequences cut at their token limit", ["step"])
+WINDOWS = Histogram("padellm_document_windows", "Windows per document", buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512))
 ERRORS = Counter("padellm_errors_total", "Errors by kind", ["kind"])
 
 
@@ -28,3 +30,6 @@ def observe_document(mode, timings, counts, mentions, prediction) -> None:
     SEQUENCES.labels("mention").inc(len(mentions))
     DEDUP_REMOVED.inc(len(prediction.removed_by_dedup))
     UNGROUNDED.inc(prediction.ungrounded)
+    TRUNCATED.labels("count").inc(sum(1 for c in counts if c.finish == "length"))
+    TRUNCATED.labels("mention").inc(sum(1 for m in mentions if m.finish == "length"))
+    WINDOWS.observe(prediction.windows)

@@ -1,30 +1,40 @@
 """The asyncio orchestrator: one document in, one entity record out.
 
-Multi mode (the paper's PaDeLLM-Multi as a distributed system): concurrent Count calls for every label, then
-concurrent Mention calls for every (label, k), spread over the worker endpoints; then aggregation,
-de-duplication and grounding from the core. Batch mode (PaDeLLM-Batch): one Extract call per document, the
-worker batches it. Every call has a deadline; calls in flight are bounded by a semaphore shared by all
-documents; retries happen in the worker pool. Latency is reported as wall time and as the paper accounts it
-(the slowest sequence: its count plus its mention, as measured inside the workers).
+A document is planned by the core (`padellm_ner.core.plan`): windows of whole sentences, a Count per
+(window, label), a Mention per (window, label, k). Multi mode (the paper's PaDeLLM-Multi as a distributed
+system) issues all of them as concurrent calls, spread over the worker endpoints window by window (a window's
+calls go to one endpoint first, so its prefix cache serves them); a label's Mention calls start as soon as its
+count is known (`MentionStart.PER_LABEL`) or once every count is (`AFTER_COUNTS`). Batch mode (PaDeLLM-Batch):
+one Extract call per window, concurrently. The plan then merges the windows. Every call has a deadline; calls
+in flight are bounded by a semaphore shared by all documents; retries happen in the worker pool. Latency is
+reported as wall time and as the paper accounts it (the slowest sequence: its count plus its mention, as
+measured inside the workers).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from enum import Enum
 from typing import Sequence
 
 from padellm.v1 import worker_pb2
-from padellm_ner.core import (
-    DEFAULT_MAX_COUNT, CountResult, DedupPolicy, LabelSchema, MentionResult, aggregate, parse_counts,
-)
+from padellm_ner.core import DEFAULT_MAX_COUNT, CountResult, DedupPolicy, LabelSchema, MentionResult
+from padellm_ner.core.aggregate import FinishReason
+from padellm_ner.core.plan import CountAsk, DocumentPlan, MentionAsk
+from padellm_ner.core.segment import Window, WindowPolicy
 
 from . import metrics
 from .records import EntityRecord, Timings
 from .worker_pool import WorkerPool
 
 MULTI, BATCH = "multi", "batch"
+
+
+class MentionStart(str, Enum):
+    PER_LABEL = "per-label"  # a label's mentions are asked as soon as its count is known
+    AFTER_COUNTS = "after-counts"  # every mention is asked once every count of the document is known
 
 
 @dataclass
@@ -36,6 +46,31 @@ class OrchestratorConfig:
     dedup: str = DedupPolicy.KEEP_MAX.value
     model: str = "unknown"
     model_version: str = ""
+    window_policy: WindowPolicy = field(default_factory=WindowPolicy)
+    mention_start: MentionStart = MentionStart.PER_LABEL
+
+
+_FINISH = {worker_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH}  # unspecified (an older worker) and stop: STOP
+
+
+def _count_result(response: worker_pb2.CountResponse, window: int) -> CountResult:
+    return CountResult(response.label, response.raw, response.logprob, response.generated_tokens,
+                       _FINISH.get(response.finish_reason, FinishReason.STOP), window)
+
+
+def _mention_result(response: worker_pb2.MentionResponse, window: int) -> MentionResult:
+    return MentionResult(response.label, response.k, response.raw, response.logprob, response.generated_tokens,
+                         _FINISH.get(response.finish_reason, FinishReason.STOP), window)
+
+
+@dataclass
+class _Decoded:
+    """What the calls of one document returned, with the latency of each sequence inside the workers."""
+    counts: list[CountResult] = field(default_factory=list)
+    mentions: list[MentionResult] = field(default_factory=list)
+    count_ms: dict[tuple[int, str], float] = field(default_factory=dict)
+    mention_ms: list[float] = field(default_factory=list)  # one per mention, in the order of `mentions`
+    counts_done: float = 0.0  # perf_counter when the last count arrived
 
 
 class Orchestrator:
@@ -46,47 +81,111 @@ class Orchestrator:
             raise ValueError(f"unknown mode {self.config.mode!r}; expected multi or batch")
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
 
-    async def _bounded(self, document_id: str, invoke):
+    async def _bounded(self, affinity: str, invoke):
         async with self._slots:
-            return await self.pool.call(document_id, invoke)
+            return await self.pool.call(affinity, invoke)
+
+    def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
+        return DocumentPlan.of(text, schema, labels, self.config.window_policy, self.config.max_count)
 
     async def recognize(self, document_id: str, text: str, schema: LabelSchema,
                         labels: Sequence[str] | None = None) -> EntityRecord:
-        labels = list(labels or schema.labels)
+        plan = self.plan(text, schema, labels)
         started = time.perf_counter()
-        deadline = self.config.call_deadline_s
         if self.config.mode == BATCH:
-            response = await self._bounded(document_id, lambda stub: stub.Extract(
-                worker_pb2.ExtractRequest(document_id=document_id, text=text, schema=schema.name, labels=labels),
-                timeout=deadline))
-            count_responses, mention_responses = list(response.counts), list(response.mentions)
-            count_done = mention_done = time.perf_counter()
+            decoded = await self._extract_windows(document_id, plan)
         else:
-            count_responses = await asyncio.gather(*(
-                self._bounded(document_id, lambda stub, label=label: stub.Count(
-                    worker_pb2.CountRequest(document_id=document_id, text=text, schema=schema.name, label=label),
-                    timeout=deadline))
-                for label in labels))
-            count_done = time.perf_counter()
-            counts = parse_counts([CountResult(c.label, c.raw, c.logprob) for c in count_responses], self.config.max_count)
-            asks = [(label, k, counts[label].value) for label in labels for k in range(1, counts[label].value + 1)]
-            mention_responses = await asyncio.gather(*(
-                self._bounded(document_id, lambda stub, a=a: stub.Mention(
-                    worker_pb2.MentionRequest(document_id=document_id, text=text, schema=schema.name, label=a[0],
-                                              count=a[2], k=a[1]), timeout=deadline))
-                for a in asks))
-            mention_done = time.perf_counter()
-        count_results = [CountResult(c.label, c.raw, c.logprob, c.generated_tokens) for c in count_responses]
-        mention_results = [MentionResult(m.label, m.k, m.raw, m.logprob, m.generated_tokens) for m in mention_responses]
-        prediction = aggregate(text, labels, count_results, mention_results, language=schema.language,
-                               dedup=self.config.dedup, max_count=self.config.max_count)
+            decoded = await self._count_and_mention(document_id, plan)
+        mention_done = time.perf_counter()
+        prediction = plan.merge(decoded.counts, decoded.mentions, self.config.dedup)
         wall = time.perf_counter() - started
-        count_latency = {c.label: c.latency_ms for c in count_responses}
-        paper = max([count_latency[m.label] + m.latency_ms for m in mention_responses] + list(count_latency.values()),
-                    default=0.0)
-        timings = Timings(wall_ms=wall * 1000, count_step_ms=(count_done - started) * 1000,
-                          mention_step_ms=(mention_done - count_done) * 1000, paper_latency_ms=paper)
-        metrics.observe_document(self.config.mode, timings, count_results, mention_results, prediction)
+        paper = max([decoded.count_ms[(m.window, m.label)] + ms for m, ms in zip(decoded.mentions, decoded.mention_ms)]
+                    + list(decoded.count_ms.values()), default=0.0)
+        timings = Timings(wall_ms=wall * 1000, count_step_ms=(decoded.counts_done - started) * 1000,
+                          mention_step_ms=(mention_done - decoded.counts_done) * 1000, paper_latency_ms=paper)
+        metrics.observe_document(self.config.mode, timings, decoded.counts, decoded.mentions, prediction)
         return EntityRecord.from_prediction(document_id, prediction, model=self.config.model,
-                                            model_version=self.config.model_version, schema=schema.name,
+                                            model_version=self.config.model_version, schema=plan.schema.name,
                                             timings=timings)
+
+    # --- multi mode ---------------------------------------------------------------------------------------------
+
+    def _count(self, document_id: str, plan: DocumentPlan, ask: CountAsk):
+        window = plan.windows[ask.window]
+        request = worker_pb2.CountRequest(document_id=document_id, text=window.text, schema=plan.schema.name,
+                                          label=ask.label)
+        return self._bounded(_affinity(document_id, window),
+                             lambda stub: stub.Count(request, timeout=self.config.call_deadline_s))
+
+    def _mention(self, document_id: str, plan: DocumentPlan, ask: MentionAsk):
+        window = plan.windows[ask.window]
+        request = worker_pb2.MentionRequest(document_id=document_id, text=window.text, schema=plan.schema.name,
+                                            label=ask.label, count=ask.count, k=ask.k)
+        return self._bounded(_affinity(document_id, window),
+                             lambda stub: stub.Mention(request, timeout=self.config.call_deadline_s))
+
+    async def _count_and_mention(self, document_id: str, plan: DocumentPlan) -> _Decoded:
+        decoded = _Decoded()
+
+        async def count(ask: CountAsk) -> CountResult:
+            response = await self._count(document_id, plan, ask)
+            result = _count_result(response, ask.window)
+            decoded.counts.append(result)
+            decoded.count_ms[(ask.window, ask.label)] = response.latency_ms
+            decoded.counts_done = time.perf_counter()
+            return result
+
+        async def mentions(asks: list[MentionAsk]) -> None:
+            responses = await _all(self._mention(document_id, plan, ask) for ask in asks)
+            for ask, response in zip(asks, responses):
+                decoded.mentions.append(_mention_result(response, ask.window))
+                decoded.mention_ms.append(response.latency_ms)
+
+        async def count_then_mentions(ask: CountAsk) -> None:
+            await mentions(plan.mention_asks(await count(ask)))
+
+        if self.config.mention_start is MentionStart.PER_LABEL:
+            await _all(count_then_mentions(ask) for ask in plan.count_asks())
+        else:
+            counts = await _all(count(ask) for ask in plan.count_asks())
+            await mentions(plan.all_mention_asks(counts))
+        return decoded
+
+    # --- batch mode ---------------------------------------------------------------------------------------------
+
+    async def _extract_windows(self, document_id: str, plan: DocumentPlan) -> _Decoded:
+        decoded = _Decoded()
+
+        async def extract(window: Window) -> None:
+            request = worker_pb2.ExtractRequest(document_id=document_id, text=window.text, schema=plan.schema.name,
+                                                labels=list(plan.labels))
+            response = await self._bounded(_affinity(document_id, window),
+                                           lambda stub: stub.Extract(request, timeout=self.config.call_deadline_s))
+            for c in response.counts:
+                decoded.counts.append(_count_result(c, window.index))
+                decoded.count_ms[(window.index, c.label)] = c.latency_ms
+            for m in response.mentions:
+                decoded.mentions.append(_mention_result(m, window.index))
+                decoded.mention_ms.append(m.latency_ms)
+
+        await _all(extract(window) for window in plan.windows)
+        decoded.counts_done = time.perf_counter()
+        return decoded
+
+
+def _affinity(document_id: str, window: Window) -> str:
+    """The key that picks a call's endpoint: per window, so a window's calls meet its prefix cache and the windows
+    of a long document spread over the workers."""
+    return f"{document_id}#{window.index}"
+
+
+async def _all(coroutines):
+    """Every coroutine, concurrently; the first failure cancels the rest (no orphaned calls) and is raised."""
+    tasks = [asyncio.ensure_future(c) for c in coroutines]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise

@@ -4,15 +4,17 @@ JSON form (the Kafka value; gRPC `padellm.v1.EntityRecord` carries the same fiel
 
     {"record_version": "padellm-ner.entity-record/v1",
      "id": "doc-1",
-     "entities": [{"label": "ORG", "text": "EU", "start": 0, "end": 2, "probability": 0.998, "k": 1}],
+     "entities": [{"label": "ORG", "text": "EU", "start": 0, "end": 2, "probability": 0.998, "k": 1, "window": 0}],
      "counts": [{"label": "ORG", "count": 1, "probability": 0.99, "status": "ok"}, ...],
      "model": "padellm-conll03", "model_version": "0.1.0",
      "schema": "conll03", "schema_version": "1",
      "timings": {"wall_ms": 412.0, "count_step_ms": 150.2, "mention_step_ms": 250.1, "paper_latency_ms": 380.0},
-     "removed_by_dedup": 0, "ungrounded": 0}
+     "removed_by_dedup": 0, "ungrounded": 0, "truncated": 0, "windows": 1}
 
-`start`/`end` are character offsets (end exclusive) or null (JSON) / -1 (gRPC) for a mention that could not
-be placed in the text. A new field may be added within v1; a change of meaning gets a new version.
+`start`/`end` are character offsets into the document as sent (end exclusive), or null (JSON) / -1 (gRPC) for a
+mention that could not be placed in the text. A document is read as `windows` runs of whole sentences; `k` is
+a mention's index among its label's mentions in its `window`, and each label's count is summed over the
+windows. A new field may be added within v1; a change of meaning gets a new version.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class EntityRecord:
     timings: Timings = field(default_factory=Timings)
     removed_by_dedup: int = 0
     ungrounded: int = 0
+    truncated: int = 0
+    windows: int = 1
     schema_version: str = SCHEMA_VERSION
     record_version: str = RECORD_VERSION
 
@@ -54,11 +58,12 @@ class EntityRecord:
         return cls(
             id=document_id,
             entities=[{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                       "probability": m.probability, "k": m.k} for m in prediction.mentions],
+                       "probability": m.probability, "k": m.k, "window": m.window} for m in prediction.mentions],
             counts=[{"label": c.label, "count": c.count, "probability": c.probability, "status": c.status.value}
                     for c in prediction.counts],
             model=model, model_version=model_version, schema=schema, timings=timings,
             removed_by_dedup=len(prediction.removed_by_dedup), ungrounded=prediction.ungrounded,
+            truncated=len(prediction.truncated), windows=prediction.windows,
         )
 
     def to_json(self) -> dict:
@@ -69,12 +74,14 @@ class EntityRecord:
             record_version=self.record_version, id=self.id,
             entities=[ner_pb2.Entity(label=e["label"], text=e["text"],
                                      start=-1 if e["start"] is None else e["start"],
-                                     end=-1 if e["end"] is None else e["end"], probability=e["probability"], k=e["k"])
+                                     end=-1 if e["end"] is None else e["end"], probability=e["probability"], k=e["k"],
+                                     window=e["window"])
                       for e in self.entities],
             counts=[ner_pb2.LabelCount(**c) for c in self.counts],
             model=self.model, model_version=self.model_version, schema=self.schema,
             schema_version=self.schema_version, timings=ner_pb2.Timings(**asdict(self.timings)),
-            removed_by_dedup=self.removed_by_dedup, ungrounded=self.ungrounded,
+            removed_by_dedup=self.removed_by_dedup, ungrounded=self.ungrounded, truncated=self.truncated,
+            windows=self.windows,
         )
 
     @classmethod
@@ -82,13 +89,14 @@ class EntityRecord:
         return cls(
             id=message.id,
             entities=[{"label": e.label, "text": e.text, "start": None if e.start < 0 else e.start,
-                       "end": None if e.end < 0 else e.end, "probability": e.probability, "k": e.k}
+                       "end": None if e.end < 0 else e.end, "probability": e.probability, "k": e.k,
+                       "window": e.window}
                       for e in message.entities],
             counts=[{"label": c.label, "count": c.count, "probability": c.probability, "status": c.status}
                     for c in message.counts],
             model=message.model, model_version=message.model_version, schema=message.schema,
             timings=Timings(message.timings.wall_ms, message.timings.count_step_ms, message.timings.mention_step_ms,
                             message.timings.paper_latency_ms),
-            removed_by_dedup=message.removed_by_dedup, ungrounded=message.ungrounded,
-            schema_version=message.schema_version, record_version=message.record_version,
+            removed_by_dedup=message.removed_by_dedup, ungrounded=message.ungrounded, truncated=message.truncated,
+            windows=message.windows, schema_version=message.schema_version, record_version=message.record_version,
         )

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from padellm_ner.core import get_schema, template_for
+from padellm_ner.core.segment import WindowPolicy
 from workers.engine.decoder import DecodeStats, decode_tree, encode_prefix, greedy_decode
 from workers.engine.lookup import PromptLookup
 from workers.engine.padellm import PadellmEngine
@@ -95,6 +96,9 @@ ROSTER = ("Squad : Javier Pertile , Paolo Vaccari , Marcello Cuttitta , Ivan Fra
           "Julian Gardner , Mark Giacheri , Nicola Mazzucato , Alessandro Moscardi , Cristian Stoica .")
 
 
+WHOLE_TEXT = WindowPolicy(max_tokens=4096)  # every test text as one window: decoding is compared prompt by prompt
+
+
 def greedy_reference(m, text, schema, max_mention_tokens):
     """Every count, then every (label, k) mention, each its own prompt through plain `generate`."""
     from padellm_ner.core import parse_count
@@ -123,8 +127,10 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     variants = {"one call": {}, "count then mention": {"one_call": False},
                 "no prefix sharing": {"prefix_sharing": False}}
     for (name, options), lookup_tokens in itertools.product(variants.items(), (0, 4)):
-        engine = PadellmEngine(m, max_mention_tokens=12, lookup_tokens=lookup_tokens, **options)
+        engine = PadellmEngine(m, max_mention_tokens=12, lookup_tokens=lookup_tokens,
+                               window_policy=WHOLE_TEXT, **options)
         result = engine.recognize(text, schema)
+        assert result.windows == 1
         forwards[name, lookup_tokens] = result.forward_calls
         assert bool(result.drafted_tokens) == bool(lookup_tokens)
         for count in result.counts:
@@ -148,6 +154,43 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     copied = any(len(tokens) > 1 for tokens, _ in mentions.values())
     for name in variants:
         assert forwards[name, 4] < forwards[name, 0] if copied else forwards[name, 4] == forwards[name, 0]
+
+
+ARTICLE = ("SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n\nAL-AIN , United Arab Emirates 1996-12-06\n\n"
+           "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C "
+           "championship match on Friday .  But China saw their luck desert them in the second match of the group ,"
+           "\ncrashing to a surprise 2-0 defeat to newcomers Uzbekistan .\n\n" + ROSTER)
+
+
+def test_windows_of_a_document_decode_together_as_each_alone(serving_engine_model):
+    """A document's windows are one batch, one row each (rows of different lengths, padded): every window's
+    counts and mentions equal that window decoded alone, in every mode, and every entity's offsets are offsets
+    into the document as sent (line breaks and double spaces included)."""
+    m, schema = serving_engine_model, get_schema("conll03")
+    policy = WindowPolicy(max_tokens=64)
+    for options in ({}, {"one_call": False}, {"prefix_sharing": False}):
+        engine = PadellmEngine(m, max_mention_tokens=12, window_policy=policy, **options)
+        result = engine.recognize(ARTICLE, schema)
+        windows = engine.plan(ARTICLE, schema).windows
+        assert result.windows == len(windows) >= 4
+        for window in windows:
+            alone = PadellmEngine(m, max_mention_tokens=12, window_policy=WHOLE_TEXT, **options).recognize(
+                window.text, schema)
+            assert alone.windows == 1
+            mine = [(c.label, c.raw) for c in result.counts if c.window == window.index]
+            assert mine == [(c.label, c.raw) for c in alone.counts]
+            got = sorted((x.label, x.k, x.raw) for x in result.mentions if x.window == window.index)
+            assert got == sorted((x.label, x.k, x.raw) for x in alone.mentions)
+            for x in result.mentions:
+                if x.window == window.index:
+                    same = next(y for y in alone.mentions if (y.label, y.k) == (x.label, x.k))
+                    assert x.logprob == pytest.approx(same.logprob, abs=5e-4)
+        assert result.prediction.mentions, "the trained model finds entities in the article"
+        for mention in result.prediction.mentions:
+            if mention.start is not None:
+                assert ARTICLE[mention.start:mention.end] == mention.text
+        assert sum(c.count for c in result.prediction.counts) == len(
+            [x for x in result.mentions])
 
 
 def test_drafts_keep_the_token_budget_and_the_greedy_tokens(base_engine_model):

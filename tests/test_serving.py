@@ -111,7 +111,7 @@ async def test_deadlines(serving_engine_model):
 
 @pytest.mark.parametrize("bad, message", [
     (dict(id="d", text=""), "text is empty"),
-    (dict(id="d", text="x" * 9000), "limit is 8192"),
+    (dict(id="d", text="x" * 100_001), "limit is 100000"),
     (dict(id="d", text="EU", schema="nope"), "unknown label schema"),
     (dict(id="d", text="EU", labels=["GPE"]), "not in schema conll03"),
     (dict(id="", text="EU"), "document id"),
@@ -173,3 +173,58 @@ async def test_health_and_reflection(backend):
                 replies = [r async for r in reflection.ServerReflectionInfo(ask(), timeout=10)]
                 names = {s.name for s in replies[0].list_services_response.service}
                 assert name in names and "grpc.health.v1.Health" in names
+
+
+ARTICLE = ("SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n\nAL-AIN , United Arab Emirates 1996-12-06\n\n"
+           "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C "
+           "championship match on Friday .  But China saw their luck desert them in the second match of the group ,"
+           " crashing to a surprise 2-0 defeat to newcomers Uzbekistan .\n\nChina controlled most of the match and "
+           "saw several chances missed until the 78th minute when Uzbek striker Igor Shkvyrin took advantage of a "
+           "misdirected defensive header to lob the ball over the advancing Chinese keeper and into an empty net .")
+
+
+async def test_a_document_is_read_as_windows_in_both_modes_as_the_engine_reads_it(backend, serving_engine_model):
+    """A multi-window document through the service: every call carries one window, the windows of both modes and
+    of the in-process engine agree, and every offset is an offset into the document as sent."""
+    from padellm_ner.core import get_schema
+    from workers.engine.padellm import PadellmEngine
+
+    engine = PadellmEngine(serving_engine_model)
+    expected = engine.recognize(ARTICLE, get_schema("conll03")).prediction
+    assert expected.windows >= 3
+    want = [(m.label, m.text, m.start, m.end) for m in expected.mentions]
+    async with worker(backend()) as (target, _):
+        for mode in ("multi", "batch"):
+            async with ner_service([target], mode) as (service, _), ner_client(service) as stub:
+                record = await stub.Recognize(request("article", ARTICLE), timeout=120)
+            assert record.windows == expected.windows
+            assert [e[:4] for e in entities(record)] == want, mode
+            assert {e.window for e in record.entities} <= set(range(record.windows))
+            for entity in record.entities:
+                assert ARTICLE[entity.start:entity.end] == entity.text
+            assert [c.count for c in record.counts] == [c.count for c in expected.counts]
+
+
+async def test_a_schema_the_model_was_not_trained_for_is_refused(backend, serving_engine_model):
+    served = serving_engine_model.info.get("schema")
+    if not served:
+        pytest.skip("the bare base model serves every schema")
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Recognize(request("d", "张三毕业于北京大学", schema="resume"), timeout=60)
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "resume" in error.value.details() and served in error.value.details()
+        async with channel(target) as ch:  # the worker itself says what it serves, and refuses the rest
+            stub = worker_pb2_grpc.ModelWorkerStub(ch)
+            assert list((await stub.Info(worker_pb2.InfoRequest())).schemas) == [served]
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Count(worker_pb2.CountRequest(document_id="d", text="张三", schema="resume", label="NAME"))
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_worker_call_carries_one_window(backend):
+    async with worker(backend()) as (target, _), channel(target) as ch:
+        stub = worker_pb2_grpc.ModelWorkerStub(ch)
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await stub.Count(worker_pb2.CountRequest(document_id="d", text=ARTICLE * 10, schema="conll03", label="PER"))
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "one window" in error.value.details()

@@ -71,8 +71,9 @@ async def test_n_documents_in_n_records_out(kafka_bootstrap, worker_process):
 async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_process):
     topics = names("dead-letters")
     await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=1)
-    bad = [b"not json", b'{"text": "no id"}', b'{"id": "x", "text": "' + b"a" * 70000 + b'"}', b"\xff\xfe\xfa",
-           b'{"id": "y", "text": "EU", "schema": "nope"}', b'["a", "list"]', b'{"id": "bad id", "text": "EU"}']
+    bad = [b"not json", b'{"text": "no id"}', b'{"id": "x", "text": "' + b"a" * 1_000_000 + b'"}', b"\xff\xfe\xfa",
+           b'{"id": "y", "text": "EU", "schema": "nope"}', b'["a", "list"]', b'{"id": "bad id", "text": "EU"}',
+           b'{"id": "z", "text": "' + b"a " * 50_001 + b'"}']
     good = [json.dumps({"id": f"ok-{i}", "text": "Peter Blackburn"}).encode() for i in range(3)]
     values = [good[0], *bad[:4], good[1], *bad[4:], good[2]]  # the partition must keep flowing past bad records
     await produce(kafka_bootstrap, topics["input"], values)
@@ -85,7 +86,8 @@ async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_p
     assert sorted(r.value for r in dead) == sorted(bad)  # the original bytes
     reasons = {r.value: dict(r.headers)["error"].decode() for r in dead}
     assert "not JSON" in reasons[b"not json"] and "'id' is missing" in reasons[b'{"text": "no id"}']
-    assert "limit is 65536" in reasons[bad[2]] and "not UTF-8" in reasons[b"\xff\xfe\xfa"]
+    assert "limit is 1000000" in reasons[bad[2]] and "not UTF-8" in reasons[b"\xff\xfe\xfa"]
+    assert "100002 characters; the limit is 100000" in reasons[bad[7]]
     assert "unknown label schema" in reasons[bad[4]] and "document id" in reasons[bad[6]]
     assert all(dict(r.headers)["source-topic"].decode() == topics["input"] for r in dead)
     assert sorted(r.key for r in out) == [b"ok-0", b"ok-1", b"ok-2"]

@@ -3,6 +3,7 @@
 import asyncio
 
 import aiohttp
+import grpc
 import pytest
 
 from serving import entities, ner_client, ner_service, request, worker
@@ -84,7 +85,7 @@ async def test_tgi_errors_map_to_grpc_statuses(serving_engine_model):
         assert error.value.status == "INVALID_ARGUMENT"
         await tgi.stop()
     # nothing listening -> UNAVAILABLE; a server that never answers -> DEADLINE_EXCEEDED
-    tgi = TgiBackend("http://127.0.0.1:9")
+    tgi = TgiBackend("http://127.0.0.1:9", schemas=["conll03"])
     await tgi.start()
     with pytest.raises(BackendError) as error:
         await tgi.count("d", TEXT, "conll03", "ORG")
@@ -96,7 +97,7 @@ async def test_tgi_errors_map_to_grpc_statuses(serving_engine_model):
 
     server = await asyncio.start_server(silent, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    tgi = TgiBackend(f"http://127.0.0.1:{port}", timeout_s=0.3)
+    tgi = TgiBackend(f"http://127.0.0.1:{port}", timeout_s=0.3, schemas=["conll03"])
     await tgi.start()
     with pytest.raises(BackendError) as error:
         await tgi.count("d", TEXT, "conll03", "ORG")
@@ -123,3 +124,37 @@ async def test_first_count_of_a_document_goes_alone(serving_engine_model):
         await asyncio.gather(*(tgi.count("doc", TEXT, "conll03", label) for label in ("ORG", "MISC", "PER", "LOC")))
         await tgi.stop()
     assert seen[0][0] == "start" and seen[1][0] == "end"  # the first request finished before any other began
+
+
+async def test_tgi_schemas_come_from_its_model_and_others_are_refused(serving_engine_model):
+    """The worker serves the schema TGI's model id names (`padellm-conll03`), refuses a request for another one,
+    and will not start when told a schema the model id contradicts."""
+    served = serving_engine_model.info.get("schema")
+    if not served:
+        pytest.skip("the bare base model names no schema")
+    async with TgiApiServer(serving_engine_model) as api:
+        with pytest.raises(ValueError, match="not resume"):
+            await TgiBackend(f"http://127.0.0.1:{api.port}", schemas=["resume"]).start()
+        async with worker(TgiBackend(f"http://127.0.0.1:{api.port}")) as (target, _), \
+                ner_service([target]) as (service, _), ner_client(service) as stub:
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.Recognize(request("d", "张三毕业于北京大学", schema="resume"), timeout=60)
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "resume" in error.value.details()
+
+
+async def test_a_mention_cut_at_its_token_limit_is_never_an_entity(serving_engine_model):
+    """TGI's finish_reason "length": the mention is incomplete. The record counts it as truncated and does not
+    return it; with room for the whole mention the same document returns it."""
+    text = "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria ."
+    records = {}
+    async with TgiApiServer(serving_engine_model) as api:
+        for limit in (1, 48):
+            async with worker(TgiBackend(f"http://127.0.0.1:{api.port}", max_mention_tokens=limit)) as (target, _), \
+                    ner_service([target]) as (service, _), ner_client(service) as stub:
+                records[limit] = await stub.Recognize(request("d", text), timeout=120)
+    whole = {e.text for e in records[48].entities}
+    assert "Asian Cup" in whole, "the model finds the two-token mention when it may finish it"
+    assert records[48].truncated == 0
+    cut = records[1]
+    assert cut.truncated > 0 and "Asian Cup" not in {e.text for e in cut.entities}
+    assert all(e.text in whole for e in cut.entities), "only mentions that ended on their own"

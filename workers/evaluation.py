@@ -16,9 +16,41 @@ from typing import Callable, Sequence
 
 from tqdm import tqdm
 
-from padellm_ner.core import Document, LabelSchema, Scores, set_scores, span_scores
+from padellm_ner.core import Document, DocumentPrediction, LabelSchema, Scores, set_scores, span_scores
+from padellm_ner.core.plan import merge_windows
+from padellm_ner.core.segment import Window
 
 PADELLM_PREFIX, PADELLM_NO_PREFIX, AUTOREG_STRUCT = "padellm", "padellm-no-prefix-sharing", "autoreg-struct"
+PADELLM_BY_SENTENCE = "padellm-sentence-by-sentence"  # a document's corpus sentences, one after another
+
+Recognizer = Callable[[Document], object]  # a document in, a result with prediction, latency_s, ... out
+
+
+@dataclass
+class SentenceBySentence:
+    """A document read as its corpus sentences, each recognized alone, one after another: the reference a
+    document's windows are measured against (its F1 and the sum of its sentences' latencies)."""
+    prediction: DocumentPrediction
+    latency_s: float
+    tokens_per_sequence: float
+    forward_calls: int
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+
+def sentence_by_sentence(recognize: Callable[[str], object], labels) -> Recognizer:
+    """A recognizer that reads each of a document's sentences (`Document.sentences`) alone with `recognize` and
+    merges them as windows of the document."""
+    def run(document: Document) -> SentenceBySentence:
+        spans = document.sentences or ((0, len(document.text)),)
+        results = [recognize(document.text[s:e]) for s, e in spans]
+        windows = [Window(i, document.text[s:e], tuple(range(s, e))) for i, (s, e) in enumerate(spans)]
+        prediction = merge_windows(document.text, labels, windows, [r.prediction for r in results])
+        return SentenceBySentence(
+            prediction, sum(r.latency_s for r in results),
+            sum(r.tokens_per_sequence for r in results) / len(results), sum(r.forward_calls for r in results),
+            sum(getattr(r, "drafted_tokens", 0) for r in results), sum(getattr(r, "accepted_tokens", 0) for r in results))
+    return run
 
 
 @dataclass
@@ -30,6 +62,8 @@ class ModeRun:
     drafted_tokens: list[int] = field(default_factory=list)  # prompt lookup, per document
     accepted_tokens: list[int] = field(default_factory=list)
     predictions: list = field(default_factory=list)  # DocumentPrediction per document
+    windows: list[int] = field(default_factory=list)  # windows each document was read as
+    characters: list[int] = field(default_factory=list)  # length of each document
     set_scores: Scores | None = None
     span_scores: Scores | None = None
     count_exact: int = 0
@@ -50,6 +84,8 @@ class ModeRun:
             "forward_calls_mean": statistics.fmean(self.forward_calls) if self.forward_calls else 0.0,
             "drafted_tokens_mean": statistics.fmean(self.drafted_tokens) if self.drafted_tokens else 0.0,
             "accepted_tokens_mean": statistics.fmean(self.accepted_tokens) if self.accepted_tokens else 0.0,
+            "windows_mean": statistics.fmean(self.windows) if self.windows else 0.0,
+            "characters_mean": statistics.fmean(self.characters) if self.characters else 0.0,
         }
         if self.set_scores is not None:
             s = self.set_scores.to_json()
@@ -64,15 +100,15 @@ class ModeRun:
 
 
 def run_mode(
-    mode: str, recognize: Callable[[str], object], documents: Sequence[Document], schema: LabelSchema,
+    mode: str, recognize: Recognizer, documents: Sequence[Document], schema: LabelSchema,
     warmup: int = 2, progress: bool = True,
 ) -> ModeRun:
-    """Decode every document with `recognize` (an engine's bound method) and score the predictions."""
+    """Decode every document with `recognize` and score the predictions."""
     return run_modes({mode: recognize}, documents, schema, warmup, progress)[mode]
 
 
 def run_modes(
-    recognizers: dict[str, Callable[[str], object]], documents: Sequence[Document], schema: LabelSchema,
+    recognizers: dict[str, Recognizer], documents: Sequence[Document], schema: LabelSchema,
     warmup: int = 2, progress: bool = True,
 ) -> dict[str, ModeRun]:
     """Every mode on every document, interleaved: document i goes through all modes back to back, in an order
@@ -81,20 +117,22 @@ def run_modes(
     names = list(recognizers)
     for document in documents[:warmup]:  # first calls pay one-off allocation costs; not measured
         for name in names:
-            recognizers[name](document.text)
+            recognizers[name](document)
     runs = {name: ModeRun(name) for name in names}
     for i, document in enumerate(tqdm(documents, desc=" / ".join(names), unit="doc", disable=not progress)):
         gold_counts = {label: 0 for label in schema.labels}
         for entity in document.entities:
             gold_counts[entity.label] = gold_counts.get(entity.label, 0) + 1
         for name in names[i % len(names):] + names[: i % len(names)]:
-            result, run = recognizers[name](document.text), runs[name]
+            result, run = recognizers[name](document), runs[name]
             run.latencies_s.append(result.latency_s)
             run.tokens_per_sequence.append(result.tokens_per_sequence)
             run.forward_calls.append(result.forward_calls)
             run.drafted_tokens.append(getattr(result, "drafted_tokens", 0))
             run.accepted_tokens.append(getattr(result, "accepted_tokens", 0))
             run.predictions.append(result.prediction)
+            run.windows.append(result.prediction.windows)
+            run.characters.append(len(document.text))
             for count in result.prediction.counts:
                 run.count_total += 1
                 run.count_exact += int(count.count == gold_counts.get(count.label, 0))
@@ -126,7 +164,7 @@ def speedups(summaries: dict[str, dict]) -> dict:
     base = summaries.get(PADELLM_PREFIX)
     if not base:
         return out
-    for other in (AUTOREG_STRUCT, PADELLM_NO_PREFIX):
+    for other in (AUTOREG_STRUCT, PADELLM_NO_PREFIX, PADELLM_BY_SENTENCE):
         if other in summaries and base["latency_ms_mean"]:
             key = f"{PADELLM_PREFIX}_vs_{other}"
             out[key] = summaries[other]["latency_ms_mean"] / base["latency_ms_mean"]
@@ -140,14 +178,15 @@ def bench_table(report: dict) -> str:
     modes = report["modes"]
     width = max(len(m) for m in modes)
     lines = [f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'F1':>7} "
-             f"{'tok/seq':>8} {'fwd/doc':>8}"]
+             f"{'span F1':>8} {'tok/seq':>8} {'fwd/doc':>8} {'win/doc':>8}"]
     base = modes.get(PADELLM_PREFIX, {}).get("latency_ms_mean")
     for name, m in modes.items():
         # speedup of PaDeLLM (prefix sharing) over this mode: this mode's mean latency / PaDeLLM's
         speed = m["latency_ms_mean"] / base if base else float("nan")
         lines.append(f"{name:<{width}}  {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
                      f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
-                     f"{m['tokens_per_sequence_mean']:8.2f} {m['forward_calls_mean']:8.1f}")
+                     f"{m.get('span_micro_f1', float('nan')) * 100:8.2f} {m['tokens_per_sequence_mean']:8.2f} "
+                     f"{m['forward_calls_mean']:8.1f} {m.get('windows_mean', 1.0):8.1f}")
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
     if report.get("lookup_tokens"):
         kept = ", ".join(f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"

@@ -29,7 +29,8 @@ def make_backend(args):
 
         if not args.tgi_url:
             raise ValueError("--backend tgi needs --tgi-url")
-        return TgiBackend(args.tgi_url, timeout_s=args.tgi_timeout_s, model_name=args.tgi_model_name)
+        schemas = [name for name in (args.schemas or "").split(",") if name]
+        return TgiBackend(args.tgi_url, timeout_s=args.tgi_timeout_s, model_name=args.tgi_model_name, schemas=schemas)
     raise ValueError(f"unknown backend {args.backend!r}")
 
 
@@ -37,7 +38,7 @@ async def run_worker(args) -> None:
     backend = make_backend(args)
     await backend.start()
     tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
-    service = WorkerService(backend, max_text_chars=args.max_text_chars)
+    service = WorkerService(backend, max_text_chars=args.max_text_chars, max_window_tokens=args.max_window_tokens)
     server, port, health = await start_server(add_to_server(service), [SERVICE_NAME], args.host, args.port, tls)
     extra = []
     if getattr(args, "tgi_api_port", None) is not None:

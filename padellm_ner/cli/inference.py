@@ -10,8 +10,8 @@ from pathlib import Path
 from ..core import DEDUP_POLICIES, scores_table
 from ..data import read_corpus
 from .options import (
-    add_model_options, add_reader_options, add_selection_options, engine_for, lookup_tokens, reader_options,
-    schema_of, selected, set_threads,
+    add_model_options, add_reader_options, add_selection_options, add_window_options, engine_for, lookup_tokens,
+    reader_options, schema_of, selected, set_threads, window_policy,
 )
 
 
@@ -24,13 +24,15 @@ def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict
     return {
         "text": prediction.text,
         "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                      "probability": _rounded(m.probability)} for m in prediction.mentions],
+                      "probability": _rounded(m.probability), "window": m.window} for m in prediction.mentions],
+        "windows": prediction.windows,
         "counts": {c.label: {"count": c.count, "probability": round(c.probability, 6), "status": c.status.value}
                    for c in prediction.counts},
         "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
                              for m in prediction.removed_by_dedup],
         "not_in_text": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
                         for m in prediction.absent],
+        "truncated": [{"label": m.label, "text": m.text} for m in prediction.truncated],
         "model": engine_model.info.get("name"), "schema": schema.name, "latency_ms": round(latency_s * 1000, 2),
     }
 
@@ -94,15 +96,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from workers.evaluation import PADELLM_NO_PREFIX, PADELLM_PREFIX, predictions_jsonl, run_mode
 
     set_threads()
-    corpus = read_corpus(args.data, args.format, **reader_options(args))
-    documents, selection = selected(args, corpus.documents)
+    documents, selection = _documents(args)
     engine_model, engine = engine_for(args, args.model, prefix_sharing=not args.no_prefix_sharing)
     schema = schema_of(args, engine_model)
     mode = engine_model.info.get("objective") or "base-model"
     if mode == "padellm":
         mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
-    run = run_mode(mode, lambda text: engine.recognize(text, schema), documents, schema, warmup=args.warmup)
-    report = {"data": args.data, "documents_selected": selection, "model": engine_model.info.get("name"),
+    run = run_mode(mode, lambda document: engine.recognize(document.text, schema), documents, schema,
+                   warmup=args.warmup)
+    report = {"data": args.data, "unit": args.unit, "window_tokens": args.window_tokens,
+              "window_unit": args.window_unit, "documents_selected": selection, "model": engine_model.info.get("name"),
               "mode": mode, "schema": schema.name,
               "device": str(engine_model.device), "dtype": engine_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), **run.summary()}
@@ -114,8 +117,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(scores_table(run.set_scores))
         print(f"micro-F1 {report['micro_f1'] * 100:.2f}  span micro-F1 {report['span_micro_f1'] * 100:.2f}  "
               f"latency mean {report['latency_ms_mean']:.1f} ms (p50 {report['latency_ms_p50']:.1f}, "
-              f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}")
+              f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}  "
+              f"windows/document {report['windows_mean']:.1f}")
     return 0
+
+
+def _documents(args: argparse.Namespace):
+    """The selected documents of --data in the asked unit (sentences, or the documents they came from)."""
+    from ..data.units import in_unit
+
+    corpus = read_corpus(args.data, args.format, **reader_options(args))
+    return selected(args, in_unit(corpus.documents, args.unit))
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -123,27 +135,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from workers.engine.loading import load_engine_model
     from workers.engine.padellm import PadellmEngine
     from workers.evaluation import (
-        AUTOREG_STRUCT, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_modes, speedups,
+        AUTOREG_STRUCT, PADELLM_BY_SENTENCE, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_modes,
+        sentence_by_sentence, speedups,
     )
 
     set_threads()
-    corpus = read_corpus(args.data, args.format, **reader_options(args))
-    documents, selection = selected(args, corpus.documents)
+    documents, selection = _documents(args)
     padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = schema_of(args, padellm_model)
     lookup = lookup_tokens(args)  # read once, so the report records what every engine used
+    policy = window_policy(args)
     recognizers = {}
     for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
-        engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup)
-        recognizers[mode] = lambda text, e=engine: e.recognize(text, schema)
+        engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup, window_policy=policy)
+        recognizers[mode] = lambda document, e=engine: e.recognize(document.text, schema)
+        if sharing and args.unit == "document":  # the same engine on the document's corpus sentences, one by one
+            recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(lambda text, e=engine: e.recognize(text, schema),
+                                                                    schema.labels)
     if args.baseline_model:
         baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
                                            dtype=args.dtype)
-        baseline = AutoregStructEngine(baseline_model, lookup_tokens=lookup)
-        recognizers[AUTOREG_STRUCT] = lambda text: baseline.recognize(text, schema)
+        baseline = AutoregStructEngine(baseline_model, lookup_tokens=lookup, window_policy=policy)
+        recognizers[AUTOREG_STRUCT] = lambda document: baseline.recognize(document.text, schema)
     runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
-    report = {"data": args.data, "documents": len(documents), "documents_selected": selection,
+    report = {"data": args.data, "unit": args.unit, "window_tokens": policy.max_tokens,
+              "window_unit": policy.unit.value, "documents": len(documents), "documents_selected": selection,
               "device": str(padellm_model.device),
               "dtype": padellm_model.info["dtype"],
               "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
@@ -161,6 +178,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_unit_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--unit", default="sentence", choices=("sentence", "document"),
+                        help="score the corpus's sentences (default), or the documents they came from (CoNLL "
+                             "-DOCSTART- groups, sentences joined by a space); --limit/--sample count that unit. "
+                             "bench --unit document adds PaDeLLM on each document's sentences one by one")
+
+
 def register(commands) -> None:
     """`recognize`, `eval` and `bench`."""
     rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")
@@ -168,6 +192,7 @@ def register(commands) -> None:
     rec.add_argument("--labels", help="comma-separated labels (default: all of the schema)")
     add_model_options(rec)
     rec.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
+    add_window_options(rec)
     rec.add_argument("--no-adapter", action="store_true", help="the bare base model (for checks)")
     rec.add_argument("--json", action="store_true")
     rec.add_argument("--endpoint", help="HOST:PORT of a running NER service: call it instead of the embedded model")
@@ -185,6 +210,8 @@ def register(commands) -> None:
     add_model_options(ev)
     ev.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
     ev.add_argument("--no-prefix-sharing", action="store_true", help="encode every prompt on its own")
+    add_unit_option(ev)
+    add_window_options(ev)
     ev.add_argument("--warmup", type=int, default=2, help="documents decoded first and not measured")
     ev.add_argument("--predictions", help="write the predictions (JSONL with offsets and probabilities) here")
     ev.add_argument("--json", action="store_true")
@@ -196,6 +223,8 @@ def register(commands) -> None:
     add_selection_options(be, 300)
     add_model_options(be)
     be.add_argument("--baseline-model", help="an AutoReg_Struct model folder (models/autoreg-struct-conll03)")
+    add_unit_option(be)
+    add_window_options(be)
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=cmd_bench)

@@ -80,6 +80,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                              "(default: PADELLM_LOOKUP_TOKENS, else 4)")
 
 
+def add_window_options(parser: argparse.ArgumentParser) -> None:
+    from ..core.segment import DEFAULT_WINDOW_TOKENS, WindowUnit
+
+    parser.add_argument("--window-tokens", type=at_least(8), default=DEFAULT_WINDOW_TOKENS, metavar="N",
+                        help="documents are read as windows of whole sentences of at most N estimated tokens "
+                             f"(default {DEFAULT_WINDOW_TOKENS})")
+    parser.add_argument("--window-unit", default=WindowUnit.PACKED.value, choices=[u.value for u in WindowUnit],
+                        help="packed: consecutive sentences up to the budget (default); sentence: one per window")
+
+
+def window_policy(args: argparse.Namespace):
+    from ..core.segment import WindowPolicy
+
+    return WindowPolicy(args.window_tokens, args.window_unit)
+
+
 def add_tls_server_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key turns TLS on")
     parser.add_argument("--tls-key", help="server private key (PEM)")
@@ -116,10 +132,12 @@ def engine_for(args: argparse.Namespace, model: str | None = None, prefix_sharin
                                      device=getattr(args, "device", None), adapter=not getattr(args, "no_adapter", False),
                                      dtype=getattr(args, "dtype", None))
     lookup = lookup_tokens(args)
+    policy = window_policy(args) if hasattr(args, "window_tokens") else None
     if engine_model.info.get("objective") == "autoreg-struct":
-        return engine_model, AutoregStructEngine(engine_model, lookup_tokens=lookup)
+        return engine_model, AutoregStructEngine(engine_model, lookup_tokens=lookup, window_policy=policy)
     return engine_model, PadellmEngine(engine_model, prefix_sharing=prefix_sharing,
-                                       dedup=getattr(args, "dedup", "keep-max"), lookup_tokens=lookup)
+                                       dedup=getattr(args, "dedup", "keep-max"), lookup_tokens=lookup,
+                                       window_policy=policy)
 
 
 def lookup_tokens(args: argparse.Namespace) -> int:

@@ -8,9 +8,10 @@ from pathlib import Path
 
 from ..core import DEDUP_POLICIES
 from ..data import read_corpus
+from ..validation import DEFAULT_MAX_TEXT_CHARS, DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS
 from .options import (
-    add_model_options, add_reader_options, add_tls_server_options, lookup_tokens, reader_options, schema_of,
-    set_threads,
+    add_model_options, add_reader_options, add_tls_server_options, add_window_options, lookup_tokens,
+    reader_options, schema_of, set_threads,
 )
 
 
@@ -59,8 +60,10 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     from workers.engine.loading import load_engine_model
 
     set_threads()
+    from ..data.units import in_unit
+
     corpus = read_corpus(args.data, args.format, **reader_options(args))
-    texts = [d.text for d in corpus.documents[: args.limit]]
+    texts = [d.text for d in in_unit(corpus.documents, args.unit)[: args.limit]]
     engine_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
     schema = schema_of(args, engine_model)
     workers = [int(n) for n in args.worker_counts.split(",")]
@@ -71,6 +74,7 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
                                    model_args=model_args, mode=args.mode, lookup_tokens=lookup))
     report["data"] = args.data
+    report["unit"] = args.unit
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2) if args.json else bench.table(report))
@@ -104,7 +108,13 @@ def register(commands) -> None:
     wk.add_argument("--tgi-api-port", type=int, help="also serve the backend behind TGI's HTTP API on this port")
     add_model_options(wk)
     wk.add_argument("--batch-window-ms", type=float, default=2.0, help="micro-batching window (embedded)")
-    wk.add_argument("--max-text-chars", type=int, default=8192)
+    wk.add_argument("--max-text-chars", type=int, default=DEFAULT_MAX_WINDOW_CHARS,
+                    help=f"the longest text one call may carry: one window (default {DEFAULT_MAX_WINDOW_CHARS})")
+    wk.add_argument("--max-window-tokens", type=int, default=DEFAULT_MAX_WINDOW_TOKENS,
+                    help="the largest window one call may carry, in estimated tokens; at least the service's "
+                         f"--window-tokens (default {DEFAULT_MAX_WINDOW_TOKENS})")
+    wk.add_argument("--schemas", help="comma-separated label schemas the TGI model serves (default: read from the "
+                                      "model id in TGI's /info, e.g. ..._conll03)")
     add_tls_server_options(wk)
     wk.set_defaults(handler=cmd_worker)
 
@@ -118,7 +128,11 @@ def register(commands) -> None:
     sv.add_argument("--deadline-s", type=float, default=30.0, help="deadline of each worker call")
     sv.add_argument("--max-in-flight", type=int, default=256, help="worker calls in flight, all documents together")
     sv.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
-    sv.add_argument("--max-text-chars", type=int, default=8192)
+    sv.add_argument("--max-text-chars", type=int, default=DEFAULT_MAX_TEXT_CHARS,
+                    help=f"the longest document accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS:,})")
+    add_window_options(sv)
+    sv.add_argument("--mention-start", default="per-label", choices=("per-label", "after-counts"),
+                    help="multi mode: ask a label's mentions as soon as its count is known, or after every count")
     sv.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     add_tls_server_options(sv)
     sv.add_argument("--worker-tls-ca", help="CA of the workers' certificates (TLS to workers)")
@@ -139,7 +153,12 @@ def register(commands) -> None:
     st.add_argument("--transactional-id", help="stable per instance (default: padellm-ner-GROUP)")
     st.add_argument("--max-in-flight", type=int, default=64)
     st.add_argument("--max-in-flight-per-partition", type=int, default=16)
-    st.add_argument("--max-message-bytes", type=int, default=64 * 1024)
+    st.add_argument("--max-message-bytes", type=int, default=1_000_000,
+                    help="the largest input record accepted (default 1,000,000 bytes, under Kafka's default limit)")
+    st.add_argument("--max-text-chars", type=int, default=DEFAULT_MAX_TEXT_CHARS,
+                    help=f"the longest document accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS:,})")
+    add_window_options(st)
+    st.add_argument("--mention-start", default="per-label", choices=("per-label", "after-counts"))
     st.add_argument("--deadline-s", type=float, default=30.0)
     st.add_argument("--create-topics", action="store_true", help="create missing topics (with --partitions)")
     st.add_argument("--partitions", type=int, default=4)
@@ -179,6 +198,8 @@ def register(commands) -> None:
     add_model_options(bs)
     bs.add_argument("--mode", default="multi", choices=("multi", "batch"))
     bs.add_argument("--worker-counts", default="1,2", help="comma-separated numbers of worker processes")
+    bs.add_argument("--unit", default="sentence", choices=("sentence", "document"),
+                    help="the corpus's sentences, or the documents they came from (CoNLL -DOCSTART- groups)")
     bs.add_argument("--concurrency", type=int, default=8, help="documents in flight in the throughput runs")
     bs.add_argument("--output", help="also write the JSON report here")
     bs.add_argument("--json", action="store_true")

@@ -8,10 +8,12 @@ import signal
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from padellm_ner.core.segment import WindowPolicy
 from padellm_ner.grpc_common import TlsFiles
 
 from ..main import worker_model_info
-from ..orchestrator import Orchestrator, OrchestratorConfig
+
+from ..orchestrator import MentionStart, Orchestrator, OrchestratorConfig
 from ..worker_pool import WorkerPool
 from .kafka_options import KafkaSecurity
 from .processor import StreamConfig, StreamProcessor
@@ -48,14 +50,16 @@ async def run_stream(args) -> None:
     worker_tls = TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca)
     async with WorkerPool(args.workers.split(","), tls=worker_tls) as pool:
         model, version = await worker_model_info(pool)
-        orchestrator = Orchestrator(pool, OrchestratorConfig(mode=args.mode, call_deadline_s=args.deadline_s,
-                                                             model=model, model_version=version))
+        orchestrator = Orchestrator(pool, OrchestratorConfig(
+            mode=args.mode, call_deadline_s=args.deadline_s, model=model, model_version=version,
+            window_policy=WindowPolicy(args.window_tokens, args.window_unit),
+            mention_start=MentionStart(args.mention_start)))
         config = StreamConfig(
             bootstrap=args.bootstrap, input_topic=args.input_topic, output_topic=args.output_topic,
             dead_letter_topic=dead_letter, group_id=args.group_id, default_schema=args.schema,
             exactly_once=args.exactly_once, transactional_id=args.transactional_id,
             max_in_flight=args.max_in_flight, max_in_flight_per_partition=args.max_in_flight_per_partition,
-            max_message_bytes=args.max_message_bytes, security=security)
+            max_message_bytes=args.max_message_bytes, max_text_chars=args.max_text_chars, security=security)
         processor = StreamProcessor(config, orchestrator)
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

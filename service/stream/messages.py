@@ -22,9 +22,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from padellm_ner.validation import InvalidInput, check_id, check_labels, check_schema, check_text
+from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput, check_id, check_labels, check_schema, check_text
 
-DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1,048,588)
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class StreamDocument:
 
 
 def parse_document(value: bytes | None, *, default_schema: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                   max_text_chars: int = 8192) -> StreamDocument:
+                   max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> StreamDocument:
     """The document of an input record, or InvalidInput with the reason it goes to the dead-letter topic."""
     if value is None:
         raise InvalidInput("the record has no value (a tombstone)")

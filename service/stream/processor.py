@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from padellm_ner.core import get_schema
-from padellm_ner.validation import InvalidInput
+from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput
 
 from .. import metrics
 from .kafka_options import KafkaSecurity
@@ -55,7 +55,7 @@ class StreamConfig:
     max_in_flight: int = 64
     max_in_flight_per_partition: int = 16
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
-    max_text_chars: int = 8192
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
     commit_interval_s: float = 1.0
     overload_backoff_s: float = 1.0
     shutdown_grace_s: float = 30.0

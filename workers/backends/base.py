@@ -40,6 +40,7 @@ class Extracted:
 class Backend(Protocol):
     name: str
     model_name: str
+    schemas: tuple[str, ...]  # the label schemas the model serves; requests for others are refused
     model_version: str
 
     async def start(self) -> None: ...

@@ -1,9 +1,11 @@
 """The embedded backend: the torch engine in-process, with micro-batching across concurrent calls.
 
-Count and Mention calls that arrive within a short window are decoded together (workers/engine/batching.py):
-calls of one document run as branches of one batch on its encoded prefix. A document's first batch reads the
-document and its branches in one forward; its prefix cache is kept in a small LRU cache, so step 2 reuses
-what step 1 encoded. All torch work runs on one dedicated thread, never on the event loop.
+Every call carries one window of a document. Calls that arrive within a short window are decoded together
+(workers/engine/batching.py): Count calls of windows not seen before are read in one forward (a row per window,
+its label branches sharing it), and each window's prefix cache is kept in a small LRU cache, so the Mention calls
+that follow continue what the Count step encoded — the windows of one batch again in one batch. Extract calls
+(batch mode) that meet in a batch are decoded as the engine decodes a document's windows: together. All torch
+work runs on one dedicated thread, never on the event loop.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
-from padellm_ner.core import CountResult, DEFAULT_MAX_COUNT, MentionResult, template_for
+from padellm_ner.core import SCHEMAS, CountResult, DEFAULT_MAX_COUNT, MentionResult, template_for
+from padellm_ner.core.aggregate import FinishReason
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
 from ..engine.batching import MicroBatcher
-from ..engine.decoder import decode_tree, greedy_decode
+from ..engine.decoder import decode_forest, decode_on_caches
 from ..engine.loading import EngineModel
 from ..engine.lookup import DEFAULT_LOOKUP_TOKENS
 from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
@@ -25,12 +28,21 @@ from .base import BackendError, Extracted, Timed
 
 
 @dataclass
-class _Pending:
+class _Sequence:
+    """A Count (k None) or Mention call: one branch after its window's prefix."""
     text: str
     language: str
     branch: str
     label: str
-    k: int | None  # None for a count
+    k: int | None
+
+
+@dataclass
+class _Window:
+    """An Extract call: both steps for the labels of one window."""
+    text: str
+    schema: str
+    labels: tuple[str, ...]
 
 
 class EmbeddedBackend:
@@ -38,20 +50,23 @@ class EmbeddedBackend:
 
     def __init__(
         self, engine_model: EngineModel, *, max_count: int = DEFAULT_MAX_COUNT, max_mention_tokens: int = 48,
-        batch_window_ms: float = 2.0, max_batch: int = 64, prefix_cache_size: int = 32,
+        batch_window_ms: float = 2.0, max_batch: int = 64, prefix_cache_size: int = 64,
         lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
     ):
         self.m = engine_model
         self.model_name = engine_model.info.get("name", "embedded")
         self.model_version = str(engine_model.info.get("version", "base"))
+        # a trained model serves the schema it was trained for; the bare base model (tests) any
+        trained_for = engine_model.info.get("schema")
+        self.schemas: tuple[str, ...] = (trained_for,) if trained_for else tuple(SCHEMAS)
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
         self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens,
                                      lookup_tokens=lookup_tokens)
-        self._prefixes: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[str, str], tuple[list[int], object]] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
-        self._batcher: MicroBatcher[_Pending, Timed] = MicroBatcher(
+        self._batcher: MicroBatcher[_Sequence | _Window, Timed | Extracted] = MicroBatcher(
             self._decode, window_ms=batch_window_ms, max_batch=max_batch, name="engine",
             on_error=lambda error: BackendError("INTERNAL", f"decoding failed: {error}"),
             on_shutdown=lambda: BackendError("UNAVAILABLE", "the worker is not running"))
@@ -86,7 +101,8 @@ class EmbeddedBackend:
 
     async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed:
         language, word = self._word(schema, label)
-        return await self._submit(text, language, template_for(language).label_branch(word), label, None)
+        return await self._batcher.submit(
+            _Sequence(text, language, template_for(language).label_branch(word), label, None))
 
     async def mention(self, document_id: str, text: str, schema: str, label: str, count: int, k: int) -> Timed:
         language, word = self._word(schema, label)
@@ -95,7 +111,8 @@ class EmbeddedBackend:
         except InvalidInput as error:
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
         template = template_for(language)
-        return await self._submit(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k)
+        return await self._batcher.submit(
+            _Sequence(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k))
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
         try:
@@ -103,55 +120,77 @@ class EmbeddedBackend:
             labels = check_labels(label_schema, list(labels))
         except InvalidInput as error:
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
-        result = await self._batcher.run(self._engine.recognize, text, label_schema, labels)
-        share = result.latency_s
-        return Extracted([Timed(c, share) for c in result.counts], [Timed(m, share) for m in result.mentions],
-                         result.latency_s)
-
-    async def _submit(self, text: str, language: str, branch: str, label: str, k: int | None) -> Timed:
-        return await self._batcher.submit(_Pending(text, language, branch, label, k))
+        return await self._batcher.submit(_Window(text, label_schema.name, tuple(labels)))
 
     # --- decoding (on the engine thread) -----------------------------------------------------------------
 
-    def _cached_prefix(self, text: str, language: str):
-        key = (language, text)
-        if key in self._prefixes:
-            self._prefixes.move_to_end(key)
-            return self._prefixes[key]
-        return None
-
     def _remember_prefix(self, text: str, language: str, entry) -> None:
         self._prefixes[(language, text)] = entry
-        if len(self._prefixes) > self._prefix_cache_size:
+        self._prefixes.move_to_end((language, text))
+        while len(self._prefixes) > self._prefix_cache_size:
             self._prefixes.popitem(last=False)
 
-    def _decode(self, batch: list[_Pending]) -> list[Timed]:
-        """Runs on the engine thread: one greedy batch per (document, step) group."""
-        outcomes: dict[int, Timed] = {}
-        groups: dict[tuple[str, str, bool], list[int]] = {}
-        for index, pending in enumerate(batch):
-            groups.setdefault((pending.language, pending.text, pending.k is None), []).append(index)
-        for (language, text, is_count), indices in groups.items():
+    def _decode(self, batch: list[_Sequence | _Window]) -> list[Timed | Extracted]:
+        """Runs on the engine thread: the batch's Extract windows together, then its Count calls together, then
+        its Mention calls together."""
+        outcomes: dict[int, Timed | Extracted] = {}
+        windows = [i for i, item in enumerate(batch) if isinstance(item, _Window)]
+        by_labels: dict[tuple[str, tuple[str, ...]], list[int]] = {}
+        for i in windows:
+            by_labels.setdefault((batch[i].schema, batch[i].labels), []).append(i)
+        for (schema, labels), indices in by_labels.items():
             started = time.perf_counter()
-            branches = [self.m.encode(batch[i].branch) for i in indices]
-            max_new = COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens
-            entry = self._cached_prefix(text, language)
-            prefix_ids = entry[0] if entry else self.m.encode(template_for(language).shared_prefix(text), special=True)
-            lookup = None if is_count else self._engine.lookup_for(prefix_ids, text)  # as the engine: mentions only
-            if entry is None:  # the document's first batch: read the document with its branches, keep its cache
-                generated, cache = decode_tree(self.m.model, prefix_ids, branches, stop_ids=self.stop_ids,
-                                               max_new_tokens=max_new, lookup=lookup)
-                self._remember_prefix(text, language, (prefix_ids, cache))
-            else:
-                cache = entry[1]
-                generated = greedy_decode(self.m.model, branches, prefix_ids=prefix_ids, prefix_cache=cache,
-                                          stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id,
-                                          lookup=lookup)
+            decoded = self._engine.decode_windows([batch[i].text for i in indices], check_schema(schema), labels)
             elapsed = time.perf_counter() - started
-            for i, g in zip(indices, generated):
-                raw = self.m.decode(g.token_ids)
-                p = batch[i]
-                result = (CountResult(p.label, raw, g.logprob, g.generated_tokens) if p.k is None
-                          else MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens))
-                outcomes[i] = Timed(result, elapsed)
+            for w, i in enumerate(indices):
+                outcomes[i] = Extracted([Timed(c, elapsed) for c in decoded.counts if c.window == w],
+                                        [Timed(m, elapsed) for m in decoded.mentions if m.window == w], elapsed)
+        for is_count in (True, False):
+            indices = [i for i, item in enumerate(batch) if isinstance(item, _Sequence) and (item.k is None) == is_count]
+            if indices:
+                outcomes.update(self._decode_sequences(batch, indices, is_count))
         return [outcomes[i] for i in range(len(batch))]
+
+    def _decode_sequences(self, batch, indices: list[int], is_count: bool) -> dict[int, Timed]:
+        """One step's calls, grouped by window: windows read before continue their cached prefix, the others are
+        read with their branches (a row per window); both kinds in as few forwards as the caches allow."""
+        started = time.perf_counter()
+        groups: dict[tuple[str, str], list[int]] = {}
+        for i in indices:
+            groups.setdefault((batch[i].language, batch[i].text), []).append(i)
+        max_new = COUNT_MAX_NEW_TOKENS if is_count else self.max_mention_tokens
+        cached = [key for key in groups if key in self._prefixes]
+        fresh = [key for key in groups if key not in self._prefixes]
+        entries = [self._prefixes[key] for key in cached]  # taken before the fresh windows may evict them
+        generated: dict[int, object] = {}
+        if fresh:
+            prefixes = [self.m.encode(template_for(language).shared_prefix(text), special=True)
+                        for language, text in fresh]
+            lookups = None if is_count else [self._engine.lookup_for(p, text) for p, (_, text) in zip(prefixes, fresh)]
+            results, forest = decode_forest(
+                self.m.model, prefixes, [[self.m.encode(batch[i].branch) for i in groups[key]] for key in fresh],
+                stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, lookup=lookups)
+            for row, (key, prefix) in enumerate(zip(fresh, prefixes)):
+                self._remember_prefix(key[1], key[0], (prefix, forest.prefix_cache(row)))
+                generated.update(zip(groups[key], results[row]))
+        if cached:
+            for key in cached:
+                if key in self._prefixes:
+                    self._prefixes.move_to_end(key)
+            lookups = None if is_count else [self._engine.lookup_for(prefix, text)
+                                             for (prefix, _), (_, text) in zip(entries, cached)]
+            results = decode_on_caches(
+                self.m.model, [(len(prefix), cache, [self.m.encode(batch[i].branch) for i in groups[key]])
+                               for (prefix, cache), key in zip(entries, cached)],
+                stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, lookup=lookups)
+            for key, row in zip(cached, results):
+                generated.update(zip(groups[key], row))
+        elapsed = time.perf_counter() - started
+        outcomes = {}
+        for i in indices:
+            g, p = generated[i], batch[i]
+            raw, finish = self.m.decode(g.token_ids), FinishReason(g.finish)
+            result = (CountResult(p.label, raw, g.logprob, g.generated_tokens, finish) if p.k is None
+                      else MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens, finish))
+            outcomes[i] = Timed(result, elapsed)
+        return outcomes

@@ -7,6 +7,11 @@ or eos. A sequence's log-probability is the sum over `details.tokens` without sp
 without the stop token. TGI's prefix cache only holds a prompt once its request finished, so the first
 Count call of a document goes alone and the document's other calls wait for it.
 
+Every call carries one window of a document, so TGI's `--max-input-tokens` bounds a window, not a document. A
+sequence TGI cut at `max_new_tokens` (`finish_reason` "length") comes back marked as such: a truncated count is
+flagged, a truncated mention is never returned as an entity. The worker serves the schemas it is given, or the
+one named by the model id in TGI's `/info` (`..._conll03`); requests for other schemas are refused.
+
 Errors: 429 (overloaded) -> RESOURCE_EXHAUSTED, 422 (validation) -> INVALID_ARGUMENT, timeouts ->
 DEADLINE_EXCEEDED, connection failures and 503 -> UNAVAILABLE, anything else -> INTERNAL.
 """
@@ -14,21 +19,35 @@ DEADLINE_EXCEEDED, connection failures and 503 -> UNAVAILABLE, anything else -> 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from typing import Sequence
 
+import aiohttp
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import (
     HfHubHTTPError, InferenceTimeoutError, OverloadedError, TextGenerationError, ValidationError,
 )
 
-from padellm_ner.core import DEFAULT_MAX_COUNT, CountResult, MentionResult, parse_count, template_for
+from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
+from padellm_ner.core.aggregate import FinishReason
+from padellm_ner.core.plan import DocumentPlan
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
 from .base import BackendError, Extracted, Timed
 
+log = logging.getLogger(__name__)
 COUNT_MAX_NEW_TOKENS = 10
+
+
+def schema_of_model_id(model_id: str) -> str | None:
+    """The label schema a released PaDeLLM checkpoint's id names at its end (`PaDeLLM_llama2_7b_conll03`)."""
+    tail = model_id.rstrip("/").rsplit("/", 1)[-1].lower()
+    for name in sorted(SCHEMAS, key=len, reverse=True):
+        if tail.endswith(("_" + name, "-" + name)) or tail == name:
+            return name
+    return None
 
 
 def _status_of(error: Exception) -> BackendError:
@@ -71,8 +90,11 @@ class TgiBackend:
     name = "tgi"
 
     def __init__(self, url: str, *, timeout_s: float = 30.0, model_name: str = "tgi", max_count: int = DEFAULT_MAX_COUNT,
-                 max_mention_tokens: int = 48, prime_documents: bool = True):
+                 max_mention_tokens: int = 48, prime_documents: bool = True, schemas: Sequence[str] = ()):
+        for name in schemas:
+            check_schema(name)  # a clear error for a misspelt schema at start
         self.url = url.rstrip("/")
+        self.schemas: tuple[str, ...] = tuple(schemas)
         self.timeout_s = timeout_s
         self.model_name = model_name
         self.model_version = ""
@@ -83,15 +105,36 @@ class TgiBackend:
         self._primed: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
 
     async def start(self) -> None:
+        """Reads TGI's /info to check (or, where none were given, learn) the schemas its model serves."""
+        model_id = await self._model_id()
+        named = schema_of_model_id(model_id) if model_id else None
+        if self.schemas and named and named not in self.schemas:
+            raise ValueError(f"TGI serves {model_id}, a model for schema {named}, not {', '.join(self.schemas)}")
+        if not self.schemas:
+            if not named:
+                raise ValueError(f"cannot tell which label schema TGI's model ({model_id or '/info did not answer'}) "
+                                 "serves: give the worker --schemas")
+            self.schemas = (named,)
+        log.info("TGI at %s serves %s (schemas %s)", self.url, model_id or "an unknown model", ", ".join(self.schemas))
         # base_url is used as is: TGI's /generate endpoint, no path is added by the client
         self.client = AsyncInferenceClient(base_url=f"{self.url}/generate", timeout=self.timeout_s)
+
+    async def _model_id(self) -> str | None:
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=min(10.0, self.timeout_s))) as session:
+                async with session.get(f"{self.url}/info") as response:
+                    response.raise_for_status()
+                    return (await response.json()).get("model_id")
+        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+            log.warning("TGI's /info at %s did not answer (%s)", self.url, error)
+            return None
 
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.close()
             self.client = None
 
-    async def _generate(self, prompt: str, max_new_tokens: int) -> tuple[str, float, int, float]:
+    async def _generate(self, prompt: str, max_new_tokens: int) -> tuple[str, float, int, FinishReason, float]:
         if self.client is None:
             raise BackendError("UNAVAILABLE", "the backend is not started")
         started = time.perf_counter()
@@ -105,7 +148,8 @@ class TgiBackend:
         except Exception as error:
             raise _status_of(error) from error
         logprob, tokens = sequence_logprob(output.details)
-        return output.generated_text, logprob, tokens, time.perf_counter() - started
+        finish = FinishReason.LENGTH if output.details.finish_reason == "length" else FinishReason.STOP
+        return output.generated_text, logprob, tokens, finish, time.perf_counter() - started
 
     def _resolve(self, schema_name: str, labels: Sequence[str]):
         try:
@@ -133,8 +177,8 @@ class TgiBackend:
         return await self._count_now(prompt, label)
 
     async def _count_now(self, prompt: str, label: str) -> Timed:
-        raw, logprob, tokens, latency = await self._generate(prompt, COUNT_MAX_NEW_TOKENS)
-        return Timed(CountResult(label, raw, logprob, tokens), latency)
+        raw, logprob, tokens, finish, latency = await self._generate(prompt, COUNT_MAX_NEW_TOKENS)
+        return Timed(CountResult(label, raw, logprob, tokens, finish), latency)
 
     async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed:
         label_schema, _ = self._resolve(schema, [label])
@@ -151,15 +195,24 @@ class TgiBackend:
         key = (document_id, text)
         if key in self._primed:
             await asyncio.shield(self._primed[key])
-        raw, logprob, tokens, latency = await self._generate(prompt, self.max_mention_tokens)
-        return Timed(MentionResult(label, k, raw, logprob, tokens), latency)
+        raw, logprob, tokens, finish, latency = await self._generate(prompt, self.max_mention_tokens)
+        return Timed(MentionResult(label, k, raw, logprob, tokens, finish), latency)
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
+        """Both steps of one window, as the core plans them: each label's mentions asked as soon as its count is
+        known (TGI batches whatever is in flight)."""
         label_schema, labels = self._resolve(schema, labels)
+        plan = DocumentPlan.one_window(text, label_schema, labels, self.max_count)
         started = time.perf_counter()
-        counts = await asyncio.gather(*(self.count(document_id, text, schema, label) for label in labels))
-        parsed = {c.result.label: parse_count(c.result.raw, self.max_count).value for c in counts}
-        mentions = await asyncio.gather(*(
-            self.mention(document_id, text, schema, label, parsed[label], k)
-            for label in labels for k in range(1, parsed[label] + 1)))
-        return Extracted(list(counts), list(mentions), time.perf_counter() - started)
+        extracted = Extracted()
+
+        async def label_sequences(label: str) -> None:
+            count = await self.count(document_id, text, schema, label)
+            extracted.counts.append(count)
+            extracted.mentions.extend(await asyncio.gather(*(
+                self.mention(document_id, text, schema, ask.label, ask.count, ask.k)
+                for ask in plan.mention_asks(count.result))))
+
+        await asyncio.gather(*(label_sequences(ask.label) for ask in plan.count_asks()))
+        extracted.latency_s = time.perf_counter() - started
+        return extracted

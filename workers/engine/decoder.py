@@ -26,6 +26,8 @@ from transformers import DynamicCache
 
 from .lookup import PromptLookup
 
+Lookups = PromptLookup | Sequence[PromptLookup | None] | None  # one for every sequence, or one per row
+
 
 @dataclass
 class Generated:
@@ -104,101 +106,191 @@ def _prefill_on_cache(model, branches, prefix_len: int, prefix_cache: DynamicCac
     return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
 
 
+def _prefill_on_caches(model, groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]], pad_id: int,
+                       device) -> _Prefill:
+    """Branches of several known prefixes in one padded batch: `groups` holds (prefix length, its cache, its
+    branches). Each row is [left padding | its prefix | padding | its branch]; the mask hides both paddings and
+    the positions are explicit, so every row decodes as if alone on its prefix."""
+    rows = [(g, branch) for g, (_, _, branches) in enumerate(groups) for branch in branches]
+    longest = max(length for length, _, _ in groups)
+    width = max(len(branch) for _, branch in rows)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), longest + width), dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (g, branch) in enumerate(rows):
+        length = groups[g][0]
+        input_ids[row, width - len(branch):] = torch.tensor(list(branch))
+        attention[row, longest - length:longest] = 1
+        attention[row, longest + width - len(branch):] = 1
+        positions[row, width - len(branch):] = torch.arange(length, length + len(branch))
+    layers = []
+    for index in range(len(groups[0][1].layers)):
+        keys, values = [], []
+        for length, cache, branches in groups:
+            layer = cache.layers[index]
+            pad = (0, 0, longest - length, 0)  # left padding of the sequence dimension
+            keys.append(torch.nn.functional.pad(layer.keys, pad).expand(len(branches), -1, -1, -1))
+            values.append(torch.nn.functional.pad(layer.values, pad).expand(len(branches), -1, -1, -1))
+        layers.append((torch.cat(keys), torch.cat(values)))
+    cache = DynamicCache(ddp_cache_data=layers, config=model.config)
+    attention = attention.to(device)
+    out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
+                cache=cache, use_cache=True, logits_to_keep=1)
+    return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
+
+
+@torch.inference_mode()
+def decode_on_caches(
+    model, groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]], *, stop_ids, max_new_tokens: int,
+    pad_id: int = 0, stats: DecodeStats | None = None, lookup: Lookups = None,
+) -> list[list[Generated]]:
+    """Greedy continuation of the branches of several prefixes whose caches are known (windows read before), in one
+    batch: `groups` holds (prefix length, prefix cache, branches). Results per group. `lookup`: one per group."""
+    groups = [g for g in groups]
+    for _, _, branches in groups:
+        _check(branches)
+    stats = stats or DecodeStats()
+    out: list[list[Generated]] = [[] for _ in groups]
+    live = [g for g, (_, _, branches) in enumerate(groups) if branches]
+    if not live:
+        return out
+    prefill = _prefill_on_caches(model, [groups[g] for g in live], pad_id, next(model.parameters()).device)
+    stats.forward_calls += 1
+    stats.prefill_tokens += sum(len(b) for g in live for b in groups[g][2])
+    group_lookups = _per_row(lookup, len(groups))
+    owners = [g for g in live for _ in groups[g][2]]
+    flat = _decode_loop(model, prefill, len(owners), stop_ids, max_new_tokens, stats,
+                        [group_lookups[g] for g in owners])
+    for g, generated in zip(owners, flat):
+        out[g].append(generated)
+    return out
+
+
 @dataclass
-class Tree:
-    """A prefix and branches read in one row: the cache holds the prefix, then each branch after the other (then
-    whatever was read after them); a branch's tokens see the prefix and, causally, themselves."""
-    cache: DynamicCache
-    prefix_len: int
-    spans: list[tuple[int, int]]  # (start in the row, length) of every branch; its positions follow the prefix
+class Forest:
+    """Trees read in one forward, one per batch row: row r holds prefix r, then each of its branches after the
+    other (then whatever was read after them), right-padded to the longest row. A branch's tokens see their
+    row's prefix and, causally, themselves; their positions follow the prefix."""
+    cache: DynamicCache  # [rows, heads, width, dim]
+    prefix_lens: list[int]
+    spans: list[tuple[int, int, int]]  # (row, start column, length) of every branch
     cache_config: object  # the model's config, which a new cache needs
 
-    def prefix_cache(self) -> DynamicCache:
-        """The prefix alone, for later branches of the same document: its rows saw only the prefix, so it equals
-        a prefix-only encoding. A new cache (filling it copies the tensors), built only where it is needed."""
-        return DynamicCache(ddp_cache_data=[(layer.keys[:, :, :self.prefix_len], layer.values[:, :, :self.prefix_len])
+    def prefix_cache(self, row: int = 0) -> DynamicCache:
+        """Row `row`'s prefix alone, for later branches of the same text: its columns saw only the prefix, so it
+        equals a prefix-only encoding. A new cache (filling it copies the tensors), built only where needed."""
+        length = self.prefix_lens[row]
+        return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, :length],
+                                             layer.values[row:row + 1, :, :length])
                                             for layer in self.cache.layers], config=self.cache_config)
 
+    def branch_row(self, branch: int) -> int:
+        return self.spans[branch][0]
+
     def branch_columns(self, branch: int) -> list[int]:
-        start, length = self.spans[branch]
-        return list(range(start, start + length))
+        """The columns a sequence continuing `branch` consists of: its row's prefix, then the branch."""
+        row, start, length = self.spans[branch]
+        return list(range(self.prefix_lens[row])) + list(range(start, start + length))
 
 
-def _read_tree(model, prefix_ids, branches, device) -> tuple[Tree, torch.Tensor]:
-    """One forward over the prefix followed by every branch, with a block mask (a branch attends to the prefix
-    and, causally, to itself) and positions that restart after the prefix for each branch. Returns the tree and
-    the logits at each branch's last token."""
-    prefix_len, lengths = len(prefix_ids), [len(b) for b in branches]
-    total = prefix_len + sum(lengths)
-    ids = list(prefix_ids) + [t for b in branches for t in b]
-    mask = torch.zeros((total, total), dtype=torch.bool)
-    mask[:prefix_len, :prefix_len] = torch.ones((prefix_len, prefix_len), dtype=torch.bool).tril()
-    positions = list(range(prefix_len))
-    spans, offset = [], prefix_len
-    for length in lengths:
-        mask[offset:offset + length, :prefix_len] = True
-        mask[offset:offset + length, offset:offset + length] = torch.ones((length, length), dtype=torch.bool).tril()
-        positions += range(prefix_len, prefix_len + length)
-        spans.append((offset, length))
-        offset += length
+def _read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]],
+                 pad_id: int, device) -> tuple[Forest, torch.Tensor]:
+    """One forward over every row's prefix followed by its branches, with a block mask per row (a branch attends
+    to its prefix and, causally, to itself) and positions that restart after the prefix for each branch. Returns
+    the forest and the logits at each branch's last token (branches in row order)."""
+    lengths = [len(p) + sum(len(b) for b in bs) for p, bs in zip(prefixes, branches)]
+    width = max(lengths)
+    rows = len(prefixes)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.eye(width, dtype=torch.bool).repeat(rows, 1, 1)  # padding sees itself only: no empty softmax
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    spans: list[tuple[int, int, int]] = []
+    for row, (prefix, row_branches) in enumerate(zip(prefixes, branches)):
+        prefix_len = len(prefix)
+        ids[row, :lengths[row]] = torch.tensor(list(prefix) + [t for b in row_branches for t in b])
+        mask[row, :prefix_len, :prefix_len] = torch.ones((prefix_len, prefix_len), dtype=torch.bool).tril()
+        positions[row, :prefix_len] = torch.arange(prefix_len)
+        offset = prefix_len
+        for branch in row_branches:
+            length = len(branch)
+            mask[row, offset:offset + length, :prefix_len] = True
+            mask[row, offset:offset + length, offset:offset + length] = torch.ones(
+                (length, length), dtype=torch.bool).tril()
+            positions[row, offset:offset + length] = torch.arange(prefix_len, prefix_len + length)
+            spans.append((row, offset, length))
+            offset += length
     cache = DynamicCache(config=model.config)
-    hidden = model.model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
-                         position_ids=torch.tensor([positions], device=device), cache=cache, use_cache=True
-                         ).last_hidden_state[0]
-    last = torch.tensor([start + length - 1 for start, length in spans], device=device)
-    logits = model.get_output_embeddings()(hidden.index_select(0, last))  # the vocabulary only where needed
-    return Tree(cache, prefix_len, spans, model.config), logits
+    hidden = model.model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
+                         position_ids=positions.to(device), cache=cache, use_cache=True).last_hidden_state
+    last = hidden[torch.tensor([r for r, _, _ in spans], device=device),
+                  torch.tensor([start + length - 1 for _, start, length in spans], device=device)]
+    logits = model.get_output_embeddings()(last)  # the vocabulary only where needed
+    return Forest(cache, [len(p) for p in prefixes], spans, model.config), logits
 
 
-def _gather_rows(model, tree: Tree, rows: Sequence[list[int]], logits: torch.Tensor, device) -> _Prefill:
-    """One batch row per entry of `rows` (the tree columns that row's sequence consists of, after the prefix):
-    [prefix | left padding (masked) | those columns], ready to decode from `logits` (one row each)."""
-    prefix_len = tree.prefix_len
-    width = max(len(columns) for columns in rows)
-    gather = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
-    gather[:, :prefix_len] = torch.arange(prefix_len)
-    attention = torch.zeros((len(rows), prefix_len + width), dtype=torch.long)
-    attention[:, :prefix_len] = 1
-    for row, columns in enumerate(rows):
-        gather[row, prefix_len + width - len(columns):] = torch.tensor(columns)
-        attention[row, prefix_len + width - len(columns):] = 1
-    next_position = torch.tensor([prefix_len + len(columns) for columns in rows])
+def _gather_rows(model, forest: Forest, rows: Sequence[tuple[int, list[int]]], logits: torch.Tensor,
+                 device) -> _Prefill:
+    """One batch row per entry of `rows`: (the forest row it reads, the columns its sequence consists of: prefix,
+    branch, continuation), left-padded (masked) to the longest, ready to decode from `logits` (one row each)."""
+    width = max(len(columns) for _, columns in rows)
+    gather = torch.zeros((len(rows), width), dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (_, columns) in enumerate(rows):
+        gather[row, width - len(columns):] = torch.tensor(columns)
+        attention[row, width - len(columns):] = 1
+    source = torch.tensor([r for r, _ in rows], device=device)[:, None]
     gather = gather.to(device)
+    next_position = torch.tensor([len(columns) for _, columns in rows])
     cache = DynamicCache(
-        ddp_cache_data=[(layer.keys[0][:, gather].transpose(0, 1).contiguous(),
-                         layer.values[0][:, gather].transpose(0, 1).contiguous())
-                        for layer in tree.cache.layers],  # [heads, batch, seq, dim] -> [batch, heads, seq, dim]
+        ddp_cache_data=[(layer.keys[source, :, gather].transpose(1, 2).contiguous(),
+                         layer.values[source, :, gather].transpose(1, 2).contiguous())
+                        for layer in forest.cache.layers],  # [batch, seq, heads, dim] -> [batch, heads, seq, dim]
         config=model.config)
     return _Prefill(cache, attention.to(device), next_position.to(device), logits)
 
 
-def _prefill_tree(model, prefix_ids, branches, device) -> tuple[_Prefill, DynamicCache]:
-    """The tree read in one forward, then gathered into one batch row per branch. Returns the batch prefill and
-    the prefix's own cache (its rows saw only the prefix, so it equals a prefix-only encoding)."""
-    tree, logits = _read_tree(model, prefix_ids, branches, device)
-    rows = [tree.branch_columns(b) for b in range(len(branches))]
-    return _gather_rows(model, tree, rows, logits, device), tree.prefix_cache()
-
-
 @torch.inference_mode()
+def decode_forest(
+    model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]], *, stop_ids,
+    max_new_tokens: int, pad_id: int = 0, stats: DecodeStats | None = None, lookup: Lookups = None,
+) -> tuple[list[list[Generated]], Forest]:
+    """Greedy continuation of every branch of every prefix (`branches[r]` continue `prefixes[r]`): all prefixes
+    and branches are read in one forward, one row each, then decoded in one batch. Returns the results per
+    prefix and the forest (whose `prefix_cache(r)` serves later branches of prefix r). `lookup`: one for all
+    branches, or one per prefix."""
+    for row_branches in branches:
+        _check(row_branches)
+    if not prefixes or any(not p for p in prefixes) or len(prefixes) != len(branches):
+        raise ValueError("decode_forest needs a non-empty prefix for every list of branches")
+    stats = stats or DecodeStats()
+    device = next(model.parameters()).device
+    forest, logits = _read_forest(model, prefixes, branches, pad_id, device)
+    stats.forward_calls += 1
+    stats.prefill_tokens += sum(len(p) for p in prefixes) + sum(len(b) for bs in branches for b in bs)
+    flat: list[Generated] = []
+    if forest.spans:
+        rows = [(forest.branch_row(b), forest.branch_columns(b)) for b in range(len(forest.spans))]
+        row_lookups = _per_row(lookup, len(prefixes))
+        flat = _decode_loop(model, _gather_rows(model, forest, rows, logits, device), len(rows), stop_ids,
+                            max_new_tokens, stats, [row_lookups[r] for r, _ in rows])
+    out, at = [], 0
+    for row_branches in branches:
+        out.append(flat[at:at + len(row_branches)])
+        at += len(row_branches)
+    return out, forest
+
+
 def decode_tree(
     model, prefix_ids: Sequence[int], branches: Sequence[Sequence[int]], *, stop_ids, max_new_tokens: int,
     stats: DecodeStats | None = None, lookup: PromptLookup | None = None,
 ) -> tuple[list[Generated], DynamicCache]:
     """Greedy continuation of every branch after a prefix that has no cache yet: the prefix and the branches
     are read in one forward. Also returns the prefix's cache, for later branches of the same document."""
-    _check(branches)
     if not prefix_ids:
         raise ValueError("decode_tree needs a prefix")
-    stats = stats or DecodeStats()
-    if not branches:
-        stats.forward_calls += 1
-        stats.prefill_tokens += len(prefix_ids)
-        return [], encode_prefix(model, prefix_ids, next(model.parameters()).device)
-    prefill, prefix_cache = _prefill_tree(model, prefix_ids, branches, next(model.parameters()).device)
-    stats.forward_calls += 1
-    stats.prefill_tokens += len(prefix_ids) + sum(len(b) for b in branches)
-    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats, lookup), prefix_cache
+    generated, forest = decode_forest(model, [prefix_ids], [branches], stop_ids=stop_ids,
+                                      max_new_tokens=max_new_tokens, stats=stats, lookup=lookup)
+    return generated[0], forest.prefix_cache(0)
 
 
 @torch.inference_mode()
@@ -212,10 +304,11 @@ def greedy_decode(
     max_new_tokens: int,
     pad_id: int = 0,
     stats: DecodeStats | None = None,
-    lookup: PromptLookup | None = None,
+    lookup: Lookups = None,
 ) -> list[Generated]:
     """Greedy continuation of every branch (after the prefix, if any) until a stop token or max_new_tokens.
-    A prefix without a cache is read together with the branches (`decode_tree`)."""
+    A prefix without a cache is read together with the branches (`decode_tree`). `lookup`: one for all
+    branches, or (on a known cache or without a prefix) one per branch."""
     if not branches:
         return []
     _check(branches)
@@ -231,27 +324,28 @@ def greedy_decode(
 
 
 @torch.inference_mode()
-def read_tree(model, prefix_ids: Sequence[int], branches: Sequence[Sequence[int]], *, stop_ids,
-              stats: DecodeStats | None = None) -> tuple[list[Generated], Tree]:
-    """The tree forward of `decode_tree` without decoding: each branch's greedy first token (a stop token ends
-    it) and the tree, to be continued by `continue_tree`."""
-    _check(branches)
-    if not prefix_ids or not branches:
-        raise ValueError("read_tree needs a prefix and at least one branch")
+def read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]], *,
+                stop_ids, pad_id: int = 0, stats: DecodeStats | None = None) -> tuple[list[Generated], Forest]:
+    """The forest forward of `decode_forest` without decoding: each branch's greedy first token (a stop token ends
+    it), branches in row order, and the forest, to be continued by `continue_forest`."""
+    for row_branches in branches:
+        _check(row_branches)
+    if not prefixes or any(not p for p in prefixes) or any(not bs for bs in branches):
+        raise ValueError("read_forest needs a prefix and at least one branch in every row")
     stats = stats or DecodeStats()
     device = next(model.parameters()).device
-    tree, logits = _read_tree(model, prefix_ids, branches, device)
+    forest, logits = _read_forest(model, prefixes, branches, pad_id, device)
     stats.forward_calls += 1
-    stats.prefill_tokens += len(prefix_ids) + sum(len(b) for b in branches)
-    first = _decode_loop(model, _Prefill(None, torch.empty(0), torch.empty(0), logits), len(branches), stop_ids, 1,
-                         stats)  # the first tokens come from the tree's logits: no forward
-    return first, tree
+    stats.prefill_tokens += sum(len(p) for p in prefixes) + sum(len(b) for bs in branches for b in bs)
+    first = _decode_loop(model, _Prefill(None, torch.empty(0), torch.empty(0), logits), len(forest.spans), stop_ids,
+                         1, stats)  # the first tokens come from the forest's logits: no forward
+    return first, forest
 
 
 @torch.inference_mode()
-def continue_tree(
+def continue_forest(
     model,
-    tree: Tree,
+    forest: Forest,
     parents: Sequence[int],
     suffixes: Sequence[Sequence[int]],
     check_at: Sequence[int | None],
@@ -259,16 +353,18 @@ def continue_tree(
     decide: Callable[[list[tuple[int, float] | None]], Sequence[bool]],
     stop_ids: set[int] | frozenset[int],
     max_new_tokens: int,
+    pad_id: int = 0,
     stats: DecodeStats | None = None,
-    lookup: PromptLookup | None = None,
+    lookup: Lookups = None,
 ) -> tuple[list[Generated | None], list[tuple[int, float] | None]]:
-    """Branch `parents[i]` of the tree continued by the tokens `suffixes[i]` (a branch may be continued by several
-    suffixes), all appended to the tree's row in one forward (a suffix sees the prefix, its parent branch and,
-    causally, itself; nothing is padded or copied), then decoded greedily.
+    """Branch `parents[i]` of the forest continued by the tokens `suffixes[i]` (a branch may be continued by several
+    suffixes), each appended to its branch's row, all rows in one forward (a suffix sees its row's prefix, its
+    parent branch and, causally, itself; nothing is copied), then decoded greedily.
 
     The forward also returns the greedy next token at `check_at[i]` inside each suffix, and `decide(checks)`
     says which continuations go on decoding; the others are not decoded (their result is None). A caller thus
-    confirms a token it assumed (the first token of a suffix) in the forward that starts the next step."""
+    confirms a token it assumed (the first token of a suffix) in the forward that starts the next step.
+    `lookup`: one for all, or one per forest row."""
     if not (len(parents) == len(suffixes) == len(check_at)):
         raise ValueError("one parent branch, suffix and check position (or None) per continuation")
     if not parents:
@@ -276,28 +372,38 @@ def continue_tree(
     _check(suffixes)
     stats = stats or DecodeStats()
     device = next(model.parameters()).device
-    prefix_len, past = tree.prefix_len, tree.cache.get_seq_length()
-    total = sum(len(suffix) for suffix in suffixes)
-    mask = torch.zeros((total, past + total), dtype=torch.bool)
-    mask[:, :prefix_len] = True
-    positions, starts, offset = [], [], 0
+    rows = len(forest.prefix_lens)
+    past = forest.cache.get_seq_length()
+    appended = [0] * rows  # tokens appended to each row so far
+    placed: list[tuple[int, int]] = []  # (row, offset in the appended block) of each suffix
     for parent, suffix in zip(parents, suffixes):
-        start, length = tree.spans[parent]
-        mask[offset:offset + len(suffix), start:start + length] = True
-        mask[offset:offset + len(suffix), past + offset:past + offset + len(suffix)] = torch.ones(
-            (len(suffix), len(suffix)), dtype=torch.bool).tril()
-        positions += range(prefix_len + length, prefix_len + length + len(suffix))
-        starts.append(offset)
-        offset += len(suffix)
-    ids = [t for suffix in suffixes for t in suffix]
-    hidden = model.model(input_ids=torch.tensor([ids], device=device), attention_mask=mask[None, None].to(device),
-                         position_ids=torch.tensor([positions], device=device), cache=tree.cache, use_cache=True
-                         ).last_hidden_state[0]
+        row = forest.branch_row(parent)
+        placed.append((row, appended[row]))
+        appended[row] += len(suffix)
+    width = max(appended)
+    ids = torch.full((rows, width), pad_id, dtype=torch.long)
+    mask = torch.zeros((rows, width, past + width), dtype=torch.bool)
+    mask[:, :, past:] = torch.eye(width, dtype=torch.bool)  # padding sees itself only
+    positions = torch.zeros((rows, width), dtype=torch.long)
+    for parent, suffix, (row, offset) in zip(parents, suffixes, placed):
+        _, start, length = forest.spans[parent]
+        prefix_len, n = forest.prefix_lens[row], len(suffix)
+        ids[row, offset:offset + n] = torch.tensor(list(suffix))
+        block = mask[row, offset:offset + n]
+        block[:, :prefix_len] = True
+        block[:, start:start + length] = True
+        block[:, past + offset:past + offset + n] = torch.ones((n, n), dtype=torch.bool).tril()
+        positions[row, offset:offset + n] = torch.arange(prefix_len + length, prefix_len + length + n)
+    hidden = model.model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
+                         position_ids=positions.to(device), cache=forest.cache, use_cache=True).last_hidden_state
     stats.forward_calls += 1
-    stats.prefill_tokens += total
+    stats.prefill_tokens += sum(len(suffix) for suffix in suffixes)
     checked = [i for i, at in enumerate(check_at) if at is not None]
-    picks = [start + len(suffix) - 1 for start, suffix in zip(starts, suffixes)] + [starts[i] + check_at[i] for i in checked]
-    picked = model.get_output_embeddings()(hidden.index_select(0, torch.tensor(picks, device=device)))
+    pick_rows = [row for row, _ in placed] + [placed[i][0] for i in checked]
+    pick_columns = ([offset + len(suffix) - 1 for (_, offset), suffix in zip(placed, suffixes)]
+                    + [placed[i][1] + check_at[i] for i in checked])
+    picked = model.get_output_embeddings()(hidden[torch.tensor(pick_rows, device=device),
+                                                  torch.tensor(pick_columns, device=device)])
     checks: list[tuple[int, float] | None] = [None] * len(parents)
     if checked:
         logprobs = torch.log_softmax(picked[len(parents):].float(), dim=-1)
@@ -307,13 +413,23 @@ def continue_tree(
     keep = [i for i, go_on in enumerate(decide(checks)) if go_on]
     results: list[Generated | None] = [None] * len(parents)
     if keep:
-        rows = [tree.branch_columns(parents[i]) + list(range(past + starts[i], past + starts[i] + len(suffixes[i])))
-                for i in keep]
-        prefill = _gather_rows(model, tree, rows, picked.index_select(0, torch.tensor(keep, device=device)), device)
+        gathered = [(placed[i][0], forest.branch_columns(parents[i])
+                     + list(range(past + placed[i][1], past + placed[i][1] + len(suffixes[i])))) for i in keep]
+        prefill = _gather_rows(model, forest, gathered, picked.index_select(0, torch.tensor(keep, device=device)),
+                               device)
+        row_lookups = _per_row(lookup, rows)
         for i, generated in zip(keep, _decode_loop(model, prefill, len(keep), stop_ids, max_new_tokens, stats,
-                                                         lookup)):
+                                                   [row_lookups[r] for r, _ in gathered])):
             results[i] = generated
     return results, checks
+
+
+def _per_row(lookup: Lookups, rows: int) -> list[PromptLookup | None]:
+    if lookup is None or isinstance(lookup, PromptLookup):
+        return [lookup] * rows
+    if len(lookup) != rows:
+        raise ValueError(f"{len(lookup)} lookups for {rows} rows")
+    return list(lookup)
 
 
 def _check(branches) -> None:
@@ -322,7 +438,7 @@ def _check(branches) -> None:
 
 
 def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens: int,
-                 stats: DecodeStats, lookup: PromptLookup | None = None) -> list[Generated]:
+                 stats: DecodeStats, lookup: Lookups = None) -> list[Generated]:
     """Greedy tokens of every row from its logits on, until a stop token or max_new_tokens.
 
     With `lookup`, a row's next token is fed together with a draft of the tokens after it (workers.engine.lookup)
@@ -332,6 +448,7 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
     device = prefill.logits.device
     cache, attention, next_position, logits = prefill.cache, prefill.attention, prefill.next_position, prefill.logits
     results = [Generated() for _ in range(batch)]
+    lookups = _per_row(lookup, batch)  # one per sequence
     live = list(range(batch))  # result index of each row still in the batch
     while max_new_tokens > 0:
         logprobs = torch.log_softmax(logits.float(), dim=-1)
@@ -358,8 +475,8 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
             next_position = next_position.index_select(0, select)
             chosen = chosen.index_select(0, select)
             live = [live[row] for row in keep_rows]
-        drafts = [lookup.draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1, stop_ids)
-                  if lookup else [] for index in live]
+        drafts = [lookups[index].draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1,
+                                       stop_ids) if lookups[index] else [] for index in live]
         width = 1 + max(len(d) for d in drafts)
         fed = chosen[:, None].expand(len(live), width).clone()  # draft-less columns repeat the token, masked out
         new_columns = torch.zeros((len(live), width), dtype=attention.dtype)

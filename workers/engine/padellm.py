@@ -1,11 +1,13 @@
-"""The embedded PaDeLLM engine: two batched decoding steps per document, one shared prefix.
+"""The embedded PaDeLLM engine: a document's windows decoded together, two batched steps, shared prefixes.
 
-Step 1 decodes the count of every label in one batch; step 2 decodes every (label, k) mention in one batch.
-With prefix sharing (default) the document ("text:\\n{text}\\nentity type:\\n") and every label's count branch
-are read in one forward; step 2 continues each label's branch in the same cache, so the document and the
-label are read once, and a one-digit count's stop token is confirmed in step 2's forward instead of a forward
-of its own; finished sequences leave the batch. Without it, every prompt is encoded on its own (the paper's
-batch mode). Parsing, de-duplication and grounding come from `padellm_ner.core.aggregate`.
+A document is planned by the core (`padellm_ner.core.plan`): split into windows of whole sentences, a count
+per (window, label), a mention per (window, label, k). All windows are decoded in one batch, one row each.
+Step 1 decodes the count of every label of every window; step 2 every (window, label, k) mention. With prefix
+sharing (default) a window's prompt ("text:\\n{window}\\nentity type:\\n") and every label's count branch are
+read in one forward (a row per window); step 2 continues each label's branch in the same cache, so the window
+and the label are read once, and a one-digit count's stop token is confirmed in step 2's forward instead of a
+forward of its own; finished sequences leave the batch. Without it, every prompt is encoded on its own (the
+paper's batch mode). The plan then merges: parsing, de-duplication and grounding per window, document offsets.
 """
 
 from __future__ import annotations
@@ -15,15 +17,22 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 from padellm_ner.core import (
-    DEFAULT_MAX_COUNT, CountResult, DedupPolicy, DocumentPrediction, LabelSchema, MentionResult, aggregate,
-    parse_counts, template_for,
+    DEFAULT_MAX_COUNT, CountResult, DedupPolicy, DocumentPrediction, LabelSchema, MentionResult, template_for,
 )
+from padellm_ner.core.aggregate import FinishReason, parse_result
+from padellm_ner.core.plan import DocumentPlan
+from padellm_ner.core.segment import WindowPolicy
 
-from .decoder import DecodeStats, Generated, continue_tree, decode_tree, greedy_decode, read_tree
+from .decoder import (
+    DecodeStats, Generated, continue_forest, decode_forest, greedy_decode, read_forest,
+)
 from .loading import EngineModel
 from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup, document_lookup
 
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference
+
+Ask = tuple[int, str]  # (window, label)
+MentionKey = tuple[int, str, int]  # (window, label, k)
 
 
 @dataclass
@@ -39,29 +48,43 @@ class EngineResult:
     accepted_tokens: int = 0
 
     @property
+    def windows(self) -> int:
+        return self.prediction.windows
+
+    @property
     def generated_tokens(self) -> int:
         return sum(c.generated_tokens for c in self.counts) + sum(m.generated_tokens for m in self.mentions)
 
     @property
     def tokens_per_sequence(self) -> float:
         """Tokens each label-mention sequence generates: its count step plus its mention step."""
-        count_tokens = {c.label: c.generated_tokens for c in self.counts}
-        per_sequence = [count_tokens[m.label] + m.generated_tokens for m in self.mentions]
-        with_mentions = {m.label for m in self.mentions}
-        per_sequence += [c.generated_tokens for c in self.counts if c.label not in with_mentions]
+        count_tokens = {(c.window, c.label): c.generated_tokens for c in self.counts}
+        per_sequence = [count_tokens[(m.window, m.label)] + m.generated_tokens for m in self.mentions]
+        with_mentions = {(m.window, m.label) for m in self.mentions}
+        per_sequence += [c.generated_tokens for c in self.counts if (c.window, c.label) not in with_mentions]
         return sum(per_sequence) / len(per_sequence) if per_sequence else 0.0
+
+
+@dataclass
+class WindowsDecoded:
+    """The sequences of a batch of windows (indices 0..n-1 in the order given)."""
+    counts: list[CountResult]
+    mentions: list[MentionResult]
+    count_step_s: float
+    stats: DecodeStats
 
 
 class PadellmEngine:
     def __init__(
         self, engine_model: EngineModel, *, prefix_sharing: bool = True, max_count: int = DEFAULT_MAX_COUNT,
         max_mention_tokens: int = 48, dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX, one_call: bool = True,
-        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
+        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS, window_policy: WindowPolicy | None = None,
     ):
         """`one_call=False` decodes as the service's multi mode must, where a Count call returns its counts
         before any Mention call is asked: every count decoded to its stop token, every mention branch read on
-        the document's cache (the in-process comparator of that mode in `bench-serving`). `lookup_tokens`:
-        the length of prompt-lookup drafts, copied from the document (0: plain greedy steps; same output)."""
+        the window's cache (the in-process comparator of that mode in `bench-serving`). `lookup_tokens`:
+        the length of prompt-lookup drafts, copied from the window (0: plain greedy steps; same output).
+        `window_policy`: how documents are split (default: the core's)."""
         self.m = engine_model
         self.prefix_sharing = prefix_sharing
         self.one_call = one_call
@@ -69,54 +92,63 @@ class PadellmEngine:
         self.max_mention_tokens = max_mention_tokens
         self.dedup = dedup
         self.lookup_tokens = lookup_tokens
+        self.window_policy = window_policy or WindowPolicy()
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
 
-    def _result(self, label: str, generated: Generated, k: int | None = None):
+    def _result(self, key: Ask, generated: Generated, k: int | None = None):
+        window, label = key
         raw = self.m.decode(generated.token_ids)
+        finish = FinishReason(generated.finish)
         if k is None:
-            return CountResult(label, raw, generated.logprob, generated.generated_tokens)
-        return MentionResult(label, k, raw, generated.logprob, generated.generated_tokens)
+            return CountResult(label, raw, generated.logprob, generated.generated_tokens, finish, window)
+        return MentionResult(label, k, raw, generated.logprob, generated.generated_tokens, finish, window)
+
+    def _count_value(self, key: Ask, generated: Generated) -> int:
+        return parse_result(self._result(key, generated), self.max_count).value
 
     def lookup_for(self, prefix: list[int], text: str) -> PromptLookup | None:
-        """Drafts copied from the document's prompt, for mention sequences only (a count is a digit and a stop:
+        """Drafts copied from the window's prompt, for mention sequences only (a count is a digit and a stop:
         nothing to copy); the same in every mode, so modes differ only in what they share."""
         return document_lookup(self.m, prefix, text, self.lookup_tokens)
 
-    def _decode(self, prefix: list[int], cache, branches: list[list[int]], max_new: int, stats: DecodeStats,
-                lookup: PromptLookup | None = None):
-        if self.prefix_sharing:
-            return greedy_decode(self.m.model, branches, prefix_ids=prefix, prefix_cache=cache,
-                                 stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats,
-                                 lookup=lookup)
-        return greedy_decode(self.m.model, [prefix + b for b in branches], stop_ids=self.stop_ids,
-                             max_new_tokens=max_new, pad_id=self.m.pad_id, stats=stats, lookup=lookup)
+    def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
+        return DocumentPlan.of(text, schema, labels, self.window_policy, self.max_count)
 
     def recognize(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> EngineResult:
-        labels = list(labels or schema.labels)
+        """A whole document: planned into windows, all windows decoded in one batch, merged."""
+        started = time.perf_counter()
+        plan = self.plan(text, schema, labels)
+        decoded = self.decode_windows([w.text for w in plan.windows], schema, plan.labels)
+        step2 = time.perf_counter()
+        prediction = plan.merge(decoded.counts, decoded.mentions, self.dedup)
+        finished = time.perf_counter()
+        stats = decoded.stats
+        return EngineResult(
+            prediction, decoded.counts, decoded.mentions, finished - started,
+            {"count": decoded.count_step_s - started, "mention": step2 - decoded.count_step_s,
+             "aggregate": finished - step2},
+            stats.forward_calls, stats.prefill_tokens, stats.drafted_tokens, stats.accepted_tokens,
+        )
+
+    def decode_windows(self, texts: Sequence[str], schema: LabelSchema, labels: Sequence[str]) -> WindowsDecoded:
+        """Every count and mention sequence of the windows `texts` (window i of the results is texts[i])."""
+        if not texts:
+            return WindowsDecoded([], [], time.perf_counter(), DecodeStats())
+        labels = list(labels)
         template = template_for(schema.language)
         stats = DecodeStats()
-        started = time.perf_counter()
-        prefix = self.m.encode(template.shared_prefix(text), special=True)
+        prefixes = [self.m.encode(template.shared_prefix(text), special=True) for text in texts]
         label_ids = {label: self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels}
+        lookups = [self.lookup_for(prefix, text) for prefix, text in zip(prefixes, texts)]
         if not self.prefix_sharing:
             steps = self._separate_steps
         else:
             steps = self._shared_steps if self.one_call else self._count_then_mention_steps
-        count_generated, mention_generated, step1 = steps(prefix, label_ids, labels, schema, stats,
-                                                          self.lookup_for(prefix, text))
-        counts = [self._result(label, count_generated[label]) for label in labels]
-        parsed = parse_counts(counts, self.max_count)
-        mentions = [self._result(label, mention_generated[(label, k)], k)
-                    for label in labels for k in range(1, parsed[label].value + 1)]
-        step2 = time.perf_counter()
-        prediction = aggregate(text, labels, counts, mentions, language=schema.language, dedup=self.dedup,
-                               max_count=self.max_count)
-        finished = time.perf_counter()
-        return EngineResult(
-            prediction, counts, mentions, finished - started,
-            {"count": step1 - started, "mention": step2 - step1, "aggregate": finished - step2},
-            stats.forward_calls, stats.prefill_tokens, stats.drafted_tokens, stats.accepted_tokens,
-        )
+        count_generated, mention_generated, step1 = steps(prefixes, label_ids, labels, schema, stats, lookups)
+        counts = [self._result((w, label), count_generated[(w, label)]) for w in range(len(texts)) for label in labels]
+        mentions = [self._result((c.window, c.label), mention_generated[(c.window, c.label, k)], k)
+                    for c in counts for k in range(1, parse_result(c, self.max_count).value + 1)]
+        return WindowsDecoded(counts, mentions, step1, stats)
 
     def _mention_asks(self, label: str, schema: LabelSchema, count: int) -> list[tuple[tuple[str, int], list[int]]]:
         """The step-2 branches of one label (after the shared prefix): ((label, k), token ids), k = 1..count."""
@@ -124,35 +156,51 @@ class PadellmEngine:
         branch = template.label_branch(schema.prompt_word(label))
         return [((label, k), self.m.encode(branch + template.mention_suffix(count, k))) for k in range(1, count + 1)]
 
-    def _mentions_of(self, counts: dict[str, Generated], prefix, cache, schema: LabelSchema, stats: DecodeStats,
-                     lookup: PromptLookup | None):
-        """Step 2 for decoded counts: every (label, k) branch in one batch, on the prefix cache or (no cache)
-        each prompt whole."""
-        parsed = parse_counts([self._result(label, g) for label, g in counts.items()], self.max_count)
-        asks = [ask for label in counts for ask in self._mention_asks(label, schema, parsed[label].value)]
-        generated = self._decode(prefix, cache, [ids for _, ids in asks], self.max_mention_tokens, stats, lookup)
-        return {ask: g for (ask, _), g in zip(asks, generated)}
-
-    def _separate_steps(self, prefix, label_ids, labels, schema, stats, lookup):
-        """Without prefix sharing (the paper's batch mode): the count prompts in one batch, decoded to their stop
-        token; then every mention prompt, each encoded on its own, in one batch."""
-        generated = self._decode(prefix, None, [label_ids[label] for label in labels], COUNT_MAX_NEW_TOKENS, stats)
-        counts = dict(zip(labels, generated))
+    def _separate_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
+        """Without prefix sharing (the paper's batch mode): every count prompt of every window in one batch,
+        decoded to its stop token; then every mention prompt, each encoded on its own, in one batch."""
+        asks = [(w, label) for w in range(len(prefixes)) for label in labels]
+        generated = greedy_decode(self.m.model, [prefixes[w] + label_ids[label] for w, label in asks],
+                                  stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS, pad_id=self.m.pad_id,
+                                  stats=stats)
+        counts = dict(zip(asks, generated))
         step1 = time.perf_counter()
-        return counts, self._mentions_of(counts, prefix, None, schema, stats, lookup), step1
+        keys, prompts, prompt_lookups = [], [], []
+        for (w, label), g in counts.items():
+            for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g)):
+                keys.append((w, label, k))
+                prompts.append(prefixes[w] + ids)
+                prompt_lookups.append(lookups[w])
+        mentions = greedy_decode(self.m.model, prompts, stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens,
+                                 pad_id=self.m.pad_id, stats=stats, lookup=prompt_lookups) if prompts else []
+        return counts, dict(zip(keys, mentions)), step1
 
-    def _count_then_mention_steps(self, prefix, label_ids, labels, schema, stats, lookup):
-        """With prefix sharing, as two separate calls: the document and the count branches in one forward, the
-        counts decoded to their stop token; then every mention branch on the document's cache."""
-        generated, cache = decode_tree(self.m.model, prefix, [label_ids[label] for label in labels],
-                                       stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS, stats=stats)
-        counts = dict(zip(labels, generated))
+    def _mentions_on_cache(self, window: int, counts: dict[Ask, Generated], prefix, cache, schema, stats, lookup):
+        """Step 2 of one window's decoded counts: every (label, k) branch in one batch on the window's cache."""
+        asks = [((window, label, k), ids) for (w, label), g in counts.items() if w == window
+                for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g))]
+        generated = greedy_decode(self.m.model, [ids for _, ids in asks], prefix_ids=prefix, prefix_cache=cache,
+                                  stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens,
+                                  pad_id=self.m.pad_id, stats=stats, lookup=lookup)
+        return {key: g for (key, _), g in zip(asks, generated)}
+
+    def _count_then_mention_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
+        """With prefix sharing, as two separate calls: every window and its count branches in one forward (a row
+        each), the counts decoded to their stop token; then each window's mention branches on its cache."""
+        generated, forest = decode_forest(self.m.model, prefixes, [[label_ids[label] for label in labels]] * len(prefixes),
+                                          stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS,
+                                          pad_id=self.m.pad_id, stats=stats)
+        counts = {(w, label): g for w, row in enumerate(generated) for label, g in zip(labels, row)}
         step1 = time.perf_counter()
-        return counts, self._mentions_of(counts, prefix, cache, schema, stats, lookup), step1
+        mentions: dict[MentionKey, Generated] = {}
+        for w, prefix in enumerate(prefixes):
+            mentions.update(self._mentions_on_cache(w, counts, prefix, forest.prefix_cache(w), schema, stats,
+                                                    lookups[w]))
+        return counts, mentions, step1
 
-    def _shared_steps(self, prefix, label_ids, labels, schema, stats, lookup):
-        """With prefix sharing: the document and the count branches in one forward; step 2 continues each label's
-        count branch, so neither the document nor the label is read again.
+    def _shared_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
+        """With prefix sharing: every window and its count branches in one forward (a row each); step 2 continues
+        each label's count branch, so neither the window nor the label is read again.
 
         A count is almost always one digit and a stop token. The stop is not decoded in a forward of its own:
         the forward that starts step 2 reads the digit at the head of each label's continuations (for a count of
@@ -161,63 +209,66 @@ class PadellmEngine:
         its mentions asked in a second round. Every count and mention equals plain greedy decoding of its prompt
         (tests/test_engine.py); a document takes one forward fewer.
         """
-        first, tree = read_tree(self.m.model, prefix, [label_ids[label] for label in labels],
-                                stop_ids=self.stop_ids, stats=stats)
+        first, forest = read_forest(self.m.model, prefixes, [[label_ids[label] for label in labels]] * len(prefixes),
+                                    stop_ids=self.stop_ids, pad_id=self.m.pad_id, stats=stats)
         step1 = time.perf_counter()
-        rows, suffixes, check_at, asks = [], [], [], []  # asks: (label, k); k None: a check-only continuation
-        assumed: dict[str, Generated] = {}
-        for row, (label, generated) in enumerate(zip(labels, first)):
+        asked = [(w, label) for w in range(len(prefixes)) for label in labels]  # the forest's branches, in order
+        parents, suffixes, check_at, asks = [], [], [], []  # asks: (window, label, k); k None: a check only
+        assumed: dict[Ask, Generated] = {}
+        for branch, ((w, label), generated) in enumerate(zip(asked, first)):
             digit = self._single_digit(generated)
             if digit is None:
                 continue
-            branch = label_ids[label]
+            branch_ids = label_ids[label]
             if digit == 0:
-                continuations = [((label, None), generated.token_ids)]
+                continuations = [((w, label, None), generated.token_ids)]
             else:
                 continuations = []
-                for ask, ids in self._mention_asks(label, schema, digit):
-                    if ids[: len(branch) + 1] != branch + generated.token_ids:
+                for (_, k), ids in self._mention_asks(label, schema, digit):
+                    if ids[: len(branch_ids) + 1] != branch_ids + generated.token_ids:
                         break  # the digit is not a token of its own after the branch: take the general path
-                    continuations.append((ask, ids[len(branch):]))
+                    continuations.append(((w, label, k), ids[len(branch_ids):]))
                 if len(continuations) < digit:
                     continue
-            assumed[label] = generated
+            assumed[(w, label)] = generated
             for i, (ask, suffix) in enumerate(continuations):
-                rows.append(row)
+                parents.append(branch)
                 suffixes.append(suffix)
                 check_at.append(0 if i == 0 else None)
                 asks.append(ask)
-        confirmed: set[str] = set()
+        confirmed: set[Ask] = set()
 
         def decide(checks):
             for ask, at, check in zip(asks, check_at, checks):
                 if at is not None and check[0] in self.stop_ids:
-                    confirmed.add(ask[0])
-            return [ask[1] is not None and ask[0] in confirmed for ask in asks]
+                    confirmed.add(ask[:2])
+            return [ask[2] is not None and ask[:2] in confirmed for ask in asks]
 
-        decoded, checks = continue_tree(self.m.model, tree, rows, suffixes, check_at, decide=decide,
-                                        stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens, stats=stats,
-                                        lookup=lookup)
-        counts: dict[str, Generated] = {}
-        mentions: dict[tuple[str, int], Generated] = {}
+        decoded, checks = continue_forest(self.m.model, forest, parents, suffixes, check_at, decide=decide,
+                                          stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens,
+                                          pad_id=self.m.pad_id, stats=stats, lookup=lookups)
+        counts: dict[Ask, Generated] = {}
+        mentions: dict[MentionKey, Generated] = {}
         for ask, at, check, generated in zip(asks, check_at, checks, decoded):
-            label = ask[0]
-            if at is not None and label in confirmed:
-                g = assumed[label]
-                counts[label] = Generated(list(g.token_ids), list(g.logprobs), "stop", check[0], check[1])
+            key = ask[:2]
+            if at is not None and key in confirmed:
+                g = assumed[key]
+                counts[key] = Generated(list(g.token_ids), list(g.logprobs), "stop", check[0], check[1])
             if generated is not None:
                 mentions[ask] = generated
-        for label, generated in zip(labels, first):
+        for key, generated in zip(asked, first):
             if generated.finish == "stop":  # the count ended at once (empty): nothing to confirm
-                counts[label] = generated
-        pending = [label for label in labels if label not in counts]
-        if pending:  # counts not confirmed: decoded in full, then their mentions
-            prefix_cache = tree.prefix_cache()
-            full = self._decode(prefix, prefix_cache, [label_ids[label] for label in pending],
-                                COUNT_MAX_NEW_TOKENS, stats)
-            late = dict(zip(pending, full))
+                counts[key] = generated
+        pending = [key for key in asked if key not in counts]
+        for w in sorted({w for w, _ in pending}):  # counts not confirmed: decoded in full, then their mentions
+            of_window = [label for v, label in pending if v == w]
+            prefix_cache = forest.prefix_cache(w)
+            full = greedy_decode(self.m.model, [label_ids[label] for label in of_window], prefix_ids=prefixes[w],
+                                 prefix_cache=prefix_cache, stop_ids=self.stop_ids,
+                                 max_new_tokens=COUNT_MAX_NEW_TOKENS, pad_id=self.m.pad_id, stats=stats)
+            late = {(w, label): g for label, g in zip(of_window, full)}
             counts.update(late)
-            mentions.update(self._mentions_of(late, prefix, prefix_cache, schema, stats, lookup))
+            mentions.update(self._mentions_on_cache(w, late, prefixes[w], prefix_cache, schema, stats, lookups[w]))
         return counts, mentions, step1
 
     def _single_digit(self, generated: Generated) -> int | None:
