@@ -186,3 +186,28 @@ def test_readme_documents_every_value():
                 yield path
 
     assert set(leaves(load(CHART / "values.yaml"))) <= documented
+
+
+def args_of(docs: list[dict], container: str) -> dict[str, str]:
+    (found,) = [c for name, c in containers(docs).items() if name.endswith("/" + container)]
+    return dict(a.removeprefix("--").split("=", 1) for a in found["args"] if a.startswith("--") and "=" in a)
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+def test_window_sizes_agree_between_service_workers_and_tgi(values_file):
+    """The service's windows fit a worker call, and TGI's --max-input-tokens holds a window's prompt."""
+    docs = render(load(values_file) if values_file else None)
+    worker = args_of(docs, "worker")
+    for name in ("api", "stream"):
+        if any(n.endswith("/" + name) for n in containers(docs)):
+            assert int(args_of(docs, name)["window-tokens"]) <= int(worker["max-window-tokens"])
+    if any(n.endswith("/tgi") for n in containers(docs)):
+        assert int(args_of(docs, "tgi")["max-input-tokens"]) >= 2 * int(worker["max-window-tokens"]) + 128
+        assert worker["schemas"] == "conll03"
+
+
+def test_window_sizes_that_disagree_do_not_render():
+    with pytest.raises(Exception, match="maxWindowTokens"):
+        render({"service": {"windowTokens": 600}})
+    with pytest.raises(Exception, match="maxInputTokens"):
+        render({"tgi": {"enabled": True, "maxInputTokens": 1000}})

@@ -36,7 +36,7 @@ def test_a_sentence_is_one_window_unchanged():
 
 
 def test_sentences_pack_up_to_the_budget_and_offsets_point_into_the_document():
-    windows = split_windows(ARTICLE, "en", WindowPolicy(64))
+    windows = split_windows(ARTICLE, "en", WindowPolicy(64, WindowUnit.PACKED))
     covers(ARTICLE, windows)
     assert len(windows) == 3 and all(estimate_tokens(w.text) <= 64 for w in windows)
     assert windows[0].text == "EU rejects German call to boycott British lamb . Peter Blackburn BRUSSELS 1996-08-22"
@@ -79,7 +79,7 @@ def test_windows_cover_any_text_once_within_budget(text, budget, unit):
 
 
 def test_the_plan_asks_per_window_and_merges_into_document_offsets():
-    plan = DocumentPlan.of(ARTICLE, CONLL, policy=WindowPolicy(64))
+    plan = DocumentPlan.of(ARTICLE, CONLL, policy=WindowPolicy(64, WindowUnit.PACKED))
     assert plan.count_asks()[:5] == [CountAsk(0, "ORG"), CountAsk(0, "MISC"), CountAsk(0, "PER"), CountAsk(0, "LOC"),
                                      CountAsk(1, "ORG")]
     assert plan.mention_asks(CountResult("PER", "2", window=1)) == [MentionAsk(1, "PER", 2, 1), MentionAsk(1, "PER", 2, 2)]

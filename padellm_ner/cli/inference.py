@@ -152,6 +152,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if sharing and args.unit == "document":  # the same engine on the document's corpus sentences, one by one
             recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(lambda text, e=engine: e.recognize(text, schema),
                                                                     schema.labels)
+    if args.skip:
+        unknown = set(args.skip.split(",")) - set(recognizers) - {AUTOREG_STRUCT}
+        if unknown:
+            raise SystemExit(f"padellm-ner: error: --skip {','.join(sorted(unknown))}: not a mode of this run "
+                             f"({', '.join(recognizers)})")
+        recognizers = {mode: r for mode, r in recognizers.items() if mode not in args.skip.split(",")}
     if args.baseline_model:
         baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
                                            dtype=args.dtype)
@@ -181,7 +187,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_unit_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--unit", default="sentence", choices=("sentence", "document"),
                         help="score the corpus's sentences (default), or the documents they came from (CoNLL "
-                             "-DOCSTART- groups, sentences joined by a space); --limit/--sample count that unit. "
+                             "-DOCSTART- groups, a sentence per line); --limit/--sample count that unit. "
                              "bench --unit document adds PaDeLLM on each document's sentences one by one")
 
 
@@ -225,6 +231,7 @@ def register(commands) -> None:
     be.add_argument("--baseline-model", help="an AutoReg_Struct model folder (models/autoreg-struct-conll03)")
     add_unit_option(be)
     add_window_options(be)
+    be.add_argument("--skip", metavar="MODE[,MODE]", help="leave modes out, e.g. padellm-no-prefix-sharing")
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=cmd_bench)

@@ -84,10 +84,11 @@ def add_window_options(parser: argparse.ArgumentParser) -> None:
     from ..core.segment import DEFAULT_WINDOW_TOKENS, WindowUnit
 
     parser.add_argument("--window-tokens", type=at_least(8), default=DEFAULT_WINDOW_TOKENS, metavar="N",
-                        help="documents are read as windows of whole sentences of at most N estimated tokens "
-                             f"(default {DEFAULT_WINDOW_TOKENS})")
-    parser.add_argument("--window-unit", default=WindowUnit.PACKED.value, choices=[u.value for u in WindowUnit],
-                        help="packed: consecutive sentences up to the budget (default); sentence: one per window")
+                        help="documents are read as windows of at most N estimated tokens; a longer sentence is cut "
+                             f"at its best break (default {DEFAULT_WINDOW_TOKENS})")
+    parser.add_argument("--window-unit", default=WindowUnit.SENTENCE.value, choices=[u.value for u in WindowUnit],
+                        help="sentence: one sentence per window (default); packed: consecutive sentences up to the "
+                             "budget (fewer tokens to read, lower recall with the shipped model)")
 
 
 def window_policy(args: argparse.Namespace):

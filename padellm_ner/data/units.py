@@ -1,10 +1,10 @@
 """The unit a corpus is evaluated in: its sentences as stored, or the documents they came from.
 
 CoNLL-2003 stores articles as runs of sentences under `-DOCSTART-` lines (`Document.source_document`). As
-documents, each run becomes one text, its sentences joined by one space as in running prose (no line breaks to
-lean on: the service must find the sentences itself), with every entity moved to its offset in that text and
-the sentences' spans kept (`Document.sentences`) so that a benchmark can also read them one by one. Records of a
-file without sources (a JSON-lines file of whole documents) are documents already.
+documents, each run becomes one text, its sentences on lines of their own (headlines, datelines and the rows of
+results tables, which make up much of the corpus, are lines in any real article), with every entity moved to its
+offset in that text and the sentences' spans kept (`Document.sentences`) so that a benchmark can also read them
+one by one. Records of a file without sources (a JSON-lines file of whole documents) are documents already.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Sequence
 from ..core.document import Document, Entity
 from ..core.schemas import CHINESE
 
-SEPARATORS = {CHINESE: ""}  # Chinese prose runs on without spaces; others: one space
+SEPARATORS = {CHINESE: ""}  # Chinese prose runs on; others: a line break
 
 
 class Unit(str, Enum):
@@ -27,7 +27,7 @@ class Unit(str, Enum):
 def join_sentences(sentences: Sequence[Document]) -> Document:
     """One document of consecutive sentences (all of one source), in order."""
     text, spans, entities = "", [], []
-    separator = SEPARATORS.get(sentences[0].language, " ")
+    separator = SEPARATORS.get(sentences[0].language, "\n")
     for sentence in sentences:
         if text:
             text += separator

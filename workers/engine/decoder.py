@@ -166,66 +166,91 @@ def decode_on_caches(
     return out
 
 
+ROW_TOKENS = 512  # trees are packed into rows of about this many tokens: no padding, bounded attention cost
+
+
 @dataclass
 class Forest:
-    """Trees read in one forward, one per batch row: row r holds prefix r, then each of its branches after the
-    other (then whatever was read after them), right-padded to the longest row. A branch's tokens see their
-    row's prefix and, causally, themselves; their positions follow the prefix."""
+    """Trees (a prefix and its branches) read in one forward. Trees are packed one after another into rows of
+    about ROW_TOKENS tokens (a longer tree gets a row of its own), rows right-padded to the longest. A token sees
+    only its own tree: a prefix itself, causally; a branch its tree's prefix and, causally, itself; positions
+    restart at 0 for every tree and follow the prefix for each branch."""
     cache: DynamicCache  # [rows, heads, width, dim]
-    prefix_lens: list[int]
-    spans: list[tuple[int, int, int]]  # (row, start column, length) of every branch
+    trees: list[tuple[int, int, int]]  # (row, start column, length) of every tree's prefix
+    spans: list[tuple[int, int, int, int]]  # (tree, row, start column, length) of every branch
     cache_config: object  # the model's config, which a new cache needs
 
-    def prefix_cache(self, row: int = 0) -> DynamicCache:
-        """Row `row`'s prefix alone, for later branches of the same text: its columns saw only the prefix, so it
+    @property
+    def rows(self) -> int:
+        return self.cache.layers[0].keys.shape[0]
+
+    def prefix_cache(self, tree: int = 0) -> DynamicCache:
+        """Tree `tree`'s prefix alone, for later branches of the same text: its columns saw only the prefix, so it
         equals a prefix-only encoding. A new cache (filling it copies the tensors), built only where needed."""
-        length = self.prefix_lens[row]
-        return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, :length],
-                                             layer.values[row:row + 1, :, :length])
+        row, start, length = self.trees[tree]
+        return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, start:start + length],
+                                             layer.values[row:row + 1, :, start:start + length])
                                             for layer in self.cache.layers], config=self.cache_config)
 
+    def prefix_len(self, branch: int) -> int:
+        return self.trees[self.spans[branch][0]][2]
+
     def branch_row(self, branch: int) -> int:
-        return self.spans[branch][0]
+        return self.spans[branch][1]
+
+    def prefix_columns(self, branch: int) -> range:
+        _, start, length = self.trees[self.spans[branch][0]]
+        return range(start, start + length)
 
     def branch_columns(self, branch: int) -> list[int]:
-        """The columns a sequence continuing `branch` consists of: its row's prefix, then the branch."""
-        row, start, length = self.spans[branch]
-        return list(range(self.prefix_lens[row])) + list(range(start, start + length))
+        """The columns a sequence continuing `branch` consists of: its tree's prefix, then the branch."""
+        _, _, start, length = self.spans[branch]
+        return list(self.prefix_columns(branch)) + list(range(start, start + length))
 
 
 def _read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]],
                  pad_id: int, device) -> tuple[Forest, torch.Tensor]:
-    """One forward over every row's prefix followed by its branches, with a block mask per row (a branch attends
-    to its prefix and, causally, to itself) and positions that restart after the prefix for each branch. Returns
-    the forest and the logits at each branch's last token (branches in row order)."""
-    lengths = [len(p) + sum(len(b) for b in bs) for p, bs in zip(prefixes, branches)]
-    width = max(lengths)
-    rows = len(prefixes)
-    ids = torch.full((rows, width), pad_id, dtype=torch.long)
-    mask = torch.eye(width, dtype=torch.bool).repeat(rows, 1, 1)  # padding sees itself only: no empty softmax
-    positions = torch.zeros((rows, width), dtype=torch.long)
-    spans: list[tuple[int, int, int]] = []
-    for row, (prefix, row_branches) in enumerate(zip(prefixes, branches)):
+    """One forward over every prefix followed by its branches, trees packed into rows with a block mask. Returns
+    the forest and the logits at each branch's last token (branches in tree order)."""
+    sizes = [len(p) + sum(len(b) for b in bs) for p, bs in zip(prefixes, branches)]
+    placement: list[tuple[int, int]] = []  # (row, start column) of every tree
+    used: list[int] = []  # tokens in every row so far
+    for size in sizes:
+        if used and used[-1] + size <= ROW_TOKENS:
+            placement.append((len(used) - 1, used[-1]))
+            used[-1] += size
+        else:
+            placement.append((len(used), 0))
+            used.append(size)
+    width = max(used)
+    ids = torch.full((len(used), width), pad_id, dtype=torch.long)
+    mask = torch.eye(width, dtype=torch.bool).repeat(len(used), 1, 1)  # padding sees itself only: no empty softmax
+    positions = torch.zeros((len(used), width), dtype=torch.long)
+    trees: list[tuple[int, int, int]] = []
+    spans: list[tuple[int, int, int, int]] = []
+    for tree, ((row, offset), prefix, tree_branches) in enumerate(zip(placement, prefixes, branches)):
         prefix_len = len(prefix)
-        ids[row, :lengths[row]] = torch.tensor(list(prefix) + [t for b in row_branches for t in b])
-        mask[row, :prefix_len, :prefix_len] = torch.ones((prefix_len, prefix_len), dtype=torch.bool).tril()
-        positions[row, :prefix_len] = torch.arange(prefix_len)
-        offset = prefix_len
-        for branch in row_branches:
+        ids[row, offset:offset + sizes[tree]] = torch.tensor(list(prefix) + [t for b in tree_branches for t in b])
+        mask[row, offset:offset + prefix_len, offset:offset + prefix_len] = torch.ones(
+            (prefix_len, prefix_len), dtype=torch.bool).tril()
+        positions[row, offset:offset + prefix_len] = torch.arange(prefix_len)
+        trees.append((row, offset, prefix_len))
+        column = offset + prefix_len
+        for branch in tree_branches:
             length = len(branch)
-            mask[row, offset:offset + length, :prefix_len] = True
-            mask[row, offset:offset + length, offset:offset + length] = torch.ones(
+            mask[row, column:column + length, offset:offset + prefix_len] = True
+            mask[row, column:column + length, column:column + length] = torch.ones(
                 (length, length), dtype=torch.bool).tril()
-            positions[row, offset:offset + length] = torch.arange(prefix_len, prefix_len + length)
-            spans.append((row, offset, length))
-            offset += length
+            positions[row, column:column + length] = torch.arange(prefix_len, prefix_len + length)
+            spans.append((tree, row, column, length))
+            column += length
     cache = DynamicCache(config=model.config)
     hidden = model.model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
                          position_ids=positions.to(device), cache=cache, use_cache=True).last_hidden_state
-    last = hidden[torch.tensor([r for r, _, _ in spans], device=device),
-                  torch.tensor([start + length - 1 for _, start, length in spans], device=device)]
+    last = hidden[torch.tensor([row for _, row, _, _ in spans], device=device),
+                  torch.tensor([start + length - 1 for _, _, start, length in spans], device=device)]
     logits = model.get_output_embeddings()(last)  # the vocabulary only where needed
-    return Forest(cache, [len(p) for p in prefixes], spans, model.config), logits
+    return Forest(cache, trees, spans, model.config), logits
 
 
 def _gather_rows(model, forest: Forest, rows: Sequence[tuple[int, list[int]]], logits: torch.Tensor,
@@ -270,9 +295,9 @@ def decode_forest(
     flat: list[Generated] = []
     if forest.spans:
         rows = [(forest.branch_row(b), forest.branch_columns(b)) for b in range(len(forest.spans))]
-        row_lookups = _per_row(lookup, len(prefixes))
+        tree_lookups = _per_row(lookup, len(prefixes))
         flat = _decode_loop(model, _gather_rows(model, forest, rows, logits, device), len(rows), stop_ids,
-                            max_new_tokens, stats, [row_lookups[r] for r, _ in rows])
+                            max_new_tokens, stats, [tree_lookups[tree] for tree, _, _, _ in forest.spans])
     out, at = [], 0
     for row_branches in branches:
         out.append(flat[at:at + len(row_branches)])
@@ -364,7 +389,7 @@ def continue_forest(
     The forward also returns the greedy next token at `check_at[i]` inside each suffix, and `decide(checks)`
     says which continuations go on decoding; the others are not decoded (their result is None). A caller thus
     confirms a token it assumed (the first token of a suffix) in the forward that starts the next step.
-    `lookup`: one for all, or one per forest row."""
+    `lookup`: one for all, or one per tree."""
     if not (len(parents) == len(suffixes) == len(check_at)):
         raise ValueError("one parent branch, suffix and check position (or None) per continuation")
     if not parents:
@@ -372,7 +397,7 @@ def continue_forest(
     _check(suffixes)
     stats = stats or DecodeStats()
     device = next(model.parameters()).device
-    rows = len(forest.prefix_lens)
+    rows = forest.rows
     past = forest.cache.get_seq_length()
     appended = [0] * rows  # tokens appended to each row so far
     placed: list[tuple[int, int]] = []  # (row, offset in the appended block) of each suffix
@@ -386,11 +411,11 @@ def continue_forest(
     mask[:, :, past:] = torch.eye(width, dtype=torch.bool)  # padding sees itself only
     positions = torch.zeros((rows, width), dtype=torch.long)
     for parent, suffix, (row, offset) in zip(parents, suffixes, placed):
-        _, start, length = forest.spans[parent]
-        prefix_len, n = forest.prefix_lens[row], len(suffix)
+        _, _, start, length = forest.spans[parent]
+        prefix, prefix_len, n = forest.prefix_columns(parent), forest.prefix_len(parent), len(suffix)
         ids[row, offset:offset + n] = torch.tensor(list(suffix))
         block = mask[row, offset:offset + n]
-        block[:, :prefix_len] = True
+        block[:, prefix.start:prefix.stop] = True
         block[:, start:start + length] = True
         block[:, past + offset:past + offset + n] = torch.ones((n, n), dtype=torch.bool).tril()
         positions[row, offset:offset + n] = torch.arange(prefix_len + length, prefix_len + length + n)
@@ -417,9 +442,9 @@ def continue_forest(
                      + list(range(past + placed[i][1], past + placed[i][1] + len(suffixes[i])))) for i in keep]
         prefill = _gather_rows(model, forest, gathered, picked.index_select(0, torch.tensor(keep, device=device)),
                                device)
-        row_lookups = _per_row(lookup, rows)
+        tree_lookups = _per_row(lookup, len(forest.trees))
         for i, generated in zip(keep, _decode_loop(model, prefill, len(keep), stop_ids, max_new_tokens, stats,
-                                                   [row_lookups[r] for r, _ in gathered])):
+                                                   [tree_lookups[forest.spans[parents[i]][0]] for i in keep])):
             results[i] = generated
     return results, checks
 

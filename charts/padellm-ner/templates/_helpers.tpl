@@ -106,3 +106,19 @@ seccompProfile:
 {{- end }}
 {{- end }}
 {{- end -}}
+
+{{/*
+Window sizes must agree: the service's windows fit what a worker call may carry, and TGI's --max-input-tokens
+holds a window's prompt (estimated tokens may undercount a tokenizer's by up to 2x; 128 for the template and the
+mention suffix).
+*/}}
+{{- define "padellm-ner.checkWindows" -}}
+{{- $window := int .Values.service.windowTokens -}}
+{{- $worker := int .Values.worker.maxWindowTokens -}}
+{{- if gt $window $worker -}}
+{{- fail (printf "service.windowTokens (%d) is larger than worker.maxWindowTokens (%d): workers would refuse the windows" $window $worker) -}}
+{{- end -}}
+{{- if and .Values.tgi.enabled (lt (int .Values.tgi.maxInputTokens) (add (mul 2 $worker) 128)) -}}
+{{- fail (printf "tgi.maxInputTokens (%d) must be at least 2 x worker.maxWindowTokens + 128 (%d)" (int .Values.tgi.maxInputTokens) (add (mul 2 $worker) 128)) -}}
+{{- end -}}
+{{- end -}}
