@@ -27,7 +27,7 @@ from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.core import LabelSchema
 from padellm_ner.grpc_common import channel, start_server
 
-from .orchestrator import Orchestrator, OrchestratorConfig
+from .orchestrator import MentionStart, Orchestrator, OrchestratorConfig
 from .server import SERVICE_NAME, NerService, add_to_server
 from .worker_pool import WorkerPool
 
@@ -42,7 +42,7 @@ def _ms(values: list[float]) -> dict:
 
 
 async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: str = "multi",
-                   lookup_tokens: int | None = None) -> dict:
+                   lookup_tokens: int | None = None, mention_start: MentionStart = MentionStart.PER_LABEL) -> dict:
     """Both paths on every document, interleaved: document i goes through the in-process engine and through
     gRPC + orchestrator back to back (the order alternating between documents), so a drift of the machine's
     speed during the run (other load, frequency) falls on both paths alike instead of on whichever ran last."""
@@ -62,7 +62,7 @@ async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: st
     worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
     pool = WorkerPool([f"127.0.0.1:{worker_port}"])
     await pool.start()
-    service = NerService(Orchestrator(pool, OrchestratorConfig(mode=mode)))
+    service = NerService(Orchestrator(pool, OrchestratorConfig(mode=mode, mention_start=mention_start)))
     server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
     direct, served, batches = [], [], []
     try:
@@ -99,7 +99,7 @@ async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: st
         await backend.stop()
     a, b = _ms(direct), _ms(served)
     paired = sorted((s - d) * 1000 for s, d in zip(served, direct))
-    return {"in_process": a, "grpc_orchestrated": b, "mode": mode,
+    return {"in_process": a, "grpc_orchestrated": b, "mode": mode, "mention_start": mention_start.value,
             "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0,
             "paired_difference_ms_p50": paired[len(paired) // 2],
             # micro-batched Count/Mention batches (multi mode); an Extract (batch mode) is not micro-batched
@@ -119,12 +119,12 @@ def _spawn_worker(threads: int, model_args: list[str]) -> tuple[subprocess.Popen
 
 
 async def throughput(workers: int, texts: list[str], schema: LabelSchema, concurrency: int, model_args: list[str],
-                     cores: int) -> dict:
+                     cores: int, mention_start: MentionStart = MentionStart.PER_LABEL) -> dict:
     processes = [_spawn_worker(max(1, cores // workers), model_args) for _ in range(workers)]
     try:
         pool = WorkerPool([address for _, address in processes])
         await pool.start()
-        service = NerService(Orchestrator(pool, OrchestratorConfig(mode="multi")))
+        service = NerService(Orchestrator(pool, OrchestratorConfig(mode="multi", mention_start=mention_start)))
         server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
         try:
             async with channel(f"127.0.0.1:{port}") as ch:
@@ -161,7 +161,8 @@ def table(report: dict) -> str:
         f"{'in-process engine':<28} {o['in_process']['mean_ms']:9.1f} {o['in_process']['p50_ms']:9.1f} {o['in_process']['p95_ms']:9.1f}",
         f"{'gRPC + orchestrator':<28} {o['grpc_orchestrated']['mean_ms']:9.1f} {o['grpc_orchestrated']['p50_ms']:9.1f} "
         f"{o['grpc_orchestrated']['p95_ms']:9.1f}",
-        f"overhead of gRPC + orchestration ({o['mode']} mode): {o['overhead_ratio'] * 100:+.1f} % of mean document "
+        f"overhead of gRPC + orchestration ({o['mode']} mode, mentions start {o['mention_start']}): "
+        f"{o['overhead_ratio'] * 100:+.1f} % of mean document "
         f"latency; median per-document difference {o['paired_difference_ms_p50']:+.1f} ms"
         + (f"; {o['worker_batches_per_document_mean']:.2f} worker batches per document" if o["mode"] == "multi" else ""),
         "",
@@ -173,11 +174,13 @@ def table(report: dict) -> str:
 
 
 async def run(engine_model, texts: list[str], schema: LabelSchema, *, worker_counts: list[int], concurrency: int,
-              model_args: list[str], mode: str = "multi", lookup_tokens: int | None = None) -> dict:
+              model_args: list[str], mode: str = "multi", lookup_tokens: int | None = None,
+              mention_start: MentionStart = MentionStart.PER_LABEL) -> dict:
     """`model_args`: the worker command's model options (--model, --base-model, --dtype, --lookup-tokens), so the
     spawned workers load and decode as the in-process engine does."""
     cores = torch.get_num_threads()
     report = {"documents": len(texts), "threads": cores, "lookup_tokens": lookup_tokens,
-              "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens)}
-    report["throughput"] = [await throughput(n, texts, schema, concurrency, model_args, cores) for n in worker_counts]
+              "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens, mention_start)}
+    report["throughput"] = [await throughput(n, texts, schema, concurrency, model_args, cores, mention_start)
+                            for n in worker_counts]
     return report

@@ -86,3 +86,33 @@ def test_original_and_official_conll_agree_entity_for_entity(datasets):
         for a, b in zip(original, official)
     )
     assert same == len(original)
+
+
+def test_the_official_file_reads_brackets_as_the_conll_file_does(datasets):
+    """-LPR- / -RPR- in the official JSON files are brackets: the two test files give the same texts, entities
+    and offsets, sentence by sentence (except nine lines where the official file dropped "None" tokens)."""
+    official = read_corpus(datasets / "conll2003/padellm_json/conll03_test.json").documents
+    original = read_corpus(datasets / "conll2003/original/test.txt").documents
+    assert not any("-LPR-" in d.text or "-RPR-" in d.text for d in official)
+    same = [(a, b) for a, b in zip(official, original) if a.text == b.text]
+    assert len(same) == 3444
+    assert sum("(" in a.text for a, _ in same) >= 500
+    assert all([(e.start, e.end, e.label) for e in a.entities] == [(e.start, e.end, e.label) for e in b.entities]
+               for a, b in same)
+
+
+@pytest.mark.slow
+def test_the_official_file_and_the_conll_file_score_alike(datasets, serving_engine_model):
+    """The shipped model on a sample of sentences with brackets, read from each file: the same F1."""
+    from padellm_ner.core import get_schema, set_scores
+    from workers.engine.padellm import PadellmEngine
+
+    official = read_corpus(datasets / "conll2003/padellm_json/conll03_test.json").documents
+    original = read_corpus(datasets / "conll2003/original/test.txt").documents
+    pairs = [(a, b) for a, b in zip(official, original) if "(" in b.text and a.text == b.text][:24]
+    engine, schema = PadellmEngine(serving_engine_model), get_schema("conll03")
+    scores = []
+    for documents in zip(*pairs):
+        predictions = [engine.recognize(d.text, schema).prediction.by_label() for d in documents]
+        scores.append(set_scores((p, d.mentions_by_label()) for p, d in zip(predictions, documents)).micro_f1)
+    assert scores[0] == scores[1] and scores[0] > 0.5

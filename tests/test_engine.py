@@ -232,3 +232,27 @@ def test_autoreg_struct_with_drafts_writes_the_same_output_in_fewer_forwards(aut
         assert drafted.prediction.mentions == plain.prediction.mentions
         assert drafted.forward_calls < plain.forward_calls
         assert drafted.accepted_tokens > 0 and plain.drafted_tokens == 0
+
+
+def test_a_forest_packed_into_rows_decodes_each_tree_as_alone(base_engine_model, monkeypatch):
+    """Trees of different sizes packed several to a row (rows filled unevenly, padded to the longest): every
+    branch decodes as its tree decoded alone."""
+    from workers.engine import decoder
+
+    m = base_engine_model
+    template, stop = template_for("en"), frozenset({m.eos_id, *m.newline_ids})
+    prefixes = [m.encode(template.shared_prefix(text), special=True) for text in TEXTS + ["Nokia rose ."]]
+    branches = [[m.encode(template.label_branch(label)) for label in labels]
+                for labels in (["PER", "LOC"], ["ORG"], ["MISC", "PER", "LOC", "ORG"], ["LOC"])]
+    alone = [decode_tree(m.model, p, b, stop_ids=stop, max_new_tokens=4)[0] for p, b in zip(prefixes, branches)]
+    monkeypatch.setattr(decoder, "ROW_TOKENS", 60)
+    together, forest = decoder.decode_forest(m.model, prefixes, branches, stop_ids=stop, max_new_tokens=4,
+                                             pad_id=m.pad_id)
+    assert forest.rows >= 2 and len({row for row, _, _ in forest.trees}) < len(prefixes), "trees share rows"
+    for got, expected in zip(together, alone):
+        assert [g.token_ids for g in got] == [g.token_ids for g in expected]
+        assert [g.logprob for g in got] == pytest.approx([g.logprob for g in expected], abs=2e-4)
+    for tree, prefix in enumerate(prefixes):  # each tree's prefix cache is its own encoding
+        fresh = encode_prefix(m.model, prefix, m.device)
+        for kept, own in zip(forest.prefix_cache(tree).layers, fresh.layers):
+            assert torch.allclose(kept.keys, own.keys, atol=1e-4)

@@ -228,3 +228,19 @@ async def test_a_worker_call_carries_one_window(backend):
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await stub.Count(worker_pb2.CountRequest(document_id="d", text=ARTICLE * 10, schema="conll03", label="PER"))
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "one window" in error.value.details()
+
+
+async def test_a_document_of_100000_characters(backend):
+    """The longest document accepted: a few sentences far apart in 100,000 characters of whitespace and line
+    breaks. Every entity's offsets point into the document as sent."""
+    pieces = ["Peter Blackburn", "BRUSSELS 1996-08-22", TEXTS[0], TEXTS[3]]
+    gap = (100_000 - sum(len(p) for p in pieces)) // (len(pieces) - 1)
+    text = ("\n" + " " * (gap - 1)).join(pieces)
+    text += " " * (100_000 - len(text))
+    assert len(text) == 100_000
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
+        record = await stub.Recognize(request("long", text), timeout=300)
+    assert record.windows == len(pieces) and record.entities
+    for entity in record.entities:
+        assert text[entity.start:entity.end] == entity.text
+    assert {"Peter Blackburn", "Japan", "Syria"} <= {e.text for e in record.entities}

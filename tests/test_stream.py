@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from kafka_helpers import collect, create_topics, document, names, produce, produce_documents
+from kafka_helpers import TEXTS, collect, create_topics, document, names, produce, produce_documents
 from padellm_ner.core import get_schema
 from service.orchestrator import Orchestrator, OrchestratorConfig
 from service.stream.processor import StreamConfig, StreamProcessor
@@ -68,12 +68,44 @@ async def test_n_documents_in_n_records_out(kafka_bootstrap, worker_process):
     assert sum(committed) == 12
 
 
+async def test_whole_documents_through_the_stream(kafka_bootstrap, worker_process):
+    """The example documents (articles, a ticket, a report) and a 100,000-character document: one record each,
+    read as several windows, every entity's offsets into the document as produced."""
+    from padellm_ner.config import REPO_ROOT
+
+    lines = (REPO_ROOT / "examples" / "documents.jsonl").read_text().splitlines()
+    docs = [json.loads(line) for line in lines if line.startswith("{")]
+    filler = "\n" + " " * 24_000
+    docs.append({"id": "long", "text": filler.join(["Peter Blackburn", TEXTS[0], "BRUSSELS 1996-08-22", TEXTS[3]])})
+    docs[-1]["text"] += " " * (100_000 - len(docs[-1]["text"]))
+    assert len(docs[-1]["text"]) == 100_000
+    topics = names("documents")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=2)
+    await produce(kafka_bootstrap, topics["input"], [json.dumps(d, ensure_ascii=False).encode() for d in docs],
+                  [d["id"].encode() for d in docs])
+    processor, task, pool = await start_processor(kafka_bootstrap, topics, worker_process)
+    try:
+        records = await collect(kafka_bootstrap, topics["output"], expect_ids={d["id"] for d in docs}, timeout_s=600)
+    finally:
+        await stop_processor(processor, task, pool)
+    texts = {d["id"]: d["text"] for d in docs}
+    values = {r.key.decode(): json.loads(r.value) for r in records}
+    assert set(values) == set(texts) and len(records) == len(docs)
+    for doc_id, value in values.items():
+        assert value["windows"] >= 3, doc_id
+        assert value["entities"], doc_id
+        for entity in value["entities"]:
+            assert texts[doc_id][entity["start"]:entity["end"]] == entity["text"]
+    assert processor.dead_lettered == 0
+
+
 async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_process):
     topics = names("dead-letters")
     await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=1)
     bad = [b"not json", b'{"text": "no id"}', b'{"id": "x", "text": "' + b"a" * 1_000_000 + b'"}', b"\xff\xfe\xfa",
            b'{"id": "y", "text": "EU", "schema": "nope"}', b'["a", "list"]', b'{"id": "bad id", "text": "EU"}',
-           b'{"id": "z", "text": "' + b"a " * 50_001 + b'"}']
+           b'{"id": "z", "text": "' + b"a " * 50_001 + b'"}',
+           '{"id": "w", "text": "张三毕业于北京大学。", "schema": "resume"}'.encode()]
     good = [json.dumps({"id": f"ok-{i}", "text": "Peter Blackburn"}).encode() for i in range(3)]
     values = [good[0], *bad[:4], good[1], *bad[4:], good[2]]  # the partition must keep flowing past bad records
     await produce(kafka_bootstrap, topics["input"], values)
@@ -88,6 +120,8 @@ async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_p
     assert "not JSON" in reasons[b"not json"] and "'id' is missing" in reasons[b'{"text": "no id"}']
     assert "limit is 1000000" in reasons[bad[2]] and "not UTF-8" in reasons[b"\xff\xfe\xfa"]
     assert "100002 characters; the limit is 100000" in reasons[bad[7]]
+    # a schema the workers' model was not trained for: refused by the worker, with its reason
+    assert "INVALID_ARGUMENT" in reasons[bad[8]] and "'resume' is not one of them" in reasons[bad[8]]
     assert "unknown label schema" in reasons[bad[4]] and "document id" in reasons[bad[6]]
     assert all(dict(r.headers)["source-topic"].decode() == topics["input"] for r in dead)
     assert sorted(r.key for r in out) == [b"ok-0", b"ok-1", b"ok-2"]

@@ -72,7 +72,8 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
                   *(["--base-model", args.base_model] if args.base_model else []),
                   *(["--dtype", args.dtype] if args.dtype else []), "--lookup-tokens", str(lookup)]
     report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
-                                   model_args=model_args, mode=args.mode, lookup_tokens=lookup))
+                                   model_args=model_args, mode=args.mode, lookup_tokens=lookup,
+                                   mention_start=bench.MentionStart(args.mention_start)))
     report["data"] = args.data
     report["unit"] = args.unit
     if args.output:
@@ -198,6 +199,7 @@ def register(commands) -> None:
     add_model_options(bs)
     bs.add_argument("--mode", default="multi", choices=("multi", "batch"))
     bs.add_argument("--worker-counts", default="1,2", help="comma-separated numbers of worker processes")
+    bs.add_argument("--mention-start", default="per-label", choices=("per-label", "after-counts"))
     bs.add_argument("--unit", default="sentence", choices=("sentence", "document"),
                     help="the corpus's sentences, or the documents they came from (CoNLL -DOCSTART- groups)")
     bs.add_argument("--concurrency", type=int, default=8, help="documents in flight in the throughput runs")

@@ -1,7 +1,7 @@
 """The embedded backend: the torch engine in-process, with micro-batching across concurrent calls.
 
 Every call carries one window of a document. Calls that arrive within a short window are decoded together
-(workers/engine/batching.py): Count calls of windows not seen before are read in one forward (a row per window,
+(workers/engine/batching.py): Count calls of windows not seen before are read in one forward (a tree per window,
 its label branches sharing it), and each window's prefix cache is kept in a small LRU cache, so the Mention calls
 that follow continue what the Count step encoded — the windows of one batch again in one batch. Extract calls
 (batch mode) that meet in a batch are decoded as the engine decodes a document's windows: together. All torch
@@ -153,7 +153,7 @@ class EmbeddedBackend:
 
     def _decode_sequences(self, batch, indices: list[int], is_count: bool) -> dict[int, Timed]:
         """One step's calls, grouped by window: windows read before continue their cached prefix, the others are
-        read with their branches (a row per window); both kinds in as few forwards as the caches allow."""
+        read with their branches (a tree per window); both kinds in as few forwards as the caches allow."""
         started = time.perf_counter()
         groups: dict[tuple[str, str], list[int]] = {}
         for i in indices:

@@ -1,19 +1,19 @@
-"""Batched greedy decoding of many short branches that continue one shared, once-encoded prefix.
+"""Batched greedy decoding of many short branches that continue shared, once-encoded prefixes.
 
-    prefix + every branch --one forward, block mask: a branch sees the prefix and itself--> first tokens
-        (or, when the prefix's KV cache is already known: the branches alone, on that cache)
-    the KV of the prefix and of each branch --gathered into one row per branch--> the batch's cache
+    trees (a prefix + its branches) --one forward, trees packed into rows, block mask: a branch sees its
+        prefix and itself--> first tokens
+        (or, when prefixes' KV caches are already known: the branches alone, on those caches)
+    the KV of a prefix and of each of its branches --gathered into one row per branch--> the batch's cache
     loop: one token per live branch; a branch that emits a stop token leaves the batch (early exit)
 
-The first step is the one-forward prefill of a tree: the document and all its label (or mention) branches are
-read together, as the training packs them (workers/training/packing.py), instead of one forward for the
-document and a second one for the branches. Without a prefix (`prefix_ids=()`), every branch is a whole prompt,
-encoded on its own, in one padded batch: the paper's batch mode, kept as the baseline that shows what prefix
-sharing saves. Position ids are explicit, so padding between the prefix and a branch changes nothing the
-model sees. `read_tree` stops after each branch's first token; `continue_tree` appends continuations of those
-branches to the same row in one forward and also returns the model's greedy next token at chosen positions
-among them, so the engine can confirm a token it assumed (a count's stop) in the forward that starts the next
-step.
+The first step is the one-forward prefill of a forest: each window of a document (its prompt) and all its label
+(or mention) branches form a tree, read together as the training packs them (workers/training/packing.py), and
+all trees in the same forward. Without a prefix (`prefix_ids=()`), every branch is a whole prompt, encoded on its
+own, in one padded batch: the paper's batch mode, kept as the baseline that shows what prefix sharing saves.
+Position ids are explicit, so padding changes nothing the model sees. `read_forest` stops after each branch's
+first token; `continue_forest` appends continuations of those branches to their rows in one forward and also
+returns the model's greedy next token at chosen positions among them, so the engine can confirm a token it
+assumed (a count's stop) in the forward that starts the next step.
 """
 
 from __future__ import annotations
@@ -166,13 +166,13 @@ def decode_on_caches(
     return out
 
 
-ROW_TOKENS = 512  # trees are packed into rows of about this many tokens: no padding, bounded attention cost
+ROW_TOKENS = 512  # trees are packed into rows of about this many tokens: little padding, bounded attention cost
 
 
 @dataclass
 class Forest:
-    """Trees (a prefix and its branches) read in one forward. Trees are packed one after another into rows of
-    about ROW_TOKENS tokens (a longer tree gets a row of its own), rows right-padded to the longest. A token sees
+    """Trees (a prefix and its branches) read in one forward. Trees are packed into as few rows as ROW_TOKENS
+    allows, filled evenly, rows right-padded to the longest. A token sees
     only its own tree: a prefix itself, causally; a branch its tree's prefix and, causally, itself; positions
     restart at 0 for every tree and follow the prefix for each branch."""
     cache: DynamicCache  # [rows, heads, width, dim]
@@ -208,20 +208,28 @@ class Forest:
         return list(self.prefix_columns(branch)) + list(range(start, start + length))
 
 
+def _pack_rows(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
+    """(row, start column) of every tree and the tokens of every row: as few rows as ROW_TOKENS allows, filled
+    evenly (largest trees first, each into the emptiest row), so the rows' padding to the longest stays small."""
+    rows = max(1, -(-sum(sizes) // ROW_TOKENS))
+    owner = [0] * len(sizes)
+    load = [0] * rows
+    for tree in sorted(range(len(sizes)), key=lambda t: -sizes[t]):
+        owner[tree] = min(range(rows), key=load.__getitem__)
+        load[owner[tree]] += sizes[tree]
+    placement, used = [], [0] * rows
+    for tree, size in enumerate(sizes):  # within a row the trees keep their order
+        placement.append((owner[tree], used[owner[tree]]))
+        used[owner[tree]] += size
+    return placement, used
+
+
 def _read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]],
                  pad_id: int, device) -> tuple[Forest, torch.Tensor]:
     """One forward over every prefix followed by its branches, trees packed into rows with a block mask. Returns
     the forest and the logits at each branch's last token (branches in tree order)."""
     sizes = [len(p) + sum(len(b) for b in bs) for p, bs in zip(prefixes, branches)]
-    placement: list[tuple[int, int]] = []  # (row, start column) of every tree
-    used: list[int] = []  # tokens in every row so far
-    for size in sizes:
-        if used and used[-1] + size <= ROW_TOKENS:
-            placement.append((len(used) - 1, used[-1]))
-            used[-1] += size
-        else:
-            placement.append((len(used), 0))
-            used.append(size)
+    placement, used = _pack_rows(sizes)
     width = max(used)
     ids = torch.full((len(used), width), pad_id, dtype=torch.long)
     mask = torch.eye(width, dtype=torch.bool).repeat(len(used), 1, 1)  # padding sees itself only: no empty softmax
@@ -280,7 +288,7 @@ def decode_forest(
     max_new_tokens: int, pad_id: int = 0, stats: DecodeStats | None = None, lookup: Lookups = None,
 ) -> tuple[list[list[Generated]], Forest]:
     """Greedy continuation of every branch of every prefix (`branches[r]` continue `prefixes[r]`): all prefixes
-    and branches are read in one forward, one row each, then decoded in one batch. Returns the results per
+    and branches are read in one forward (trees packed into rows), then decoded in one batch. Returns the results per
     prefix and the forest (whose `prefix_cache(r)` serves later branches of prefix r). `lookup`: one for all
     branches, or one per prefix."""
     for row_branches in branches:

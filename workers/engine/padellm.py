@@ -1,10 +1,11 @@
 """The embedded PaDeLLM engine: a document's windows decoded together, two batched steps, shared prefixes.
 
 A document is planned by the core (`padellm_ner.core.plan`): split into windows of whole sentences, a count
-per (window, label), a mention per (window, label, k). All windows are decoded in one batch, one row each.
+per (window, label), a mention per (window, label, k). All windows are decoded in one batch (workers.engine.decoder:
+the window trees packed into rows with a block mask).
 Step 1 decodes the count of every label of every window; step 2 every (window, label, k) mention. With prefix
 sharing (default) a window's prompt ("text:\\n{window}\\nentity type:\\n") and every label's count branch are
-read in one forward (a row per window); step 2 continues each label's branch in the same cache, so the window
+read in one forward, every window together; step 2 continues each label's branch in the same cache, so the window
 and the label are read once, and a one-digit count's stop token is confirmed in step 2's forward instead of a
 forward of its own; finished sequences leave the batch. Without it, every prompt is encoded on its own (the
 paper's batch mode). The plan then merges: parsing, de-duplication and grounding per window, document offsets.
@@ -199,7 +200,7 @@ class PadellmEngine:
         return counts, mentions, step1
 
     def _shared_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
-        """With prefix sharing: every window and its count branches in one forward (a row each); step 2 continues
+        """With prefix sharing: every window and its count branches in one forward (a tree each); step 2 continues
         each label's count branch, so neither the window nor the label is read again.
 
         A count is almost always one digit and a stop token. The stop is not decoded in a forward of its own:
