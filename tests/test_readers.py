@@ -224,3 +224,12 @@ def test_nested_spans_cannot_be_written_as_tags():
     with pytest.raises(ValueError, match="nested"):
         write_columns([doc])
     assert json.loads(write_jsonl([doc]))["entities"][1]["text"] == "a b"
+
+
+def test_official_bracket_escapes_read_as_brackets():
+    line = '["Chelsea -LPR- England -RPR- beat Austria-RPR-118 .", [0, 0, "Chelsea", "ORG"], [2, 2, "England", "LOC"]]'
+    (document,), details = read_padellm_json(line)
+    assert document.text == "Chelsea ( England ) beat Austria)118 ."
+    assert [(e.text, e.label) for e in document.entities] == [("Chelsea", "ORG"), ("England", "LOC")]
+    assert document.text[document.entities[1].start:document.entities[1].end] == "England"
+    assert details["offsets"] == "token"

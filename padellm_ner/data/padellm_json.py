@@ -5,14 +5,15 @@ inclusive everywhere except GENIA, where it is exclusive. Which convention a fil
 file itself: the one under which the carried surfaces agree with the sentence (overridable). Every entity is
 then checked against its surface, so a wrong guess or a corrupt line fails loudly with its line number.
 
-The English files write brackets as Penn Treebank escapes (`-LPR-`, `-RPR-` in CoNLL-2003). A token that is
-such an escape is read as its bracket, so the text is the one users send and the one other formats carry;
-token offsets stay valid (the escape and its bracket are one token each).
+The English files write brackets as Penn Treebank escapes (`-LPR-`, `-RPR-` in CoNLL-2003). Every such escape
+is read as its bracket, so the text is the one users send and the one other formats carry; an escape holds no
+space, so the tokens stay the same tokens and token offsets stay valid.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 from ..core.document import Document, make_entity
 from ..core.schemas import CHINESE, ENGLISH
@@ -22,9 +23,13 @@ PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": 
                "-LPR-": "(", "-RPR-": ")"}
 
 
+_ESCAPE = re.compile("|".join(map(re.escape, PTB_ESCAPES)))
+
+
 def unescape_tokens(text: str) -> str:
-    """`text` with every space-separated token that is a PTB bracket escape replaced by its bracket."""
-    return " ".join(PTB_ESCAPES.get(token, token) for token in text.split(" "))
+    """`text` with every PTB bracket escape replaced by its bracket, also where a token holds one glued to other
+    characters (`Austria-RPR-118`); space-separated tokens stay tokens, so token offsets stay valid."""
+    return _ESCAPE.sub(lambda match: PTB_ESCAPES[match.group()], text)
 INCLUSIVE, EXCLUSIVE = "inclusive", "exclusive"
 CONVENTIONS = [(TOKEN, INCLUSIVE), (TOKEN, EXCLUSIVE), (CHAR, INCLUSIVE), (CHAR, EXCLUSIVE)]
 
