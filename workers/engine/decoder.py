@@ -282,24 +282,30 @@ def _gather_rows(model, forest: Forest, rows: Sequence[tuple[int, list[int]]], l
     return _Prefill(cache, attention.to(device), next_position.to(device), logits)
 
 
+def _forest_forward(model, prefixes, branches, pad_id: int, stats: DecodeStats):
+    """The checked, counted forward of a forest: (forest, logits at each branch's last token, device)."""
+    for tree_branches in branches:
+        _check(tree_branches)
+    if not prefixes or any(not p for p in prefixes) or len(prefixes) != len(branches):
+        raise ValueError("a forest needs a non-empty prefix for every list of branches")
+    device = next(model.parameters()).device
+    forest, logits = _read_forest(model, prefixes, branches, pad_id, device)
+    stats.forward_calls += 1
+    stats.prefill_tokens += sum(len(p) for p in prefixes) + sum(len(b) for bs in branches for b in bs)
+    return forest, logits, device
+
+
 @torch.inference_mode()
 def decode_forest(
     model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]], *, stop_ids,
     max_new_tokens: int, pad_id: int = 0, stats: DecodeStats | None = None, lookup: Lookups = None,
 ) -> tuple[list[list[Generated]], Forest]:
     """Greedy continuation of every branch of every prefix (`branches[r]` continue `prefixes[r]`): all prefixes
-    and branches are read in one forward (trees packed into rows), then decoded in one batch. Returns the results per
-    prefix and the forest (whose `prefix_cache(r)` serves later branches of prefix r). `lookup`: one for all
+    and branches are read in one forward (trees packed into rows), then decoded in one batch. Returns the results
+    per prefix and the forest (whose `prefix_cache(r)` serves later branches of prefix r). `lookup`: one for all
     branches, or one per prefix."""
-    for row_branches in branches:
-        _check(row_branches)
-    if not prefixes or any(not p for p in prefixes) or len(prefixes) != len(branches):
-        raise ValueError("decode_forest needs a non-empty prefix for every list of branches")
     stats = stats or DecodeStats()
-    device = next(model.parameters()).device
-    forest, logits = _read_forest(model, prefixes, branches, pad_id, device)
-    stats.forward_calls += 1
-    stats.prefill_tokens += sum(len(p) for p in prefixes) + sum(len(b) for bs in branches for b in bs)
+    forest, logits, device = _forest_forward(model, prefixes, branches, pad_id, stats)
     flat: list[Generated] = []
     if forest.spans:
         rows = [(forest.branch_row(b), forest.branch_columns(b)) for b in range(len(forest.spans))]
@@ -361,15 +367,10 @@ def read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Seq
                 stop_ids, pad_id: int = 0, stats: DecodeStats | None = None) -> tuple[list[Generated], Forest]:
     """The forest forward of `decode_forest` without decoding: each branch's greedy first token (a stop token ends
     it), branches in row order, and the forest, to be continued by `continue_forest`."""
-    for row_branches in branches:
-        _check(row_branches)
-    if not prefixes or any(not p for p in prefixes) or any(not bs for bs in branches):
-        raise ValueError("read_forest needs a prefix and at least one branch in every row")
+    if any(not tree_branches for tree_branches in branches):
+        raise ValueError("read_forest needs at least one branch in every tree")
     stats = stats or DecodeStats()
-    device = next(model.parameters()).device
-    forest, logits = _read_forest(model, prefixes, branches, pad_id, device)
-    stats.forward_calls += 1
-    stats.prefill_tokens += sum(len(p) for p in prefixes) + sum(len(b) for bs in branches for b in bs)
+    forest, logits, _ = _forest_forward(model, prefixes, branches, pad_id, stats)
     first = _decode_loop(model, _Prefill(None, torch.empty(0), torch.empty(0), logits), len(forest.spans), stop_ids,
                          1, stats)  # the first tokens come from the forest's logits: no forward
     return first, forest
