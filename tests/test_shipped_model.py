@@ -1,10 +1,15 @@
 """The shipped model: present, within its size budget, loadable, and it recognizes entities."""
 
 import json
+import re
 
+import pytest
 
 from padellm_ner.core import get_schema
 from workers.engine.loading import SHIPPED_MODEL
+
+CARD_SECTIONS = ("Model details", "Intended use", "Training data", "Training procedure", "Evaluation", "Limitations",
+                 "How to reproduce")
 
 
 def test_shipped_model_is_small_and_described():
@@ -12,7 +17,16 @@ def test_shipped_model_is_small_and_described():
     assert info["objective"] == "padellm" and info["schema"] == "conll03"
     weights = list(SHIPPED_MODEL.glob("*.safetensors"))
     assert weights and sum(w.stat().st_size for w in weights) <= 25_000_000
-    assert (SHIPPED_MODEL / "README.md").read_text().startswith("# padellm-conll03")
+
+
+@pytest.mark.parametrize("model", ["padellm-conll03", "autoreg-struct-conll03"])
+def test_model_folders_hold_weights_metadata_and_a_standard_card(model):
+    folder = SHIPPED_MODEL.parent / model
+    assert {p.name for p in folder.iterdir()} == {"delta_lowrank.safetensors", "padellm.json", "README.md"}
+    card = (folder / "README.md").read_text()
+    assert card.startswith(f"# Model card: {model}\n")
+    assert re.findall(r"^## (.+)$", card, re.M) == list(CARD_SECTIONS)
+    assert not re.search(r"\b[Ss]top [0-9]+", card), "a model card describes the model, not the project's history"
 
 
 def test_shipped_model_recognizes_entities(serving_engine_model):

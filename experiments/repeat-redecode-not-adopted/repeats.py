@@ -2,19 +2,24 @@
 decision.txt): mention k of a label whose string already appeared among the label's earlier mentions as many
 times as the text contains it (at least once), greedily, constrained to a word-aligned span of the text that is
 not among the label's strings so far. Adds `repairs` (label, k, greedy string, new raw output, log-probability,
-tokens, finish) to each row, as stop 19's redecode.py, so that its score.py reads the result."""
+tokens, finish) to each row, as the grounded-redecode experiment's redecode.py, so that its score.py reads the result."""
 import json
 import sys
 import time
 from collections import defaultdict
+from importlib.util import module_from_spec, spec_from_file_location
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grounded-redecode-not-adopted"))
 import torch
+
 from padellm_ner.core import get_schema, parse_count, template_for
-from redecode import WordAligned, constrained
 from workers.engine.loading import load_engine_model
+
+# the grounded-redecode experiment's constrained decoding, loaded from its script
+_spec = spec_from_file_location("redecode", Path(__file__).resolve().parents[1] / "grounded-redecode-not-adopted" / "redecode.py")
+redecode = module_from_spec(_spec)
+_spec.loader.exec_module(redecode)
+WordAligned, constrained = redecode.WordAligned, redecode.constrained
 
 
 class WordAlignedExcept(WordAligned):

@@ -11,13 +11,12 @@ log-probability, tokens, finish).
 """
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 import regex
 import torch
+
 from padellm_ner.core import get_schema, parse_count, template_for
 from workers.engine.loading import load_engine_model
 

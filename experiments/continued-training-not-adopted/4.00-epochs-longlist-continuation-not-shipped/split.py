@@ -4,7 +4,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 from padellm_ner.data import read_corpus
 from padellm_ner.data.selection import select_documents
 

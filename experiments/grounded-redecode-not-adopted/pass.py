@@ -6,8 +6,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 import torch
+
 from padellm_ner.core import get_schema
 from padellm_ner.data import read_corpus
 from workers.engine.loading import load_engine_model

@@ -1,4 +1,4 @@
-"""Count-hedge candidates (stop 18's experiment, not adopted; see README.md).
+"""Count-hedge candidates (an experiment not adopted; see README.md).
 
     .venv/bin/python candidates.py DATA MODEL OUT_DIR [--exclude PREDICTIONS.jsonl | --include PREDICTIONS.jsonl]
 
@@ -9,17 +9,17 @@ it is at least 0.02, the greedy mention n+1 asked under count n+1 with its seque
 import argparse
 import json
 import math
-import sys
 import time
 from pathlib import Path
-sys.path.insert(0, ".")
+
 import torch
+
 from padellm_ner.core import get_schema, template_for
 from padellm_ner.data import read_corpus
 from padellm_ner.data.formats import read_predictions
+from workers.engine.decoder import greedy_decode
 from workers.engine.loading import load_engine_model
 from workers.engine.padellm import PadellmEngine
-from workers.engine.decoder import greedy_decode
 
 torch.set_num_threads(2)
 parser = argparse.ArgumentParser()

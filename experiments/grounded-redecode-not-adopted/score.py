@@ -5,7 +5,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 from padellm_ner.core import CountResult, MentionResult, aggregate, get_schema, set_scores
 from padellm_ner.core.bootstrap import paired_comparison
 from padellm_ner.data import read_corpus
@@ -30,7 +29,7 @@ for line in open(PASS):
             aggregate(r["text"], labels, counts, repaired, language="en").by_label(), g)
     parts["whole dev"].append(pair)
     parts["sample 800 (seed 3)" if r["id"] in sample800 else "other 2,450"].append(pair)
-    for label, k, before, after, logprob, _, _ in r["repairs"]:
+    for label, k, before, after, _logprob, _, _ in r["repairs"]:
         redecodes.append({"id": r["id"], "label": label, "k": k, "greedy": before, "grounded": after.strip(),
                           "grounded_is_gold": after.strip() in g.get(label, []), "gold": g.get(label, [])})
 report = {"pass": Path(PASS).name, "redecoded": len(redecodes),

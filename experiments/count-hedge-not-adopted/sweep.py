@@ -1,4 +1,4 @@
-"""Scores predictions with the hedged mentions added, over thresholds (stop 18; see README.md).
+"""Scores predictions with the hedged mentions added, over thresholds (see README.md).
 
     .venv/bin/python sweep.py OUT_DIR/preds.jsonl OUT_DIR/cands.json GOLD
 
@@ -6,10 +6,10 @@ tau: least P(count = n+1); pi: least probability of the hedged mention. A hedged
 predictions if it is new for that label and found in the text; keep-max de-duplication across labels as usual."""
 import json
 import sys
-sys.path.insert(0, ".")
-from padellm_ner.core.scoring import ScoredMention, score_records, PredictionRecord
+
 from padellm_ner.core.grounding import ground
-from padellm_ner.data.formats import read_predictions, read_corpus
+from padellm_ner.core.scoring import PredictionRecord, ScoredMention, score_records
+from padellm_ner.data.formats import read_corpus, read_predictions
 
 preds, cands, gold_path = sys.argv[1:4]
 _, records = read_predictions(preds)

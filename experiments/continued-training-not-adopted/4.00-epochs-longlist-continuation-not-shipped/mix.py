@@ -6,7 +6,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[4]))  # the repository
 from padellm_ner.data import read_corpus
 from padellm_ner.data.columns import write_columns
 
