@@ -6,6 +6,11 @@ PADELLM_MODEL        a trained PaDeLLM model (folder with adapter/weights) inste
 PADELLM_THREADS      torch CPU threads (default: all cores)
 PADELLM_DTYPE        engine weights: auto (bf16 on a GPU, fp32 on the CPU), float32 or bfloat16
 PADELLM_LOOKUP_TOKENS  prompt-lookup draft length of the embedded engine (0: off; default 4)
+PADELLM_KAFKA_SASL_PASSWORD  the stream's SASL password (rather than a flag, which `ps` shows)
+PADELLM_LOG_FORMAT   json (default) or text
+PADELLM_LOG_LEVEL    DEBUG, INFO (default), WARNING, ERROR
+
+Nothing else in padellm-ner reads the environment.
 """
 
 from __future__ import annotations
@@ -42,3 +47,15 @@ def dtype_override() -> str | None:
 def lookup_tokens(default: int) -> int:
     value = os.environ.get("PADELLM_LOOKUP_TOKENS")
     return int(value) if value else default
+
+
+def kafka_sasl_password() -> str | None:
+    return os.environ.get("PADELLM_KAFKA_SASL_PASSWORD") or None
+
+
+def log_format() -> str:
+    return os.environ.get("PADELLM_LOG_FORMAT", "json")
+
+
+def log_level() -> str:
+    return os.environ.get("PADELLM_LOG_LEVEL", "INFO")

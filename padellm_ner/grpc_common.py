@@ -3,9 +3,8 @@ health checking, reflection, and a graceful lifecycle."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+
+from .lifecycle import AsyncComponent
 
 log = logging.getLogger(__name__)
 
@@ -71,16 +72,27 @@ async def start_server(
     return server, bound, health
 
 
-async def serve_until_signal(server: grpc.aio.Server, health: HealthServicer, grace_s: float = 10.0,
-                             on_stop=None) -> None:
-    """Serve until SIGTERM/SIGINT; then report NOT_SERVING, finish in-flight calls for `grace_s`, and stop."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping: draining in-flight calls for up to %.0f s", grace_s)
-    await health.enter_graceful_shutdown()
-    await server.stop(grace_s)
-    if on_stop:
-        await on_stop()
+class GrpcServer(AsyncComponent):
+    """A grpc.aio server with health checking and reflection. `start` binds and reports SERVING; `stop` reports
+    NOT_SERVING, lets calls in flight finish for `grace_s` and stops."""
+
+    def __init__(self, add_services: Callable[[grpc.aio.Server], None], service_names: list[str], host: str,
+                 port: int, tls: TlsFiles | None = None, grace_s: float = 10.0):
+        self._add_services, self._names, self._host, self._requested_port = add_services, service_names, host, port
+        self._tls, self._grace_s = tls, grace_s
+        self._server: grpc.aio.Server | None = None
+        self._health: HealthServicer | None = None
+        self.port = 0
+
+    async def _start(self) -> None:
+        self._server, self.port, self._health = await start_server(
+            self._add_services, self._names, self._host, self._requested_port, self._tls)
+
+    async def _stop(self) -> None:
+        if self._server is None:
+            return
+        log.info("stopping: draining in-flight calls for up to %.0f s", self._grace_s)
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+        await self._server.stop(self._grace_s)
+        self._server = None

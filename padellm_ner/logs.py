@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
+
+from . import config
 
 
 class JsonFormatter(logging.Formatter):
@@ -21,10 +22,10 @@ class JsonFormatter(logging.Formatter):
 
 def configure_logging(level: str | None = None) -> None:
     handler = logging.StreamHandler()
-    if os.environ.get("PADELLM_LOG_FORMAT", "json") == "text":
+    if config.log_format() == "text":
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     else:
         handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level or os.environ.get("PADELLM_LOG_LEVEL", "INFO"))
+    root.setLevel(level or config.log_level())

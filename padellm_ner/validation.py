@@ -7,7 +7,7 @@ dead-letter reason on Kafka).
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from .core import LabelSchema, get_schema
 

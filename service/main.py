@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack
 
-from padellm_ner.grpc_common import TlsFiles, serve_until_signal, start_server
+from padellm.v1 import worker_pb2
+from padellm_ner.grpc_common import GrpcServer
+from padellm_ner.lifecycle import shutdown_requested
 
-from padellm_ner.core.segment import WindowPolicy
-
-from .orchestrator import MentionStart, Orchestrator, OrchestratorConfig
+from .config import ServeArgs, WorkersArgs
+from .orchestrator import Orchestrator
 from .server import SERVICE_NAME, NerService, add_to_server
 from .worker_pool import WorkerPool
 
 log = logging.getLogger("padellm.service")
 
 
-async def worker_model_info(pool: WorkerPool) -> tuple[str, str]:
-    from padellm.v1 import worker_pb2
+def worker_pool(args: WorkersArgs) -> WorkerPool:
+    return WorkerPool(list(args.addresses), tls=args.tls, affinity=args.affinity)
 
+
+async def worker_model_info(pool: WorkerPool) -> tuple[str, str]:
     try:
         info = await pool.call("", lambda stub: stub.Info(worker_pb2.InfoRequest(), timeout=10))
         return info.model, info.model_version
@@ -27,26 +31,29 @@ async def worker_model_info(pool: WorkerPool) -> tuple[str, str]:
         return "unknown", ""
 
 
-async def run_service(args) -> None:
-    if args.metrics_port:
+def start_metrics_server(port: int | None, host: str) -> None:
+    if port:
         from prometheus_client import start_http_server
 
-        start_http_server(args.metrics_port, addr=args.host)
-    worker_tls = TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca)
-    async with WorkerPool(args.workers.split(","), tls=worker_tls, affinity=not args.no_affinity) as pool:
+        start_http_server(port, addr=host)
+
+
+async def run_service(args: ServeArgs) -> None:
+    shutdown = shutdown_requested()
+    start_metrics_server(args.metrics_port, args.metrics_host or args.host)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(worker_pool(args.workers))
         model, version = await worker_model_info(pool)
-        orchestrator = Orchestrator(pool, OrchestratorConfig(
-            mode=args.mode, call_deadline_s=args.deadline_s, max_in_flight=args.max_in_flight, dedup=args.dedup,
-            model=model, model_version=version, window_policy=WindowPolicy(args.window_tokens, args.window_unit),
-            mention_start=MentionStart(args.mention_start)))
-        service = NerService(orchestrator, default_schema=args.schema, max_text_chars=args.max_text_chars)
-        tls = TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
-        server, port, health = await start_server(add_to_server(service), [SERVICE_NAME], args.host, args.port, tls)
-        log.info("NER service on %s:%d (mode %s, workers %s, model %s)", args.host, port, args.mode, args.workers, model)
-        print(f"service ready on {args.host}:{port}", flush=True)
-        await serve_until_signal(server, health)
+        orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
+        service = NerService(orchestrator, default_schema=args.default_schema, max_text_chars=args.max_text_chars)
+        server = await stack.enter_async_context(
+            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls))
+        log.info("NER service on %s:%d (mode %s, workers %s, model %s)", args.host, server.port,
+                 args.orchestrator.mode, ",".join(args.workers.addresses), model)
+        print(f"service ready on {args.host}:{server.port}", flush=True)
+        await shutdown.wait()
 
 
-def main(args) -> int:
+def main(args: ServeArgs) -> int:
     asyncio.run(run_service(args))
     return 0

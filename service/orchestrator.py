@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
 
 from padellm.v1 import worker_pb2
 from padellm_ner.core import DEFAULT_MAX_COUNT, CountResult, DedupPolicy, LabelSchema, MentionResult

@@ -54,7 +54,7 @@ class EntityRecord:
 
     @classmethod
     def from_prediction(cls, document_id: str, prediction: DocumentPrediction, *, model: str, model_version: str,
-                        schema: str, timings: Timings) -> "EntityRecord":
+                        schema: str, timings: Timings) -> EntityRecord:
         return cls(
             id=document_id,
             entities=[{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
@@ -85,7 +85,7 @@ class EntityRecord:
         )
 
     @classmethod
-    def from_proto(cls, message: ner_pb2.EntityRecord) -> "EntityRecord":
+    def from_proto(cls, message: ner_pb2.EntityRecord) -> EntityRecord:
         return cls(
             id=message.id,
             entities=[{"label": e.label, "text": e.text, "start": None if e.start < 0 else e.start,

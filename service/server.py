@@ -9,7 +9,12 @@ import grpc
 
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.validation import (
-    DEFAULT_MAX_TEXT_CHARS, InvalidInput, check_id, check_labels, check_schema, check_text,
+    DEFAULT_MAX_TEXT_CHARS,
+    InvalidInput,
+    check_id,
+    check_labels,
+    check_schema,
+    check_text,
 )
 
 from . import metrics

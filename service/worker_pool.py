@@ -14,13 +14,15 @@ import logging
 import random
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Awaitable, Callable, TypeVar
+from typing import TypeVar
 
 import grpc
 
 from padellm.v1 import worker_pb2_grpc
 from padellm_ner.grpc_common import TlsFiles, channel
+from padellm_ner.lifecycle import AsyncComponent
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -56,7 +58,7 @@ class PoolStats:
     failures: dict = field(default_factory=dict)
 
 
-class WorkerPool:
+class WorkerPool(AsyncComponent):
     def __init__(self, targets: list[str], *, tls: TlsFiles | None = None, affinity: bool = True,
                  retry: RetryPolicy | None = None):
         if not targets:
@@ -69,21 +71,14 @@ class WorkerPool:
         self.stats = PoolStats()
         self._next = 0
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         for target in self.targets:
             ch = channel(target, self.tls)
             self.endpoints.append(Endpoint(target, ch, worker_pb2_grpc.ModelWorkerStub(ch)))
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         await asyncio.gather(*(e.channel.close() for e in self.endpoints))
         self.endpoints.clear()
-
-    async def __aenter__(self) -> "WorkerPool":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     def _order(self, document_id: str) -> list[Endpoint]:
         """Endpoints to try, in order: affinity's home endpoint first, or the next one round-robin."""

@@ -22,7 +22,7 @@ def _write_key(key, path: Path) -> None:
 
 
 def make_pki(folder: Path) -> dict[str, str]:
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("padellm-test-ca")).issuer_name(_name("padellm-test-ca"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

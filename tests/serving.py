@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.grpc_common import TlsFiles, channel, start_server
 from service.orchestrator import Orchestrator, OrchestratorConfig
-from service.server import SERVICE_NAME as NER_SERVICE, NerService, add_to_server as add_ner
+from service.server import SERVICE_NAME as NER_SERVICE
+from service.server import NerService
+from service.server import add_to_server as add_ner
 from service.worker_pool import RetryPolicy, WorkerPool
 from workers.backends.embedded import EmbeddedBackend
-from workers.server import SERVICE_NAME as WORKER_SERVICE, WorkerService, add_to_server as add_worker
+from workers.server import SERVICE_NAME as WORKER_SERVICE
+from workers.server import WorkerService
+from workers.server import add_to_server as add_worker
 
 
 @contextlib.asynccontextmanager

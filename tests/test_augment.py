@@ -4,8 +4,8 @@ import json
 import random
 
 import pytest
-
 from conftest import EXAMPLES
+
 from padellm_ner.core import Document, get_schema, reformulate
 from padellm_ner.core.document import make_entity
 from padellm_ner.data import read_corpus
@@ -79,9 +79,9 @@ def test_copies_are_deterministic_per_seed_and_cover_the_corpus_copy_by_copy():
 
 
 def test_training_with_mention_replacement_reads_the_copies_and_records_them(tiny_base_model, tmp_path):
+    from test_training import _config
     from transformers import AutoTokenizer
 
-    from test_training import _config
     from workers.training.export import export_run
     from workers.training.loop import train
 

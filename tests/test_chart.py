@@ -169,7 +169,7 @@ def test_schema_rejects_bad_values():
     with helm.Chart.load(str(CHART)) as chart:
         for bad in ({"service": {"mode": "parallel"}}, {"worker": {"replicaCount": 0}}, {"unknownKey": 1},
                     {"kafka": {"securityProtocol": "TLS"}}):
-            with pytest.raises(Exception):
+            with pytest.raises(helm.errors.HelmValuesError):
                 chart.validate_schema(bad)
 
 

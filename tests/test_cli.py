@@ -4,9 +4,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import EXAMPLES, REPO
-from padellm_ner.cli import main
+
+from entrypoints.cli import main
 
 CLI = [str(Path(sys.executable).parent / "padellm-ner")]
 

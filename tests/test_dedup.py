@@ -1,4 +1,5 @@
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from padellm_ner.core import dedup_mask
 
@@ -54,7 +55,7 @@ def test_keep_max_properties(items):
 @given(items_strategy)
 def test_reverse_is_the_complement_of_keep_max_on_duplicates(items):
     keep_max, reverse = dedup_mask(items, "keep-max"), dedup_mask(items, "reverse")
-    for (label, text, _), a, b in zip(items, keep_max, reverse):
+    for (_label, text, _), a, b in zip(items, keep_max, reverse):
         duplicated = len({lab for lab, t, _ in items if t == text}) > 1
         assert (a != b) if duplicated else (a and b)
 

@@ -2,10 +2,11 @@ import json
 import math
 
 import pytest
-from hypothesis import given, settings, strategies as st
-
 from conftest import EXAMPLES
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from official_reference import official_dedup, official_micro_macro
+
 from padellm_ner.core import scores_table, set_scores, span_scores
 from padellm_ner.core.scoring import score_records
 from padellm_ner.data import read_corpus, read_padellm_results

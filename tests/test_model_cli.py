@@ -3,9 +3,9 @@
 import json
 
 import pytest
-
 from conftest import EXAMPLES
-from padellm_ner.cli import main
+
+from entrypoints.cli import main
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +152,7 @@ def test_train_autocasts_bf16_only_where_the_cpu_has_it(tiny_base_model, tmp_pat
 def test_export_choices_are_the_exporters():
     """The CLI spells the export forms and rank allocations (parsing imports no torch); they must be the ones the
     exporter takes."""
-    from padellm_ner.cli import build_parser
+    from entrypoints.cli import build_parser
     from workers.training.export import QUANTIZED_FORMS, RANK_ALLOCATIONS
 
     commands = next(a for a in build_parser()._actions if a.dest == "command")

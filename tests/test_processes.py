@@ -9,7 +9,6 @@ import sys
 import urllib.request
 from pathlib import Path
 
-
 from conftest import REPO
 
 CLI = str(Path(sys.executable).parent / "padellm-ner")

@@ -1,11 +1,18 @@
 import json
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from padellm_ner.core import Document, Entity, make_entity
 from padellm_ner.data import (
-    detect_format, read_columns, read_jsonl, read_padellm_json, write_columns, write_jsonl, write_padellm_json,
+    detect_format,
+    read_columns,
+    read_jsonl,
+    read_padellm_json,
+    write_columns,
+    write_jsonl,
+    write_padellm_json,
 )
 from padellm_ner.data.columns import CHARS, CHARS_WITH_SEGMENT_DIGIT, WORDS
 from padellm_ner.data.tagging import decode, detect_scheme, encode

@@ -10,7 +10,12 @@ from padellm_ner.core import CountResult, CountStatus, MentionResult, get_schema
 from padellm_ner.core.aggregate import FinishReason
 from padellm_ner.core.plan import CountAsk, DocumentPlan, MentionAsk
 from padellm_ner.core.segment import (
-    Window, WindowPolicy, WindowUnit, estimate_tokens, sentence_spans, split_windows,
+    Window,
+    WindowPolicy,
+    WindowUnit,
+    estimate_tokens,
+    sentence_spans,
+    split_windows,
 )
 
 CONLL = get_schema("conll03")

@@ -4,10 +4,10 @@ import asyncio
 
 import grpc
 import pytest
+from serving import SlowBackend, entities, ner_client, ner_service, request, worker
 
 from padellm.v1 import ner_pb2, worker_pb2, worker_pb2_grpc
 from padellm_ner.grpc_common import channel
-from serving import SlowBackend, entities, ner_client, ner_service, request, worker
 from workers.backends.embedded import EmbeddedBackend
 
 TEXTS = [

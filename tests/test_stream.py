@@ -9,14 +9,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from kafka_helpers import TEXTS, collect, create_topics, document, names, produce, produce_documents
+
 from padellm_ner.core import get_schema
 from service.orchestrator import Orchestrator, OrchestratorConfig
 from service.stream.processor import StreamConfig, StreamProcessor
 from service.worker_pool import WorkerPool
 
 CLI = str(Path(sys.executable).parent / "padellm-ner")
+REPO = Path(__file__).resolve().parents[1]
 
 
 async def start_processor(bootstrap, topics, worker_address, **options):
@@ -30,7 +31,7 @@ async def start_processor(bootstrap, topics, worker_address, **options):
 
 
 async def stop_processor(processor, task, pool):
-    processor.stop()
+    await processor.stop()
     await asyncio.wait_for(task, 120)
     await pool.stop()
 
@@ -184,11 +185,11 @@ async def test_two_consumers_rebalancing(kafka_bootstrap, worker_process):
 
 async def test_broker_restart_while_streaming(worker_process, tmp_path):
     """A broker of its own (other ports), restarted in the middle of the stream."""
-    repo = Path(__file__).resolve().parents[1]
+    repo = REPO
     env = {**os.environ, "KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093", "KAFKA_HOME": str(tmp_path / "kafka"),
            "KAFKA_LIBS": str(repo / ".cache" / "kafka" / "libs")}
     script = str(repo / "scripts" / "kafka.sh")
-    subprocess.run(["bash", script, "start"], check=True, env=env)
+    await asyncio.to_thread(subprocess.run, ["bash", script, "start"], check=True, env=env)
     bootstrap = "127.0.0.1:19092"
     try:
         topics = names("broker-restart")
@@ -197,11 +198,11 @@ async def test_broker_restart_while_streaming(worker_process, tmp_path):
         processor = await start_processor(bootstrap, topics, worker_process, max_in_flight=2)
         try:
             await collect(bootstrap, topics["output"], until=3, timeout_s=180)
-            subprocess.run(["bash", script, "restart"], check=True, env=env)
+            await asyncio.to_thread(subprocess.run, ["bash", script, "restart"], check=True, env=env)
             more = await produce_documents(bootstrap, topics["input"], 4, start=16)
             records = await collect(bootstrap, topics["output"], expect_ids=set(ids + more), timeout_s=300, settle_s=1.0)
         finally:
             await stop_processor(*processor)
         assert {r.key.decode() for r in records} == set(ids + more)
     finally:
-        subprocess.run(["bash", script, "stop"], check=True, env=env)
+        await asyncio.to_thread(subprocess.run, ["bash", script, "stop"], check=True, env=env)

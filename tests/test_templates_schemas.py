@@ -84,7 +84,7 @@ def test_infer_schema():
 
 
 def test_autoreg_struct_target_and_parse_round_trip():
-    from padellm_ner.core import make_entity, Document
+    from padellm_ner.core import Document, make_entity
     from padellm_ner.core.autoreg import parse_struct, struct_target
 
     text = "Cuttitta ( Italy ) , who faced England at the 1995 World Cup"

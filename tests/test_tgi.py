@@ -5,8 +5,8 @@ import asyncio
 import aiohttp
 import grpc
 import pytest
-
 from serving import entities, ner_client, ner_service, request, worker
+
 from workers.backends.base import BackendError
 from workers.backends.embedded import EmbeddedBackend
 from workers.backends.tgi import TgiBackend

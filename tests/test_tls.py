@@ -2,10 +2,10 @@
 
 import grpc
 import pytest
-
 from certs import make_pki
-from padellm_ner.grpc_common import TlsFiles
 from serving import ner_client, ner_service, request, worker
+
+from padellm_ner.grpc_common import TlsFiles
 from workers.backends.embedded import EmbeddedBackend
 
 

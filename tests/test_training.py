@@ -4,10 +4,10 @@ import json
 
 import pytest
 import torch
+from conftest import EXAMPLES
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import EXAMPLES
 from padellm_ner.core import get_schema
 from padellm_ner.data import read_corpus
 from workers.training.examples import AUTOREG_STRUCT, PADELLM, tokenize_document
@@ -242,7 +242,8 @@ def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp
 
 
 def test_int4_codes_round_trip():
-    from workers.training.export import _dequantize, _quantize
+    from workers.engine.weights import dequantize as _dequantize
+    from workers.engine.weights import quantize as _quantize
 
     torch.manual_seed(0)
     matrix = torch.randn(5, 128)

@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 from pathlib import Path
-from typing import Callable, Sequence
 
 from tqdm import tqdm
 
@@ -23,7 +24,24 @@ from padellm_ner.core.segment import Window
 PADELLM_PREFIX, PADELLM_NO_PREFIX, AUTOREG_STRUCT = "padellm", "padellm-no-prefix-sharing", "autoreg-struct"
 PADELLM_BY_SENTENCE = "padellm-sentence-by-sentence"  # a document's corpus sentences, one after another
 
-Recognizer = Callable[[Document], object]  # a document in, a result with prediction, latency_s, ... out
+class Recognition(Protocol):
+    """What a mode returns for a document: the engines' results and `SentenceBySentence` all have these."""
+
+    @property
+    def prediction(self) -> DocumentPrediction: ...
+    @property
+    def latency_s(self) -> float: ...
+    @property
+    def tokens_per_sequence(self) -> float: ...
+    @property
+    def forward_calls(self) -> int: ...
+    @property
+    def drafted_tokens(self) -> int: ...
+    @property
+    def accepted_tokens(self) -> int: ...
+
+
+Recognizer = Callable[[Document], Recognition]
 
 
 @dataclass
@@ -38,7 +56,7 @@ class SentenceBySentence:
     accepted_tokens: int = 0
 
 
-def sentence_by_sentence(recognize: Callable[[str], object], labels) -> Recognizer:
+def sentence_by_sentence(recognize: Callable[[str], Recognition], labels) -> Recognizer:
     """A recognizer that reads each of a document's sentences (`Document.sentences`) alone with `recognize` and
     merges them as windows of the document."""
     def run(document: Document) -> SentenceBySentence:
@@ -49,7 +67,7 @@ def sentence_by_sentence(recognize: Callable[[str], object], labels) -> Recogniz
         return SentenceBySentence(
             prediction, sum(r.latency_s for r in results),
             sum(r.tokens_per_sequence for r in results) / len(results), sum(r.forward_calls for r in results),
-            sum(getattr(r, "drafted_tokens", 0) for r in results), sum(getattr(r, "accepted_tokens", 0) for r in results))
+            sum(r.drafted_tokens for r in results), sum(r.accepted_tokens for r in results))
     return run
 
 
@@ -128,8 +146,8 @@ def run_modes(
             run.latencies_s.append(result.latency_s)
             run.tokens_per_sequence.append(result.tokens_per_sequence)
             run.forward_calls.append(result.forward_calls)
-            run.drafted_tokens.append(getattr(result, "drafted_tokens", 0))
-            run.accepted_tokens.append(getattr(result, "accepted_tokens", 0))
+            run.drafted_tokens.append(result.drafted_tokens)
+            run.accepted_tokens.append(result.accepted_tokens)
             run.predictions.append(result.prediction)
             run.windows.append(result.prediction.windows)
             run.characters.append(len(document.text))
@@ -160,7 +178,7 @@ def predictions_jsonl(run: ModeRun, documents: Sequence[Document]) -> str:
 
 
 def speedups(summaries: dict[str, dict]) -> dict:
-    out = {}
+    out: dict[str, dict] = {}
     base = summaries.get(PADELLM_PREFIX)
     if not base:
         return out

@@ -8,9 +8,10 @@ import time
 import grpc
 
 from padellm.v1 import worker_pb2, worker_pb2_grpc
+from padellm_ner.core import DEFAULT_MAX_COUNT
 from padellm_ner.core.aggregate import FinishReason, parse_result
 from padellm_ner.core.segment import estimate_tokens
-from padellm_ner.validation import DEFAULT_MAX_WINDOW_TOKENS, DEFAULT_MAX_WINDOW_CHARS, InvalidInput, check_text
+from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS, InvalidInput, check_text
 
 from .backends.base import Backend, BackendError
 
@@ -26,7 +27,7 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
     backend's model was not trained for."""
 
     def __init__(self, backend: Backend, *, max_text_chars: int = DEFAULT_MAX_WINDOW_CHARS,
-                 max_window_tokens: int = DEFAULT_MAX_WINDOW_TOKENS, max_count: int = 30):
+                 max_window_tokens: int = DEFAULT_MAX_WINDOW_TOKENS, max_count: int = DEFAULT_MAX_COUNT):
         self.backend = backend
         self.max_text_chars = max_text_chars
         self.max_window_tokens = max_window_tokens

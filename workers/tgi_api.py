@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from padellm_ner.core.aggregate import FinishReason
+from padellm_ner.lifecycle import AsyncComponent
+
 from .engine.batching import MicroBatcher
 from .engine.decoder import Generated, greedy_decode
 from .engine.loading import EngineModel
@@ -37,7 +40,7 @@ def _error(status: int, message: str, error_type: str) -> web.Response:
     return web.json_response({"error": message, "error_type": error_type}, status=status)
 
 
-class TgiApiServer:
+class TgiApiServer(AsyncComponent):
     def __init__(self, backend_or_model, *, host: str = "127.0.0.1", port: int = 0, max_concurrent_requests: int = 128,
                  max_input_tokens: int = 4096, max_total_tokens: int = 4608, batch_window_ms: float = 2.0):
         self.m: EngineModel = getattr(backend_or_model, "m", backend_or_model)
@@ -54,7 +57,7 @@ class TgiApiServer:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         app = web.Application()
         app.router.add_post("/generate", self.generate)
         app.router.add_post("/", self.generate)
@@ -65,19 +68,12 @@ class TgiApiServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the bound port when 0 was asked
+        self.port = self._runner.addresses[0][1]  # the bound port when 0 was asked
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._runner:
             await self._runner.cleanup()
         await self._batcher.stop()
-
-    async def __aenter__(self) -> "TgiApiServer":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     # --- endpoints ------------------------------------------------------------------------------------------
 
@@ -146,7 +142,7 @@ class TgiApiServer:
                   for t, lp in zip(generated.token_ids, generated.logprobs)]
         text_ids = list(generated.token_ids)
         finish = "length"
-        if generated.finish == "stop":
+        if generated.finish is FinishReason.STOP:
             eos = generated.stop_token_id == self.m.eos_id
             tokens.append({"id": generated.stop_token_id, "text": self.m.tokenizer.decode([generated.stop_token_id]),
                            "logprob": generated.stop_logprob, "special": eos})
@@ -158,7 +154,7 @@ class TgiApiServer:
             index = text.find(stop)
             if index != -1:
                 text, finish = text[: index + len(stop)], "stop_sequence"
-        out = {"generated_text": text}
+        out: dict[str, object] = {"generated_text": text}
         if params["details"]:
             out["details"] = {"finish_reason": finish, "generated_tokens": len(tokens), "seed": None,
                               "prefill": [], "tokens": tokens, "top_tokens": None, "best_of_sequences": None}
@@ -185,6 +181,7 @@ class TgiApiServer:
                 results = greedy_decode(self.m.model, [jobs[i].prompt_ids for i in indices],
                                         stop_ids=self._stop_ids(stops), max_new_tokens=max_new, pad_id=self.m.pad_id)
             except Exception as error:  # fails this group's requests only
-                results = [error] * len(indices)
+                outcomes.update(dict.fromkeys(indices, error))
+                continue
             outcomes.update(zip(indices, results))
         return [outcomes[i] for i in range(len(jobs))]

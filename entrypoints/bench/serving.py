@@ -26,11 +26,9 @@ from tqdm import tqdm
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.core import LabelSchema
 from padellm_ner.grpc_common import channel, start_server
-
-from .orchestrator import MentionStart, Orchestrator, OrchestratorConfig
-from .server import SERVICE_NAME, NerService, add_to_server
-from .worker_pool import WorkerPool
-
+from service.orchestrator import MentionStart, Orchestrator, OrchestratorConfig
+from service.server import SERVICE_NAME, NerService, add_to_server
+from service.worker_pool import WorkerPool
 
 WARMUP = ["Warm-up sentence about Acme Corp in Springfield .", "Another warm-up line by John Doe ."]
 
@@ -49,7 +47,9 @@ async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: st
     from workers.backends.embedded import EmbeddedBackend
     from workers.engine.lookup import DEFAULT_LOOKUP_TOKENS
     from workers.engine.padellm import PadellmEngine
-    from workers.server import SERVICE_NAME as WORKER, WorkerService, add_to_server as add_worker
+    from workers.server import SERVICE_NAME as WORKER
+    from workers.server import WorkerService
+    from workers.server import add_to_server as add_worker
 
     # The in-process comparator does the decoding work the served path does: in multi mode a Count call returns
     # its counts before any Mention call is asked, so counts are decoded to their stop token and mentions read on
@@ -111,6 +111,7 @@ def _spawn_worker(threads: int, model_args: list[str]) -> tuple[subprocess.Popen
     args = [cli, "worker", "--port", "0", *model_args]
     env = {**os.environ, "PADELLM_THREADS": str(threads), "OMP_NUM_THREADS": str(threads)}
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    assert process.stdout is not None  # stdout=PIPE
     line = process.stdout.readline()
     if "ready on" not in line:
         process.kill()
@@ -179,7 +180,7 @@ async def run(engine_model, texts: list[str], schema: LabelSchema, *, worker_cou
     """`model_args`: the worker command's model options (--model, --base-model, --dtype, --lookup-tokens), so the
     spawned workers load and decode as the in-process engine does."""
     cores = torch.get_num_threads()
-    report = {"documents": len(texts), "threads": cores, "lookup_tokens": lookup_tokens,
+    report: dict = {"documents": len(texts), "threads": cores, "lookup_tokens": lookup_tokens,
               "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens, mention_start)}
     report["throughput"] = [await throughput(n, texts, schema, concurrency, model_args, cores, mention_start)
                             for n in worker_counts]

@@ -20,10 +20,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
 from padellm_ner.core import get_schema
-
-from ..orchestrator import Orchestrator, OrchestratorConfig
-from ..worker_pool import WorkerPool
-from .processor import StreamConfig, StreamProcessor
+from service.orchestrator import Orchestrator, OrchestratorConfig
+from service.stream.processor import StreamConfig, StreamProcessor
+from service.worker_pool import WorkerPool
 
 
 def _summary(latencies: list[float], seconds: float) -> dict:
@@ -91,7 +90,7 @@ async def through_kafka(bootstrap: str, orchestrator: Orchestrator, docs: list[d
                     bar.update(1)
     elapsed = time.perf_counter() - started
     bar.close()
-    processor.stop()
+    await processor.stop()
     await task
     await producer.stop()
     await consumer.stop()

@@ -7,7 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .. import __version__
+from padellm_ner import __version__
+
 from . import data, inference, model, services
 
 

@@ -1,4 +1,4 @@
-"""`python -m padellm_ner.cli`, as the module it replaced could be run."""
+"""`python -m entrypoints.cli`: the `padellm-ner` command."""
 
 import sys
 

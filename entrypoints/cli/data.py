@@ -6,13 +6,21 @@ import argparse
 import json
 import sys
 
-from ..core import DEDUP_POLICIES, reformulate_all, scores_table
-from ..core.scoring import score_records
-from ..data import (
-    DOCUMENT_FORMATS, PREDICTION_FORMATS, corpus_stats, read_corpus, read_predictions, stats_table,
-    write_columns, write_jsonl, write_padellm_json,
+from padellm_ner.core import DEDUP_POLICIES, reformulate_all, scores_table
+from padellm_ner.core.scoring import score_records
+from padellm_ner.data import (
+    DOCUMENT_FORMATS,
+    PREDICTION_FORMATS,
+    corpus_stats,
+    read_corpus,
+    read_predictions,
+    stats_table,
+    write_columns,
+    write_jsonl,
+    write_padellm_json,
 )
-from ..data.columns import CHARS, WORDS
+from padellm_ner.data.columns import CHARS, WORDS
+
 from .options import add_reader_options, reader_options, schema_for, write_output
 
 
@@ -60,7 +68,7 @@ def cmd_score(args: argparse.Namespace) -> int:
         report["against"] = {"pred": args.against, "pred_format": against_format, "micro_f1": against.micro_f1,
                              "precision": against.total.precision, "recall": against.total.recall}
     if args.bootstrap:
-        from ..core.bootstrap import micro_f1_interval, paired_comparison
+        from padellm_ner.core.bootstrap import micro_f1_interval, paired_comparison
 
         settings = {"resamples": args.bootstrap, "confidence": args.confidence, "seed": args.seed}
         report["micro_f1_interval"] = micro_f1_interval(scores.per_document, **settings).to_json()

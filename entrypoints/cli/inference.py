@@ -5,13 +5,22 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-from ..core import DEDUP_POLICIES, scores_table
-from ..data import read_corpus
+from padellm_ner.args import add_window_args, window_policy
+from padellm_ner.core import DEDUP_POLICIES, scores_table
+from padellm_ner.data import read_corpus
+from workers.config import EngineArgs
+
 from .options import (
-    add_model_options, add_reader_options, add_selection_options, add_window_options, engine_for, lookup_tokens,
-    reader_options, schema_of, selected, set_threads, window_policy,
+    add_reader_options,
+    add_selection_options,
+    engine_for,
+    reader_options,
+    schema_of,
+    selected,
 )
 
 
@@ -43,9 +52,8 @@ def _recognize_remote(args: argparse.Namespace) -> int:
     import grpc
 
     from padellm.v1 import ner_pb2, ner_pb2_grpc
+    from padellm_ner.grpc_common import TlsFiles, channel
     from service.records import EntityRecord
-
-    from ..grpc_common import TlsFiles, channel
 
     async def call():
         async with channel(args.endpoint, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)) as ch:
@@ -72,9 +80,10 @@ def _recognize_remote(args: argparse.Namespace) -> int:
 def cmd_recognize(args: argparse.Namespace) -> int:
     if args.endpoint:
         return _recognize_remote(args)
-    set_threads()
-    engine_model, engine = engine_for(args, args.model)
-    schema = schema_of(args, engine_model)
+    engine_args = EngineArgs.from_cli_args(args)
+    engine_args.apply_threads()
+    engine_model, engine = engine_for(args, args.model, adapter=not args.no_adapter)
+    schema = schema_of(engine_args, engine_model)
     labels = args.labels.split(",") if args.labels else None
     if labels:
         for label in labels:
@@ -95,10 +104,11 @@ def cmd_recognize(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from workers.evaluation import PADELLM_NO_PREFIX, PADELLM_PREFIX, predictions_jsonl, run_mode
 
-    set_threads()
+    engine_args = EngineArgs.from_cli_args(args)
+    engine_args.apply_threads()
     documents, selection = _documents(args)
     engine_model, engine = engine_for(args, args.model, prefix_sharing=not args.no_prefix_sharing)
-    schema = schema_of(args, engine_model)
+    schema = schema_of(engine_args, engine_model)
     mode = engine_model.info.get("objective") or "base-model"
     if mode == "padellm":
         mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
@@ -114,7 +124,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:
-        print(scores_table(run.set_scores))
+        if run.set_scores is not None:
+            print(scores_table(run.set_scores))
         print(f"micro-F1 {report['micro_f1'] * 100:.2f}  span micro-F1 {report['span_micro_f1'] * 100:.2f}  "
               f"latency mean {report['latency_ms_mean']:.1f} ms (p50 {report['latency_ms_p50']:.1f}, "
               f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}  "
@@ -124,33 +135,46 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def _documents(args: argparse.Namespace):
     """The selected documents of --data in the asked unit (sentences, or the documents they came from)."""
-    from ..data.units import in_unit
+    from padellm_ner.data.units import in_unit
 
     corpus = read_corpus(args.data, args.format, **reader_options(args))
     return selected(args, in_unit(corpus.documents, args.unit))
 
 
+def _on_document(recognize, schema):
+    """A mode of `bench`: the engine's `recognize` on each document's text."""
+    return lambda document: recognize(document.text, schema)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from workers.engine.autoreg import AutoregStructEngine
-    from workers.engine.loading import load_engine_model
     from workers.engine.padellm import PadellmEngine
     from workers.evaluation import (
-        AUTOREG_STRUCT, PADELLM_BY_SENTENCE, PADELLM_NO_PREFIX, PADELLM_PREFIX, bench_plot, bench_table, run_modes,
-        sentence_by_sentence, speedups,
+        AUTOREG_STRUCT,
+        PADELLM_BY_SENTENCE,
+        PADELLM_NO_PREFIX,
+        PADELLM_PREFIX,
+        Recognizer,
+        bench_plot,
+        bench_table,
+        run_modes,
+        sentence_by_sentence,
+        speedups,
     )
 
-    set_threads()
+    engine_args = EngineArgs.from_cli_args(args)
+    engine_args.apply_threads()
     documents, selection = _documents(args)
-    padellm_model = load_engine_model(args.model, base_model=args.base_model, device=args.device, dtype=args.dtype)
-    schema = schema_of(args, padellm_model)
-    lookup = lookup_tokens(args)  # read once, so the report records what every engine used
+    padellm_model = engine_args.load()
+    schema = schema_of(engine_args, padellm_model)
+    lookup = engine_args.lookup_tokens
     policy = window_policy(args)
-    recognizers = {}
+    recognizers: dict[str, Recognizer] = {}
     for mode, sharing in ((PADELLM_PREFIX, True), (PADELLM_NO_PREFIX, False)):
         engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup, window_policy=policy)
-        recognizers[mode] = lambda document, e=engine: e.recognize(document.text, schema)
+        recognizers[mode] = _on_document(engine.recognize, schema)
         if sharing and args.unit == "document":  # the same engine on the document's corpus sentences, one by one
-            recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(lambda text, e=engine: e.recognize(text, schema),
+            recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(partial(engine.recognize, schema=schema),
                                                                     schema.labels)
     if args.skip:
         unknown = set(args.skip.split(",")) - set(recognizers) - {AUTOREG_STRUCT}
@@ -159,10 +183,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                              f"({', '.join(recognizers)})")
         recognizers = {mode: r for mode, r in recognizers.items() if mode not in args.skip.split(",")}
     if args.baseline_model:
-        baseline_model = load_engine_model(args.baseline_model, base_model=args.base_model, device=args.device,
-                                           dtype=args.dtype)
+        baseline_model = replace(engine_args, model=args.baseline_model).load()
         baseline = AutoregStructEngine(baseline_model, lookup_tokens=lookup, window_policy=policy)
-        recognizers[AUTOREG_STRUCT] = lambda document: baseline.recognize(document.text, schema)
+        recognizers[AUTOREG_STRUCT] = _on_document(baseline.recognize, schema)
     runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
     report = {"data": args.data, "unit": args.unit, "window_tokens": policy.max_tokens,
@@ -196,9 +219,9 @@ def register(commands) -> None:
     rec = commands.add_parser("recognize", help="recognize the entities of one text with the embedded model")
     rec.add_argument("text")
     rec.add_argument("--labels", help="comma-separated labels (default: all of the schema)")
-    add_model_options(rec)
+    EngineArgs.add_cli_args(rec)
     rec.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
-    add_window_options(rec)
+    add_window_args(rec)
     rec.add_argument("--no-adapter", action="store_true", help="the bare base model (for checks)")
     rec.add_argument("--json", action="store_true")
     rec.add_argument("--endpoint", help="HOST:PORT of a running NER service: call it instead of the embedded model")
@@ -213,11 +236,11 @@ def register(commands) -> None:
     ev.add_argument("--data", required=True)
     add_reader_options(ev)
     add_selection_options(ev, None)
-    add_model_options(ev)
+    EngineArgs.add_cli_args(ev)
     ev.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES)
     ev.add_argument("--no-prefix-sharing", action="store_true", help="encode every prompt on its own")
     add_unit_option(ev)
-    add_window_options(ev)
+    add_window_args(ev)
     ev.add_argument("--warmup", type=int, default=2, help="documents decoded first and not measured")
     ev.add_argument("--predictions", help="write the predictions (JSONL with offsets and probabilities) here")
     ev.add_argument("--json", action="store_true")
@@ -227,10 +250,10 @@ def register(commands) -> None:
     be.add_argument("--data", required=True)
     add_reader_options(be)
     add_selection_options(be, 300)
-    add_model_options(be)
+    EngineArgs.add_cli_args(be)
     be.add_argument("--baseline-model", help="an AutoReg_Struct model folder (models/autoreg-struct-conll03)")
     add_unit_option(be)
-    add_window_options(be)
+    add_window_args(be)
     be.add_argument("--skip", metavar="MODE[,MODE]", help="leave modes out, e.g. padellm-no-prefix-sharing")
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
     be.add_argument("--json", action="store_true")

@@ -7,8 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from ..data import read_corpus
-from .options import add_reader_options, at_least, non_negative, positive, reader_options, schema_for, set_threads
+from padellm_ner.args import at_least, non_negative, positive
+from padellm_ner.data import read_corpus
+
+from .options import add_reader_options, reader_options, schema_for, set_threads
 
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:

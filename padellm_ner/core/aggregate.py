@@ -9,9 +9,9 @@ every path applies one set of rules.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Sequence
 
 from .dedup import DedupPolicy, dedup_mask
 from .grounding import ground, split_absent
@@ -125,7 +125,7 @@ def aggregate(
     stop_strings: tuple[str, ...] = (),
 ) -> DocumentPrediction:
     order = {label: i for i, label in enumerate(labels)}
-    unknown = {r.label for r in (*counts, *mentions)} - set(order)
+    unknown = ({c.label for c in counts} | {m.label for m in mentions}) - set(order)
     if unknown:
         raise ValueError(f"results for labels {sorted(unknown)} that were not asked for")
     parsed = parse_counts(counts, max_count, stop_strings)
@@ -157,7 +157,8 @@ def aggregate(
     removed = tuple(m for m, k in zip(candidates, keep) if not k)
     spans = ground(text, [(m.label, m.text) for m in kept], language)
     grounded = tuple(
-        PredictedMention(m.label, m.k, m.text, m.probability, *(span or (None, None)), window=m.window)
+        PredictedMention(m.label, m.k, m.text, m.probability, span[0] if span else None, span[1] if span else None,
+                         window=m.window)
         for m, span in zip(kept, spans)
     )
     return DocumentPrediction(text, grounded, label_counts, removed, empty, tuple(absent), tuple(truncated))

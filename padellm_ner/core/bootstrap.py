@@ -10,8 +10,8 @@ out. Per-document counts come from `Scores.per_document` (padellm_ner.core.metri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -81,7 +81,7 @@ def micro_f1_interval(per_document: Sequence[Counts], resamples: int = 1000, con
     _check(len(per_document), resamples, confidence)
     counts = np.asarray(per_document, dtype=np.int64).reshape(-1, 3)
     (values,) = _resampled([counts], resamples, seed)
-    return _interval(_micro_f1(counts.sum(axis=0)), values, confidence, resamples, seed)
+    return _interval(float(_micro_f1(counts.sum(axis=0))), values, confidence, resamples, seed)
 
 
 def paired_comparison(a: Sequence[Counts], b: Sequence[Counts], resamples: int = 1000, confidence: float = 0.95,

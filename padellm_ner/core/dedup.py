@@ -12,8 +12,8 @@ Matching is on the exact string, as in the official code.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
-from typing import Sequence
 
 
 class DedupPolicy(str, Enum):
@@ -38,9 +38,10 @@ def dedup_mask(items: Sequence[tuple[str, str, float | None]], policy: DedupPoli
         labels = {items[i][0] for i in indices}
         if len(labels) < 2 or any(items[i][2] is None for i in indices):
             continue
+        probabilities = {i: items[i][2] or 0.0 for i in indices}  # none is None here (checked above)
         best = indices[0]
         for i in indices[1:]:
-            if items[i][2] > items[best][2]:
+            if probabilities[i] > probabilities[best]:
                 best = i
         best_label = items[best][0]
         for i in indices:

@@ -12,7 +12,8 @@ aside, so they are counted but not returned. Every method (PaDeLLM, AutoReg_Stru
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from .schemas import CHINESE
 
@@ -59,7 +60,8 @@ def ground(text: str, mentions: list[tuple[str, str]], language: str) -> list[tu
 
 def split_absent(text: str, mentions: list[T], mention_text: Callable[[T], str]) -> tuple[list[T], list[T]]:
     """(predictions whose string occurs in the text, those whose string does not), each in the given order."""
-    present, absent = [], []
+    present: list[T] = []
+    absent: list[T] = []
     for mention in mentions:
         (present if mention_text(mention) in text else absent).append(mention)
     return present, absent

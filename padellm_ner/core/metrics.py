@@ -15,8 +15,8 @@ recall on long lists (sports line-ups) is where it differs most from autoregress
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Hashable, Iterable, Mapping, Sequence
 
 
 @dataclass
@@ -138,9 +138,10 @@ def set_scores(pairs: Iterable[tuple[Mapping[str, Iterable[str]], Mapping[str, I
 
 
 Span = tuple[int, int, str]
+UnplacedSpan = tuple[None, None, str]  # a prediction of a label that has no place in the text
 
 
-def span_scores(pairs: Iterable[tuple[Iterable[Span | None], Iterable[Span]]]) -> Scores:
+def span_scores(pairs: Iterable[tuple[Iterable[Span | UnplacedSpan | None], Iterable[Span]]]) -> Scores:
     """Strict span scores over (predicted spans, gold spans) per document; None marks an unplaced prediction.
 
     An unplaced prediction is a false positive of its label; pass it as (None, None, label) to keep its label,

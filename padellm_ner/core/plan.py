@@ -14,11 +14,17 @@ ask a label's mentions as soon as that label's count is known.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from .aggregate import (
-    CountResult, DocumentPrediction, LabelCount, MentionResult, PredictedMention, aggregate, parse_result,
+    CountResult,
+    DocumentPrediction,
+    LabelCount,
+    MentionResult,
+    PredictedMention,
+    aggregate,
+    parse_result,
 )
 from .dedup import DedupPolicy
 from .parsing import DEFAULT_MAX_COUNT, CountStatus, ParsedCount
@@ -50,13 +56,13 @@ class DocumentPlan:
 
     @classmethod
     def of(cls, text: str, schema: LabelSchema, labels: Sequence[str] | None = None,
-           policy: WindowPolicy | None = None, max_count: int = DEFAULT_MAX_COUNT) -> "DocumentPlan":
+           policy: WindowPolicy | None = None, max_count: int = DEFAULT_MAX_COUNT) -> DocumentPlan:
         return cls(text, schema, tuple(labels or schema.labels), tuple(split_windows(text, schema.language, policy)),
                    max_count)
 
     @classmethod
     def one_window(cls, text: str, schema: LabelSchema, labels: Sequence[str] | None = None,
-                   max_count: int = DEFAULT_MAX_COUNT) -> "DocumentPlan":
+                   max_count: int = DEFAULT_MAX_COUNT) -> DocumentPlan:
         """The plan of a text that is already one window (what a worker call carries): not split again."""
         return cls(text, schema, tuple(labels or schema.labels), (Window.whole(text),), max_count)
 

@@ -7,8 +7,8 @@ count token (paper §4.4, "loss ignoring").
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
-from typing import Iterable, Iterator
 
 from .document import Document
 from .schemas import LabelSchema

@@ -6,9 +6,9 @@ Orders and Chinese prompt words follow the official PaDeLLM-NER inference script
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 ENGLISH = "en"
 CHINESE = "zh"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from .dedup import DedupPolicy, dedup_mask
 from .document import Document
 from .grounding import ground
-from .metrics import Scores, set_scores, span_scores
+from .metrics import Scores, Span, UnplacedSpan, set_scores, span_scores
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,20 +73,23 @@ def score_records(
     kept = [r.deduplicated(dedup) for r in records]
     if metric == "set":
         gold_sets = (
-            [d.mentions_by_label() for d in documents] if documents is not None else [r.gold for r in records]
+            [d.mentions_by_label() for d in documents] if documents is not None else [r.gold or {} for r in records]
         )
         return set_scores((_predicted_sets(r, m), g) for r, m, g in zip(records, kept, gold_sets))
     if metric == "span":
         if documents is None:
             raise ValueError("the span metric needs gold character offsets; pass a gold file")
-        pairs = []
-        for record, mentions, document in zip(records, kept, documents):
+        pairs: list[tuple[list[Span | UnplacedSpan], list[Span]]] = []
+        for _record, mentions, document in zip(records, kept, documents):
             spans = ground(document.text, [(m.label, m.text) for m in mentions], document.language)
-            predicted = [
-                (m.start, m.end, m.label) if m.start is not None else
-                (span[0], span[1], m.label) if span is not None else (None, None, m.label)
-                for m, span in zip(mentions, spans)
-            ]
+            predicted: list[Span | UnplacedSpan] = []
+            for m, span in zip(mentions, spans):
+                if m.start is not None and m.end is not None:
+                    predicted.append((m.start, m.end, m.label))
+                elif span is not None:
+                    predicted.append((span[0], span[1], m.label))
+                else:
+                    predicted.append((None, None, m.label))
             pairs.append((predicted, [(e.start, e.end, e.label) for e in document.entities]))
         return span_scores(pairs)
     raise ValueError(f"unknown metric {metric!r}; expected 'set' or 'span'")

@@ -19,9 +19,9 @@ them, so the same document gives the same windows in the engine, the service and
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import Enum
-from typing import Iterator
 
 from .schemas import CHINESE
 
@@ -57,7 +57,7 @@ class Window:
     source: tuple[int, ...]
 
     @classmethod
-    def whole(cls, text: str) -> "Window":
+    def whole(cls, text: str) -> Window:
         """A text taken as one window as it is (no whitespace collapsed): what a worker call carries."""
         return cls(0, text, tuple(range(len(text))))
 

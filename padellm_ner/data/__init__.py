@@ -2,7 +2,12 @@
 
 from .columns import read_columns, write_columns
 from .formats import (
-    DOCUMENT_FORMATS, PREDICTION_FORMATS, Corpus, detect_format, read_corpus, read_predictions,
+    DOCUMENT_FORMATS,
+    PREDICTION_FORMATS,
+    Corpus,
+    detect_format,
+    read_corpus,
+    read_predictions,
 )
 from .jsonl import read_jsonl, write_jsonl
 from .padellm_json import read_padellm_json, write_padellm_json

@@ -132,7 +132,7 @@ def write_padellm_json(documents: list[Document], offsets: str = TOKEN, end: str
         starts = {s: i for i, (s, _) in enumerate(token_offsets)} if token_offsets else None
         ends = {e: i for i, (_, e) in enumerate(token_offsets)} if token_offsets else None
         for entity in document.entities:
-            if token_offsets is None:
+            if starts is None or ends is None:
                 first, last = entity.start, entity.end - 1
             else:
                 if entity.start not in starts or entity.end not in ends:

@@ -9,7 +9,8 @@ corpus; the first N reproduce earlier reports.
 from __future__ import annotations
 
 import random
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ On well-formed input of any of these schemes this is exactly that scheme's readi
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 SCHEMES = ("iob1", "iob2", "bioes", "bmes")
 _STARTS = {"B", "S"}

@@ -9,9 +9,9 @@ one by one. Records of a file without sources (a JSON-lines file of whole docume
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import Enum
 from itertools import groupby
-from typing import Sequence
 
 from ..core.document import Document, Entity
 from ..core.schemas import CHINESE
@@ -44,8 +44,8 @@ def in_unit(documents: Sequence[Document], unit: Unit | str) -> list[Document]:
     """The corpus as sentences (unchanged) or as documents (runs of sentences of one source joined)."""
     if Unit(unit) is Unit.SENTENCE:
         return list(documents)
-    out = []
-    for source, run in groupby(documents, key=lambda d: d.source_document):
-        run = list(run)
+    out: list[Document] = []
+    for source, group in groupby(documents, key=lambda d: d.source_document):
+        run = list(group)
         out.extend([join_sentences(run)] if source is not None else run)
     return out

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from contextlib import AsyncExitStack
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from padellm_ner.core.segment import WindowPolicy
-from padellm_ner.grpc_common import TlsFiles
+from padellm_ner.lifecycle import shutdown_requested
 
-from ..main import worker_model_info
-
-from ..orchestrator import MentionStart, Orchestrator, OrchestratorConfig
-from ..worker_pool import WorkerPool
+from ..main import start_metrics_server, worker_model_info, worker_pool
+from ..orchestrator import Orchestrator
+from .config import StreamArgs
 from .kafka_options import KafkaSecurity
-from .processor import StreamConfig, StreamProcessor
+from .processor import StreamProcessor
 
 log = logging.getLogger("padellm.stream")
+_TOPIC_EXISTS = 36  # Kafka's TOPIC_ALREADY_EXISTS: created concurrently by another instance
 
 
 async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, security: KafkaSecurity) -> None:
@@ -30,47 +29,41 @@ async def ensure_topics(bootstrap: str, topics: list[str], partitions: int, secu
         if missing:
             response = await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
             for topic, code, message in (e[:3] for e in response.topic_errors):
-                if code not in (0, 36):  # 36: already exists (created concurrently)
+                if code not in (0, _TOPIC_EXISTS):
                     raise RuntimeError(f"cannot create topic {topic}: error {code} {message}")
             log.info("created topics %s with %d partitions", missing, partitions)
     finally:
         await admin.close()
 
 
-async def run_stream(args) -> None:
-    if args.metrics_port:
-        from prometheus_client import start_http_server
-
-        start_http_server(args.metrics_port, addr=args.metrics_host)
-    security = KafkaSecurity(args.security_protocol, args.sasl_mechanism, args.sasl_username, args.sasl_password,
-                             args.ssl_cafile, args.ssl_certfile, args.ssl_keyfile)
-    dead_letter = args.dead_letter_topic or f"{args.input_topic}.dead-letter"
+async def run_stream(args: StreamArgs) -> None:
+    shutdown = shutdown_requested()
+    config = args.stream
+    start_metrics_server(args.metrics_port, args.metrics_host)
     if args.create_topics:
-        await ensure_topics(args.bootstrap, [args.input_topic, args.output_topic, dead_letter], args.partitions, security)
-    worker_tls = TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca)
-    async with WorkerPool(args.workers.split(","), tls=worker_tls) as pool:
+        await ensure_topics(config.bootstrap, [config.input_topic, config.output_topic, config.dead_letter_topic],
+                            args.partitions, config.security)
+    async with AsyncExitStack() as stack:
+        pool = await stack.enter_async_context(worker_pool(args.workers))
         model, version = await worker_model_info(pool)
-        orchestrator = Orchestrator(pool, OrchestratorConfig(
-            mode=args.mode, call_deadline_s=args.deadline_s, model=model, model_version=version,
-            window_policy=WindowPolicy(args.window_tokens, args.window_unit),
-            mention_start=MentionStart(args.mention_start)))
-        config = StreamConfig(
-            bootstrap=args.bootstrap, input_topic=args.input_topic, output_topic=args.output_topic,
-            dead_letter_topic=dead_letter, group_id=args.group_id, default_schema=args.schema,
-            exactly_once=args.exactly_once, transactional_id=args.transactional_id,
-            max_in_flight=args.max_in_flight, max_in_flight_per_partition=args.max_in_flight_per_partition,
-            max_message_bytes=args.max_message_bytes, max_text_chars=args.max_text_chars, security=security)
-        processor = StreamProcessor(config, orchestrator)
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, processor.stop)
-        log.info("streaming %s -> %s (dead letters: %s, group %s, %s)", args.input_topic, args.output_topic,
-                 dead_letter, args.group_id, "exactly-once" if args.exactly_once else "at-least-once")
-        print(f"stream ready: {args.input_topic} -> {args.output_topic}", flush=True)
-        await processor.run()
-        log.info("stopped after %d documents (%d dead letters)", processor.processed, processor.dead_lettered)
+        orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
+        processor = await stack.enter_async_context(StreamProcessor(config, orchestrator))
+        log.info("streaming %s -> %s (dead letters: %s, group %s, %s)", config.input_topic, config.output_topic,
+                 config.dead_letter_topic, config.group_id, "exactly-once" if config.exactly_once else "at-least-once")
+        print(f"stream ready: {config.input_topic} -> {config.output_topic}", flush=True)
+        stopped = asyncio.create_task(shutdown.wait())
+        ended = asyncio.create_task(processor.wait())
+        try:
+            await asyncio.wait({stopped, ended}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+            if not ended.done():
+                ended.cancel()  # cancels the wait only: the loop itself ends in the processor's stop
+    if ended.done() and not ended.cancelled():
+        ended.result()  # the stream loop failed: its error, raised once the clients are closed
+    log.info("stopped after %d documents (%d dead letters)", processor.processed, processor.dead_lettered)
 
 
-def main(args) -> int:
+def main(args: StreamArgs) -> int:
     asyncio.run(run_stream(args))
     return 0

@@ -22,7 +22,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput, check_id, check_labels, check_schema, check_text
+from padellm_ner.validation import (
+    DEFAULT_MAX_TEXT_CHARS,
+    InvalidInput,
+    check_id,
+    check_labels,
+    check_schema,
+    check_text,
+)
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1,048,588)
 

@@ -14,7 +14,7 @@ Backpressure: at most `max_in_flight` documents in total and `max_in_flight_per_
 partition at its limit is paused and resumed when it drains. When the workers are overloaded or unreachable
 (RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED after the pool's retries), all partitions are paused for a
 back-off and the document is tried again; nothing is dropped. Bad input goes to the dead-letter topic with the
-original bytes and the reason. SIGTERM (via `stop()`): stop fetching, finish in-flight documents for up to
+original bytes and the reason. `stop()` (on SIGTERM): stop fetching, finish in-flight documents for up to
 `shutdown_grace_s` (the rest stays uncommitted), commit, close.
 """
 
@@ -31,6 +31,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from padellm_ner.core import get_schema
+from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput
 
 from .. import metrics
@@ -63,7 +64,7 @@ class StreamConfig:
 
 
 class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, processor: "StreamProcessor"):
+    def __init__(self, processor: StreamProcessor):
         self.processor = processor
 
     async def on_partitions_revoked(self, revoked):
@@ -73,7 +74,7 @@ class _Rebalance(ConsumerRebalanceListener):
         log.info("assigned %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
-class StreamProcessor:
+class StreamProcessor(AsyncComponent):
     def __init__(self, config: StreamConfig, orchestrator):
         self.config = config
         self.orchestrator = orchestrator
@@ -83,6 +84,7 @@ class StreamProcessor:
         self.tasks: dict[TopicPartition, set[asyncio.Task]] = {}
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._stopping = asyncio.Event()
+        self._loop: asyncio.Task | None = None
         self._overloaded_until = 0.0
         self._paused: set[TopicPartition] = set()
         self._last_commit = 0.0
@@ -91,44 +93,67 @@ class StreamProcessor:
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         security = self.config.security.client_options()
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap, group_id=self.config.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", isolation_level="read_committed",
-            max_poll_records=self.config.max_in_flight, **security)
+        self._stopping.clear()
         producer_options = dict(bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True,
                                 linger_ms=2, **security)
         if self.config.exactly_once:
             producer_options["transactional_id"] = self.config.transactional_id or f"padellm-ner-{self.config.group_id}"
-        self.producer = AIOKafkaProducer(**producer_options)
-        await self.producer.start()
-        await self.consumer.start()
+        producer = AIOKafkaProducer(**producer_options)
+        await producer.start()
+        self.producer = producer  # set once started: `_stop` closes only what was started
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.config.bootstrap, group_id=self.config.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", isolation_level="read_committed",
+            max_poll_records=self.config.max_in_flight, **security)
+        await consumer.start()
+        self.consumer = consumer
         self.consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
+        loop = self._run_transactional() if self.config.exactly_once else self._run_at_least_once()
+        self._loop = asyncio.create_task(loop, name="stream-loop")
 
-    def stop(self) -> None:
-        """Ask the run loop to stop (safe from a signal handler)."""
+    async def _stop(self) -> None:
+        """Stop reading, let documents in flight finish (up to `shutdown_grace_s`), commit, close the clients."""
         self._stopping.set()
+        try:
+            if self._loop is not None:
+                await asyncio.gather(self._loop, return_exceptions=True)
+        finally:
+            self._loop = None
+            try:
+                if self.consumer:  # leaving the group commits through the rebalance listener: keep it set until then
+                    await self.consumer.stop()
+            finally:
+                self.consumer = None
+                if self.producer:
+                    await self.producer.stop()
+                self.producer = None
 
-    async def close(self) -> None:
-        if self.consumer:
-            await self.consumer.stop()
-        if self.producer:
-            await self.producer.stop()
+    def _started_consumer(self) -> AIOKafkaConsumer:
+        if self.consumer is None:
+            raise RuntimeError("the stream processor is not started")
+        return self.consumer
+
+    def _started_producer(self) -> AIOKafkaProducer:
+        if self.producer is None:
+            raise RuntimeError("the stream processor is not started")
+        return self.producer
+
+    async def wait(self) -> None:
+        """Until the stream loop ends: after `stop`, or on an error, which it raises."""
+        if self._loop is not None:
+            await asyncio.shield(self._loop)
 
     async def run(self) -> None:
-        await self.start()
-        try:
-            if self.config.exactly_once:
-                await self._run_transactional()
-            else:
-                await self._run_at_least_once()
-        finally:
-            await self.close()
+        """Start, stream until stopped, stop."""
+        async with self:
+            await self.wait()
 
     # --- at-least-once --------------------------------------------------------------------------------------
 
     async def _run_at_least_once(self) -> None:
+        consumer = self._started_consumer()
         while not self._stopping.is_set():
             self._apply_backpressure()
             room = self.config.max_in_flight - sum(len(t) for t in self.tasks.values())
@@ -136,7 +161,7 @@ class StreamProcessor:
                 await asyncio.sleep(0.01)
                 await self._commit(due_only=True)
                 continue
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=room)
+            batch = await consumer.getmany(timeout_ms=200, max_records=room)
             for tp, records in batch.items():
                 for record in records:
                     self._dispatch(tp, record)
@@ -209,10 +234,11 @@ class StreamProcessor:
         return self.config.dead_letter_topic, record.key, record.value, headers
 
     async def _send_with_retry(self, topic, key, value, headers) -> None:
+        producer = self._started_producer()
         attempt = 0
         while True:
             try:
-                await self.producer.send_and_wait(topic, value=value, key=key, headers=headers)
+                await producer.send_and_wait(topic, value=value, key=key, headers=headers)
                 return
             except KafkaError as error:  # e.g. the broker restarting: the idempotent producer may retry safely
                 attempt += 1
@@ -220,22 +246,25 @@ class StreamProcessor:
                 await asyncio.sleep(min(5.0, 0.1 * 2 ** min(attempt, 6)))
 
     async def _wait_if_overloaded(self) -> None:
-        while (remaining := self._overloaded_until - time.monotonic()) > 0:
+        # a loop, not an Event: another document may push the deadline further while this one sleeps
+        while (remaining := self._overloaded_until - time.monotonic()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(remaining)
 
     def _apply_backpressure(self) -> None:
-        assignment = self.consumer.assignment()
+        consumer = self._started_consumer()
+        assignment = consumer.assignment()
         overloaded = time.monotonic() < self._overloaded_until
         want_paused = {tp for tp in assignment
                        if overloaded or len(self.tasks.get(tp, ())) >= self.config.max_in_flight_per_partition}
         to_pause, to_resume = want_paused - self._paused, (self._paused - want_paused) & assignment
         if to_pause:
-            self.consumer.pause(*to_pause)
+            consumer.pause(*to_pause)
         if to_resume:
-            self.consumer.resume(*to_resume)
+            consumer.resume(*to_resume)
         self._paused = want_paused
 
     async def _commit(self, due_only: bool, partitions: set[TopicPartition] | None = None) -> None:
+        consumer = self._started_consumer()
         if due_only and time.monotonic() - self._last_commit < self.config.commit_interval_s:
             return
         self._last_commit = time.monotonic()
@@ -247,7 +276,7 @@ class StreamProcessor:
         if not offsets:
             return
         try:
-            await self.consumer.commit(offsets)
+            await consumer.commit(offsets)
             for tp, offset in offsets.items():
                 trackers[tp].committed = offset
         except KafkaError as error:  # a rebalance or a broker restart: the next commit catches up
@@ -271,24 +300,25 @@ class StreamProcessor:
     # --- exactly-once ---------------------------------------------------------------------------------------
 
     async def _run_transactional(self) -> None:
+        consumer, producer = self._started_consumer(), self._started_producer()
         while not self._stopping.is_set():
-            batch = await self.consumer.getmany(timeout_ms=200, max_records=self.config.max_in_flight)
+            batch = await consumer.getmany(timeout_ms=200, max_records=self.config.max_in_flight)
             if not batch:
                 continue
             items = [(tp, record) for tp, records in batch.items() for record in records]
             outcomes = await asyncio.gather(*(self._process(tp, record) for tp, record in items))
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             try:
-                async with self.producer.transaction():
+                async with producer.transaction():
                     for topic, key, value, headers in outcomes:
-                        await self.producer.send(topic, value=value, key=key, headers=headers)
-                    await self.producer.send_offsets_to_transaction(offsets, self.config.group_id)
+                        await producer.send(topic, value=value, key=key, headers=headers)
+                    await producer.send_offsets_to_transaction(offsets, self.config.group_id)
             except KafkaError as error:
                 # aborted: nothing of this batch is visible; go back to the committed offsets and redo it
                 log.warning("transaction aborted (%r); re-reading from the committed offsets", error)
-                for tp in self.consumer.assignment():
-                    committed = await self.consumer.committed(tp)
+                for tp in consumer.assignment():
+                    committed = await consumer.committed(tp)
                     if committed is None:
-                        await self.consumer.seek_to_beginning(tp)
+                        await consumer.seek_to_beginning(tp)
                     else:
-                        self.consumer.seek(tp, committed)
+                        consumer.seek(tp, committed)

@@ -6,27 +6,27 @@ import asyncio
 import json
 import sys
 import time
+from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def produce(bootstrap: str, topic: str, path: str) -> int:
     """Each line of a JSON-lines file becomes one record (key = its "id" where it has one)."""
+    lines = (await asyncio.to_thread(Path(path).read_bytes)).split(b"\n")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", enable_idempotence=True)
     await producer.start()
     count = 0
     try:
-        with open(path, "rb") as lines:
-            for line in lines:
-                line = line.rstrip(b"\n")
-                if not line:
-                    continue
-                try:
-                    key = str(json.loads(line).get("id", "")).encode() or None
-                except (ValueError, AttributeError):
-                    key = None  # not a JSON object: sent as is (it will be dead-lettered)
-                await producer.send_and_wait(topic, line, key=key)
-                count += 1
+        for line in lines:
+            if not line:
+                continue
+            try:
+                key = str(json.loads(line).get("id", "")).encode() or None
+            except (ValueError, AttributeError):
+                key = None  # not a JSON object: sent as is (it will be dead-lettered)
+            await producer.send_and_wait(topic, line, key=key)
+            count += 1
     finally:
         await producer.stop()
     return count

@@ -7,8 +7,9 @@ raised as `BackendError` with a status name.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Generic, Protocol, Self, TypeVar
 
 from padellm_ner.core import CountResult, MentionResult
 
@@ -22,18 +23,21 @@ class BackendError(Exception):
         self.status = status
 
 
+R = TypeVar("R", CountResult, MentionResult)
+
+
 @dataclass(frozen=True)
-class Timed:
+class Timed(Generic[R]):
     """A sequence result and the time the backend spent on it."""
 
-    result: CountResult | MentionResult
+    result: R
     latency_s: float
 
 
 @dataclass
 class Extracted:
-    counts: list[Timed] = field(default_factory=list)
-    mentions: list[Timed] = field(default_factory=list)
+    counts: list[Timed[CountResult]] = field(default_factory=list)
+    mentions: list[Timed[MentionResult]] = field(default_factory=list)
     latency_s: float = 0.0
 
 
@@ -43,12 +47,18 @@ class Backend(Protocol):
     schemas: tuple[str, ...]  # the label schemas the model serves; requests for others are refused
     model_version: str
 
-    async def start(self) -> None: ...
+    async def start(self) -> Self: ...  # idempotent (padellm_ner.lifecycle.AsyncComponent)
 
-    async def stop(self) -> None: ...
+    async def stop(self) -> None: ...  # idempotent
 
-    async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed: ...
+    async def __aenter__(self) -> Self: ...
 
-    async def mention(self, document_id: str, text: str, schema: str, label: str, count: int, k: int) -> Timed: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed[CountResult]: ...
+
+    async def mention(
+        self, document_id: str, text: str, schema: str, label: str, count: int, k: int
+    ) -> Timed[MentionResult]: ...
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted: ...

@@ -12,19 +12,24 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, cast
 
-from padellm_ner.core import SCHEMAS, CountResult, DEFAULT_MAX_COUNT, MentionResult, template_for
+from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
 from padellm_ner.core.aggregate import FinishReason
+from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
 from ..engine.batching import MicroBatcher
-from ..engine.decoder import decode_forest, decode_on_caches
+from ..engine.decoder import Generated, decode_forest, decode_on_caches
 from ..engine.loading import EngineModel
 from ..engine.lookup import DEFAULT_LOOKUP_TOKENS
 from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
 from .base import BackendError, Extracted, Timed
+
+if TYPE_CHECKING:
+    from transformers import DynamicCache
 
 
 @dataclass
@@ -45,7 +50,7 @@ class _Window:
     labels: tuple[str, ...]
 
 
-class EmbeddedBackend:
+class EmbeddedBackend(AsyncComponent):
     name = "embedded"
 
     def __init__(
@@ -64,7 +69,7 @@ class EmbeddedBackend:
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
         self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens,
                                      lookup_tokens=lookup_tokens)
-        self._prefixes: OrderedDict[tuple[str, str], tuple[list[int], object]] = OrderedDict()
+        self._prefixes: OrderedDict[tuple[str, str], tuple[list[int], DynamicCache]] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         self._batcher: MicroBatcher[_Sequence | _Window, Timed | Extracted] = MicroBatcher(
             self._decode, window_ms=batch_window_ms, max_batch=max_batch, name="engine",
@@ -76,18 +81,11 @@ class EmbeddedBackend:
         """Decoded batches so far (for tests, benchmarks and metrics)."""
         return self._batcher.batches
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         await self._batcher.start()
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         await self._batcher.stop()
-
-    async def __aenter__(self) -> "EmbeddedBackend":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
 
     # --- the calls ------------------------------------------------------------------------------------------
 
@@ -99,20 +97,24 @@ class EmbeddedBackend:
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
         return schema.language, schema.prompt_word(label)
 
-    async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed:
+    async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed[CountResult]:
         language, word = self._word(schema, label)
-        return await self._batcher.submit(
+        outcome = await self._batcher.submit(
             _Sequence(text, language, template_for(language).label_branch(word), label, None))
+        return cast(Timed[CountResult], outcome)
 
-    async def mention(self, document_id: str, text: str, schema: str, label: str, count: int, k: int) -> Timed:
+    async def mention(
+        self, document_id: str, text: str, schema: str, label: str, count: int, k: int
+    ) -> Timed[MentionResult]:
         language, word = self._word(schema, label)
         try:
             check_mention_index(count, k, self.max_count)
         except InvalidInput as error:
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
         template = template_for(language)
-        return await self._batcher.submit(
+        outcome = await self._batcher.submit(
             _Sequence(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k))
+        return cast(Timed[MentionResult], outcome)
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
         try:
@@ -120,7 +122,7 @@ class EmbeddedBackend:
             labels = check_labels(label_schema, list(labels))
         except InvalidInput as error:
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
-        return await self._batcher.submit(_Window(text, label_schema.name, tuple(labels)))
+        return cast(Extracted, await self._batcher.submit(_Window(text, label_schema.name, tuple(labels))))
 
     # --- decoding (on the engine thread) -----------------------------------------------------------------
 
@@ -134,10 +136,10 @@ class EmbeddedBackend:
         """Runs on the engine thread: the batch's Extract windows together, then its Count calls together, then
         its Mention calls together."""
         outcomes: dict[int, Timed | Extracted] = {}
-        windows = [i for i, item in enumerate(batch) if isinstance(item, _Window)]
         by_labels: dict[tuple[str, tuple[str, ...]], list[int]] = {}
-        for i in windows:
-            by_labels.setdefault((batch[i].schema, batch[i].labels), []).append(i)
+        for i, item in enumerate(batch):
+            if isinstance(item, _Window):
+                by_labels.setdefault((item.schema, item.labels), []).append(i)
         for (schema, labels), indices in by_labels.items():
             started = time.perf_counter()
             decoded = self._engine.decode_windows([batch[i].text for i in indices], check_schema(schema), labels)
@@ -162,7 +164,7 @@ class EmbeddedBackend:
         cached = [key for key in groups if key in self._prefixes]
         fresh = [key for key in groups if key not in self._prefixes]
         entries = [self._prefixes[key] for key in cached]  # taken before the fresh windows may evict them
-        generated: dict[int, object] = {}
+        generated: dict[int, Generated] = {}
         if fresh:
             prefixes = [self.m.encode(template_for(language).shared_prefix(text), special=True)
                         for language, text in fresh]
@@ -179,18 +181,18 @@ class EmbeddedBackend:
                     self._prefixes.move_to_end(key)
             lookups = None if is_count else [self._engine.lookup_for(prefix, text)
                                              for (prefix, _), (_, text) in zip(entries, cached)]
-            results = decode_on_caches(
+            continued = decode_on_caches(
                 self.m.model, [(len(prefix), cache, [self.m.encode(batch[i].branch) for i in groups[key]])
                                for (prefix, cache), key in zip(entries, cached)],
                 stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, lookup=lookups)
-            for key, row in zip(cached, results):
-                generated.update(zip(groups[key], row))
+            for key, sequences in zip(cached, continued):
+                generated.update(zip(groups[key], sequences))
         elapsed = time.perf_counter() - started
-        outcomes = {}
+        outcomes: dict[int, Timed] = {}
         for i in indices:
             g, p = generated[i], batch[i]
-            raw, finish = self.m.decode(g.token_ids), FinishReason(g.finish)
-            result = (CountResult(p.label, raw, g.logprob, g.generated_tokens, finish) if p.k is None
-                      else MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens, finish))
-            outcomes[i] = Timed(result, elapsed)
+            raw = self.m.decode(g.token_ids)
+            outcomes[i] = (Timed(CountResult(p.label, raw, g.logprob, g.generated_tokens, g.finish), elapsed)
+                           if p.k is None else
+                           Timed(MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens, g.finish), elapsed))
         return outcomes

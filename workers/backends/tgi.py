@@ -22,17 +22,22 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
-from typing import Sequence
+from collections.abc import Sequence
 
 import aiohttp
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import (
-    HfHubHTTPError, InferenceTimeoutError, OverloadedError, TextGenerationError, ValidationError,
+    HfHubHTTPError,
+    InferenceTimeoutError,
+    OverloadedError,
+    TextGenerationError,
+    ValidationError,
 )
 
 from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
 from padellm_ner.core.aggregate import FinishReason
 from padellm_ner.core.plan import DocumentPlan
+from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
 from .base import BackendError, Extracted, Timed
@@ -86,7 +91,7 @@ def sequence_logprob(details) -> tuple[float, int]:
     return total, tokens
 
 
-class TgiBackend:
+class TgiBackend(AsyncComponent):
     name = "tgi"
 
     def __init__(self, url: str, *, timeout_s: float = 30.0, model_name: str = "tgi", max_count: int = DEFAULT_MAX_COUNT,
@@ -104,7 +109,7 @@ class TgiBackend:
         self.client: AsyncInferenceClient | None = None
         self._primed: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         """Reads TGI's /info to check (or, where none were given, learn) the schemas its model serves."""
         model_id = await self._model_id()
         named = schema_of_model_id(model_id) if model_id else None
@@ -125,11 +130,11 @@ class TgiBackend:
                 async with session.get(f"{self.url}/info") as response:
                     response.raise_for_status()
                     return (await response.json()).get("model_id")
-        except (aiohttp.ClientError, asyncio.TimeoutError, ValueError) as error:
+        except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             log.warning("TGI's /info at %s did not answer (%s)", self.url, error)
             return None
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self.client is not None:
             await self.client.close()
             self.client = None
@@ -147,6 +152,8 @@ class TgiBackend:
             raise
         except Exception as error:
             raise _status_of(error) from error
+        if output.details is None:  # asked with details=True: a server that drops them is not TGI-compatible
+            raise BackendError("INTERNAL", "the TGI server answered without details (token log-probabilities)")
         logprob, tokens = sequence_logprob(output.details)
         finish = FinishReason.LENGTH if output.details.finish_reason == "length" else FinishReason.STOP
         return output.generated_text, logprob, tokens, finish, time.perf_counter() - started

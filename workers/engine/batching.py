@@ -10,9 +10,12 @@ torch work of a worker goes through one batcher, so `run` puts other engine work
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Generic, Sequence, TypeVar
+from typing import Any, Generic, TypeVar
+
+from padellm_ner.lifecycle import AsyncComponent
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -24,7 +27,7 @@ class _Queued(Generic[T]):
     future: asyncio.Future
 
 
-class MicroBatcher(Generic[T, R]):
+class MicroBatcher(AsyncComponent, Generic[T, R]):
     def __init__(
         self, decode: Callable[[list[T]], Sequence[R | BaseException]], *, window_ms: float = 2.0,
         max_batch: int = 64, name: str = "engine", on_error: Callable[[Exception], BaseException] = lambda e: e,
@@ -45,12 +48,12 @@ class MicroBatcher(Generic[T, R]):
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
         self._queue = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
         self._task = asyncio.create_task(self._loop(), name=f"{self.name}-batcher")
 
-    async def stop(self) -> None:
+    async def _stop(self) -> None:
         if self._task:
             self._task.cancel()
             try:
@@ -63,14 +66,14 @@ class MicroBatcher(Generic[T, R]):
             if not queued.future.done():
                 queued.future.set_exception(self.on_shutdown())
         if self._executor:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            executor, self._executor = self._executor, None
+            await asyncio.to_thread(executor.shutdown, wait=True)  # a decode in progress ends off the event loop
 
     async def submit(self, item: T) -> R:
         if not self.running:
             raise self.on_shutdown()
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Queued(item, future))
+        await self._started_queue().put(_Queued(item, future))
         return await future
 
     async def run(self, fn: Callable[..., Any], *args) -> Any:
@@ -79,15 +82,21 @@ class MicroBatcher(Generic[T, R]):
             raise self.on_shutdown()
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
+    def _started_queue(self) -> asyncio.Queue[_Queued[T]]:
+        if self._queue is None:
+            raise self.on_shutdown()
+        return self._queue
+
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
+        queue = self._started_queue()
         while True:
-            batch = [await self._queue.get()]
+            batch = [await queue.get()]
             # Let the other calls of the same fan-out arrive, then take what is there. (No wait_for around
             # Queue.get: on Python 3.11 a timeout racing a delivery can lose the item.)
             await asyncio.sleep(self.window_s)
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
             live = [q for q in batch if not q.future.done()]  # callers that gave up are not decoded
             if not live:
                 continue

@@ -18,11 +18,14 @@ assumed (a count's stop) in the forward that starts the next step.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import cast
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, PreTrainedConfig
+
+from padellm_ner.core.aggregate import FinishReason
 
 from .lookup import PromptLookup
 
@@ -33,14 +36,14 @@ Lookups = PromptLookup | Sequence[PromptLookup | None] | None  # one for every s
 class Generated:
     token_ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
-    finish: str = "length"  # "stop" (a stop token, not kept in token_ids) or "length"
+    finish: FinishReason = FinishReason.LENGTH  # STOP: at a stop token, which token_ids do not keep
     stop_token_id: int | None = None
     stop_logprob: float | None = None
 
     @property
     def generated_tokens(self) -> int:
         """Forward steps this sequence took: its tokens plus the stop token, if any."""
-        return len(self.token_ids) + (1 if self.finish == "stop" else 0)
+        return len(self.token_ids) + (1 if self.finish is FinishReason.STOP else 0)
 
     @property
     def logprob(self) -> float:
@@ -63,10 +66,16 @@ def encode_prefix(model, prefix_ids: Sequence[int], device) -> DynamicCache:
     return cache
 
 
+def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every layer's (keys, values) of a filled cache: [batch, heads, seq, dim] each. (transformers types a layer
+    as any kind of cache layer, keys possibly unset; a DynamicCache this module filled has them all.)"""
+    return [(cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values))  # type: ignore[union-attr]
+            for layer in cache.layers]
+
+
 def _expanded(cache: DynamicCache, batch: int, model) -> DynamicCache:
     return DynamicCache(
-        ddp_cache_data=[(layer.keys.expand(batch, -1, -1, -1), layer.values.expand(batch, -1, -1, -1))
-                        for layer in cache.layers],
+        ddp_cache_data=[(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)) for keys, values in _kv(cache)],
         config=model.config,
     )
 
@@ -100,7 +109,7 @@ def _prefill_on_cache(model, branches, prefix_len: int, prefix_cache: DynamicCac
     for row, branch in enumerate(branches):
         input_ids[row, width - len(branch):] = torch.tensor(list(branch))
     attention = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), branch_mask], dim=1).to(device)
-    cache = _expanded(prefix_cache, batch, model) if prefix_len else DynamicCache(config=model.config)
+    cache = _expanded(prefix_cache, batch, model) if prefix_len and prefix_cache is not None else DynamicCache(config=model.config)
     out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
                 cache=cache, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
     return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
@@ -124,13 +133,13 @@ def _prefill_on_caches(model, groups: Sequence[tuple[int, DynamicCache, Sequence
         attention[row, longest + width - len(branch):] = 1
         positions[row, width - len(branch):] = torch.arange(length, length + len(branch))
     layers = []
-    for index in range(len(groups[0][1].layers)):
+    known = [_kv(cache) for _, cache, _ in groups]
+    for index in range(len(known[0])):
         keys, values = [], []
-        for length, cache, branches in groups:
-            layer = cache.layers[index]
+        for (length, _, branches), kv in zip(groups, known):
             pad = (0, 0, longest - length, 0)  # left padding of the sequence dimension
-            keys.append(torch.nn.functional.pad(layer.keys, pad).expand(len(branches), -1, -1, -1))
-            values.append(torch.nn.functional.pad(layer.values, pad).expand(len(branches), -1, -1, -1))
+            keys.append(torch.nn.functional.pad(kv[index][0], pad).expand(len(branches), -1, -1, -1))
+            values.append(torch.nn.functional.pad(kv[index][1], pad).expand(len(branches), -1, -1, -1))
         layers.append((torch.cat(keys), torch.cat(values)))
     cache = DynamicCache(ddp_cache_data=layers, config=model.config)
     attention = attention.to(device)
@@ -178,19 +187,19 @@ class Forest:
     cache: DynamicCache  # [rows, heads, width, dim]
     trees: list[tuple[int, int, int]]  # (row, start column, length) of every tree's prefix
     spans: list[tuple[int, int, int, int]]  # (tree, row, start column, length) of every branch
-    cache_config: object  # the model's config, which a new cache needs
+    cache_config: PreTrainedConfig  # the model's config, which a new cache needs
 
     @property
     def rows(self) -> int:
-        return self.cache.layers[0].keys.shape[0]
+        return _kv(self.cache)[0][0].shape[0]
 
     def prefix_cache(self, tree: int = 0) -> DynamicCache:
         """Tree `tree`'s prefix alone, for later branches of the same text: its columns saw only the prefix, so it
         equals a prefix-only encoding. A new cache (filling it copies the tensors), built only where needed."""
         row, start, length = self.trees[tree]
-        return DynamicCache(ddp_cache_data=[(layer.keys[row:row + 1, :, start:start + length],
-                                             layer.values[row:row + 1, :, start:start + length])
-                                            for layer in self.cache.layers], config=self.cache_config)
+        return DynamicCache(ddp_cache_data=[(keys[row:row + 1, :, start:start + length],
+                                             values[row:row + 1, :, start:start + length])
+                                            for keys, values in _kv(self.cache)], config=self.cache_config)
 
     def prefix_len(self, branch: int) -> int:
         return self.trees[self.spans[branch][0]][2]
@@ -275,9 +284,9 @@ def _gather_rows(model, forest: Forest, rows: Sequence[tuple[int, list[int]]], l
     gather = gather.to(device)
     next_position = torch.tensor([len(columns) for _, columns in rows])
     cache = DynamicCache(
-        ddp_cache_data=[(layer.keys[source, :, gather].transpose(1, 2).contiguous(),
-                         layer.values[source, :, gather].transpose(1, 2).contiguous())
-                        for layer in forest.cache.layers],  # [batch, seq, heads, dim] -> [batch, heads, seq, dim]
+        ddp_cache_data=[(keys[source, :, gather].transpose(1, 2).contiguous(),
+                         values[source, :, gather].transpose(1, 2).contiguous())
+                        for keys, values in _kv(forest.cache)],  # [batch, seq, heads, dim] -> [batch, heads, seq, dim]
         config=model.config)
     return _Prefill(cache, attention.to(device), next_position.to(device), logits)
 
@@ -352,6 +361,8 @@ def greedy_decode(
         return []
     _check(branches)
     if prefix_ids and prefix_cache is None:
+        if not (lookup is None or isinstance(lookup, PromptLookup)):
+            raise ValueError("a prefix without a cache takes one lookup for all its branches")
         return decode_tree(model, prefix_ids, branches, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
                            stats=stats, lookup=lookup)[0]
     stats = stats or DecodeStats()
@@ -432,17 +443,17 @@ def continue_forest(
                          position_ids=positions.to(device), cache=forest.cache, use_cache=True).last_hidden_state
     stats.forward_calls += 1
     stats.prefill_tokens += sum(len(suffix) for suffix in suffixes)
-    checked = [i for i, at in enumerate(check_at) if at is not None]
-    pick_rows = [row for row, _ in placed] + [placed[i][0] for i in checked]
+    checked = [(i, at) for i, at in enumerate(check_at) if at is not None]
+    pick_rows = [row for row, _ in placed] + [placed[i][0] for i, _ in checked]
     pick_columns = ([offset + len(suffix) - 1 for (_, offset), suffix in zip(placed, suffixes)]
-                    + [placed[i][1] + check_at[i] for i in checked])
+                    + [placed[i][1] + at for i, at in checked])
     picked = model.get_output_embeddings()(hidden[torch.tensor(pick_rows, device=device),
                                                   torch.tensor(pick_columns, device=device)])
     checks: list[tuple[int, float] | None] = [None] * len(parents)
     if checked:
         logprobs = torch.log_softmax(picked[len(parents):].float(), dim=-1)
         best = logprobs.argmax(dim=-1)
-        for i, token, logprob in zip(checked, best.tolist(), logprobs.gather(1, best[:, None])[:, 0].tolist()):
+        for (i, _), token, logprob in zip(checked, best.tolist(), logprobs.gather(1, best[:, None])[:, 0].tolist()):
             checks[i] = (token, logprob)
     keep = [i for i, go_on in enumerate(decide(checks)) if go_on]
     results: list[Generated | None] = [None] * len(parents)
@@ -492,7 +503,7 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
         for row, index in enumerate(live):
             token, logprob, result = int(chosen[row]), float(chosen_logprob[row]), results[index]
             if token in stop_ids:
-                result.finish = "stop"
+                result.finish = FinishReason.STOP
                 result.stop_token_id = token
                 result.stop_logprob = logprob
                 continue
@@ -502,6 +513,7 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
                 keep_rows.append(row)
         if not keep_rows:
             break
+        assert cache is not None, "a prefill without a cache decodes one token only (read_forest)"
         if len(keep_rows) < len(live):  # early exit: finished branches leave the batch
             select = torch.tensor(keep_rows, device=device)
             cache.batch_select_indices(select)
@@ -509,8 +521,8 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
             next_position = next_position.index_select(0, select)
             chosen = chosen.index_select(0, select)
             live = [live[row] for row in keep_rows]
-        drafts = [lookups[index].draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1,
-                                       stop_ids) if lookups[index] else [] for index in live]
+        drafts = [lookup_.draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1, stop_ids)
+                  if (lookup_ := lookups[index]) else [] for index in live]
         width = 1 + max(len(d) for d in drafts)
         fed = chosen[:, None].expand(len(live), width).clone()  # draft-less columns repeat the token, masked out
         new_columns = torch.zeros((len(live), width), dtype=attention.dtype)

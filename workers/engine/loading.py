@@ -11,6 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,6 +19,10 @@ from padellm_ner import config
 from workers.base_model import ensure_base_model
 
 from .lookup import lookup_keys
+from .weights import LOWRANK_DELTA, apply_quantized_lowrank
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +32,7 @@ SHIPPED_MODEL = config.REPO_ROOT / "models" / "padellm-conll03"
 @dataclass
 class EngineModel:
     model: torch.nn.Module
-    tokenizer: object
+    tokenizer: PreTrainedTokenizerBase
     device: torch.device
     info: dict = field(default_factory=dict)
     newline_ids: frozenset[int] = frozenset()
@@ -45,7 +50,7 @@ class EngineModel:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
     def decode(self, ids: list[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        return str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
 
 def pick_device(name: str | None = None) -> torch.device:
@@ -90,8 +95,6 @@ def pick_dtype(name: str | None, device: torch.device) -> torch.dtype:
 
 def _with_folder_weights(network, model_dir: Path):
     """The base network with a model folder's weights: its low-rank deltas added, or its LoRA adapter merged."""
-    from workers.training.export import LOWRANK_DELTA, apply_quantized_lowrank  # the module that writes that file
-
     if (model_dir / LOWRANK_DELTA).exists():
         apply_quantized_lowrank(network, model_dir / LOWRANK_DELTA)
     elif (model_dir / "adapter_config.json").exists():
@@ -108,7 +111,7 @@ def load_engine_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = pick_device(device)
-    dtype = pick_dtype(dtype, target)
+    weights_dtype = pick_dtype(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
     info: dict = {}
     run_weights = None
@@ -125,7 +128,7 @@ def load_engine_model(
         info = json.loads((model_dir / "padellm.json").read_text())
     base = ensure_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    network = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
+    network: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
     if run_weights is not None:
         from safetensors.torch import load_file
 
@@ -138,8 +141,10 @@ def load_engine_model(
         network.load_state_dict(weights, strict=False)
     elif model_dir is not None:
         network = _with_folder_weights(network, model_dir)
-    network = network.to(device=target, dtype=dtype).eval()
+    # Module.to moves in place; transformers' decorator on it hides its signature from mypy
+    network.to(device=target, dtype=weights_dtype)  # type: ignore[call-arg]
+    network.eval()
     info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info,
-            "dtype": str(dtype).removeprefix("torch.")}
+            "dtype": str(weights_dtype).removeprefix("torch.")}
     texts = token_texts(tokenizer, network.get_output_embeddings().weight.shape[0])
     return EngineModel(network, tokenizer, target, info, newline_token_ids(texts), lookup_keys(texts))

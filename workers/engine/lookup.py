@@ -15,8 +15,8 @@ word's start, gives the draft, provided that tokenization begins with the very t
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 DEFAULT_LOOKUP_TOKENS = 4  # draft length; 0 turns prompt lookup off
 MAX_NGRAM = 3
@@ -32,7 +32,7 @@ def lookup_keys(token_texts: Sequence[str]) -> list[int]:
     return [first.setdefault(text.lstrip(" "), i) if text.strip() else i for i, text in enumerate(token_texts)]
 
 
-def document_lookup(engine_model, prompt_ids: Sequence[int], text: str, max_tokens: int) -> "PromptLookup | None":
+def document_lookup(engine_model, prompt_ids: Sequence[int], text: str, max_tokens: int) -> PromptLookup | None:
     """Drafts for the sequences that continue `prompt_ids`, the prompt of the document `text`, from an engine model
     (its lookup keys and tokenizer); None where drafting is off (max_tokens 0)."""
     if max_tokens <= 0:
@@ -74,10 +74,10 @@ class PromptLookup:
     def _copy_word(self, generated: Sequence[int], limit: int, stop_ids) -> list[int]:
         if not (self.text and self.encode and self.decode):
             return []
-        word = self.decode(list(generated[-WORD_TOKENS:])).split()[-1:]  # the trailing run of non-space text
-        if not word:
+        words = self.decode(list(generated[-WORD_TOKENS:])).split()[-1:]  # the trailing run of non-space text
+        if not words:
             return []
-        word = word[0]
+        word = words[0]
         start = self.text.find(word)
         while start >= 0:
             ids = self.encode(self.text[start:start + len(word) + COPY_CHARS])

@@ -14,18 +14,29 @@ paper's batch mode). The plan then merges: parsing, de-duplication and grounding
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from padellm_ner.core import (
-    DEFAULT_MAX_COUNT, CountResult, DedupPolicy, DocumentPrediction, LabelSchema, MentionResult, template_for,
+    DEFAULT_MAX_COUNT,
+    CountResult,
+    DedupPolicy,
+    DocumentPrediction,
+    LabelSchema,
+    MentionResult,
+    template_for,
 )
 from padellm_ner.core.aggregate import FinishReason, parse_result
 from padellm_ner.core.plan import DocumentPlan
 from padellm_ner.core.segment import WindowPolicy
 
 from .decoder import (
-    DecodeStats, Generated, continue_forest, decode_forest, greedy_decode, read_forest,
+    DecodeStats,
+    Generated,
+    continue_forest,
+    decode_forest,
+    greedy_decode,
+    read_forest,
 )
 from .loading import EngineModel
 from .lookup import DEFAULT_LOOKUP_TOKENS, PromptLookup, document_lookup
@@ -99,7 +110,7 @@ class PadellmEngine:
     def _result(self, key: Ask, generated: Generated, k: int | None = None):
         window, label = key
         raw = self.m.decode(generated.token_ids)
-        finish = FinishReason(generated.finish)
+        finish = generated.finish
         if k is None:
             return CountResult(label, raw, generated.logprob, generated.generated_tokens, finish, window)
         return MentionResult(label, k, raw, generated.logprob, generated.generated_tokens, finish, window)
@@ -254,11 +265,11 @@ class PadellmEngine:
             key = ask[:2]
             if at is not None and key in confirmed:
                 g = assumed[key]
-                counts[key] = Generated(list(g.token_ids), list(g.logprobs), "stop", check[0], check[1])
+                counts[key] = Generated(list(g.token_ids), list(g.logprobs), FinishReason.STOP, check[0], check[1])
             if generated is not None:
                 mentions[ask] = generated
         for key, generated in zip(asked, first):
-            if generated.finish == "stop":  # the count ended at once (empty): nothing to confirm
+            if generated.finish is FinishReason.STOP:  # the count ended at once (empty): nothing to confirm
                 counts[key] = generated
         pending = [key for key in asked if key not in counts]
         for w in sorted({w for w, _ in pending}):  # counts not confirmed: decoded in full, then their mentions
@@ -275,7 +286,7 @@ class PadellmEngine:
     def _single_digit(self, generated: Generated) -> int | None:
         """The count a first token would give if the count stopped right after it, or None (stopped, or not a
         digit token)."""
-        if generated.finish == "stop" or len(generated.token_ids) != 1:
+        if generated.finish is FinishReason.STOP or len(generated.token_ids) != 1:
             return None
         text = self.m.decode(generated.token_ids)
         if len(text) != 1 or not (text.isascii() and text.isdigit()) or int(text) > self.max_count:

@@ -15,8 +15,8 @@ too). Documents with overlapping mentions are copied unchanged.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from padellm_ner.core import Document
 from padellm_ner.core.document import make_entity

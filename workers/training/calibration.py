@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -19,9 +20,12 @@ from tqdm import tqdm
 from padellm_ner.core import get_schema
 from padellm_ner.data import read_corpus
 
+from ..engine.weights import PROJECTIONS
 from .examples import tokenize_document
-from .loop import PROJECTIONS
 from .packing import collate, pack
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # Added to C's eigenvalues, times their mean. On the 4-epoch PaDeLLM run 1e-3, 1e-2 and 1e-1 left the same output error
 # on held-out calibration documents (within 2 %); some damping is needed because C is near singular.
@@ -47,7 +51,7 @@ def calibration_rows(config: dict, tokenizer, documents: int, seed: int, data: l
 
 
 @torch.no_grad()
-def input_moments(model: torch.nn.Module, rows, pad_id: int, rows_per_batch: int = 8,
+def input_moments(model: PreTrainedModel, rows, pad_id: int, rows_per_batch: int = 8,
                   progress=None) -> tuple[dict[str, torch.Tensor], int]:
     """({weight name: E[x x^T]} (float64) of every projection's inputs over the rows' real (non-padding) tokens,
     the number of those tokens)."""

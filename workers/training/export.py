@@ -26,9 +26,8 @@ import torch
 from safetensors.torch import load_file
 from tqdm import tqdm
 
-from .loop import PROJECTIONS, Checkpoints
-
-LOWRANK_DELTA = "delta_lowrank.safetensors"  # the quantised low-rank forms' one weights file
+from ..engine.weights import LOWRANK_DELTA, PROJECTIONS, dequantize, quantize
+from .loop import Checkpoints
 
 # form -> (bits, values per scale; None: one scale per rank component)
 QUANTIZED_FORMS = {"lowrank-int8": (8, None), "lowrank-int4": (4, 64)}
@@ -75,38 +74,6 @@ def export_full_as_lora(base_model: str, weights: Path, rank: int, output: Path,
     stats = {"rank": rank, "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
     _save(peft_model, output, {**info, "format": f"lora-from-full-svd-r{rank}", **stats})
     return stats
-
-
-def _quantize(matrix: torch.Tensor, bits: int, group: int | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Symmetric quantisation of a [components, length] matrix (one rank component per row): one scale per row
-    (group None) or per `group` consecutive values of a row. Returns the integer codes (int8, or int4 packed
-    two per uint8 byte) and the scales, [components, groups]."""
-    levels = 2 ** (bits - 1) - 1  # 127 or 7
-    rows, length = matrix.shape
-    group = min(group or length, length)
-    padded = -(-length // group) * group  # a last, partial group is padded with zeros (trimmed on load)
-    matrix = torch.nn.functional.pad(matrix, (0, padded - length))
-    grouped = matrix.reshape(rows, padded // group, group)
-    # scales are stored in fp16 (they are many for int4): the codes are computed with the stored value
-    scale = (grouped.abs().amax(dim=2, keepdim=True) / levels).half().float()
-    scale = torch.where(scale > 0, scale, torch.ones_like(scale))  # an all-zero (or fp16-tiny) group: codes 0
-    codes = torch.round(grouped / scale).clamp(-levels, levels).to(torch.int8).reshape(rows, padded)
-    if bits == 4:
-        codes = torch.nn.functional.pad(codes, (0, padded % 2))  # an even count to pack in pairs
-        nibbles = (codes + 8).to(torch.uint8)  # 1..15
-        codes = nibbles[:, 0::2] | (nibbles[:, 1::2] << 4)
-    return codes.contiguous(), scale.squeeze(2).float()
-
-
-def _dequantize(codes: torch.Tensor, scale: torch.Tensor, bits: int, group: int | None, length: int) -> torch.Tensor:
-    """The [components, length] matrix back from `_quantize`'s codes and scales."""
-    if bits == 4:
-        low, high = (codes & 0x0F).to(torch.int8) - 8, (codes >> 4).to(torch.int8) - 8
-        codes = torch.stack([low, high], dim=2).reshape(codes.shape[0], -1)
-    group = min(group or length, length)
-    rows, groups = scale.shape
-    values = codes[:, : groups * group].float().reshape(rows, groups, group) * scale[:, :, None]
-    return values.reshape(rows, groups * group)[:, :length]
 
 
 RANK_ALLOCATIONS = ("uniform", "energy")
@@ -180,7 +147,7 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     # two passes, so that one delta's factors are in memory at a time (all of them: gigabytes): the singular
     # values first, to spread the ranks (by the plain spectra: whitened ones are in each layer's own output
     # units), then each delta's components, quantised and dropped
-    spectra = {name: (torch.linalg.svdvals(delta_of(name)), tuple(trained[name].shape))
+    spectra = {name: (torch.linalg.svdvals(delta_of(name)), (trained[name].shape[0], trained[name].shape[1]))
                for name in tqdm(trained, desc="export: spectra of the deltas", unit="matrix", disable=None)}
     ranks = allocate_ranks(spectra, rank, allocation)
     for name in tqdm(trained, desc="export: SVD of the deltas", unit="matrix", disable=None):
@@ -191,13 +158,13 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
         if r == 0:
             continue  # nothing kept of this delta: no tensors, the engine leaves the base weight as it is
         u, s, vh = delta_components(delta, None if moments is None else moments[name])
-        u_q, u_scale = _quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
-        v_q, v_scale = _quantize(vh[:r].float(), bits, group)
+        u_q, u_scale = quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
+        v_q, v_scale = quantize(vh[:r].float(), bits, group)
         key = name.removesuffix(".weight")
         tensors.update({f"{key}.u": u_q, f"{key}.u_scale": u_scale.half(), f"{key}.s": s[:r].float(),
                         f"{key}.vh": v_q, f"{key}.vh_scale": v_scale.half()})
-        approx = (_dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
-                  @ _dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
+        approx = (dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
+                  @ dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
         energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
         if moments is not None:
             output_kept += delta_output - _output_error(delta - approx, moments[name])
@@ -210,7 +177,7 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     save_file(tensors, output / LOWRANK_DELTA,
               metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"})
     size = (output / LOWRANK_DELTA).stat().st_size
-    stats = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size, "rank_allocation": allocation,
+    stats: dict[str, object] = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size, "rank_allocation": allocation,
              "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
     if moments is not None:  # the share of the deltas' effect on the calibration inputs that the export keeps
         stats["output_energy_kept"] = output_kept / output_total if output_total else 1.0
@@ -222,38 +189,6 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
                                         for p, v in by_projection.items()}
     (output / "padellm.json").write_text(json.dumps({**info, "format": form, **stats}, indent=2, sort_keys=True))
     return stats
-
-
-def lowrank_delta_targets(path: Path) -> set[str]:
-    """The names of the weights a stored low-rank delta changes (its tensors are `{key}.u`, `{key}.s`, ... for the
-    weight `{key}.weight`); reads the file's index only, no tensors."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        return {k.rsplit(".", 1)[0] + ".weight" for k in f.keys()}
-
-
-def apply_quantized_lowrank(model: torch.nn.Module, path: Path) -> None:
-    """Add the stored low-rank deltas to a model's weights (the inverse of `export_full_as_quantized_lowrank`)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
-    bits, group = int(metadata.get("bits", 8)), int(metadata.get("group", 0)) or None
-    as_rows = metadata.get("layout") == "components-as-rows"  # older int8 files stored U as columns
-    tensors = load_file(path)
-    parameters = dict(model.named_parameters())
-    keys = {k.rsplit(".", 1)[0] for k in tensors}
-    with torch.no_grad():
-        for key in keys:
-            weight = parameters[f"{key}.weight"]
-            if as_rows:
-                u = _dequantize(tensors[f"{key}.u"], tensors[f"{key}.u_scale"].float(), bits, group, weight.shape[0]).T
-                vh = _dequantize(tensors[f"{key}.vh"], tensors[f"{key}.vh_scale"].float(), bits, group, weight.shape[1])
-            else:
-                u = tensors[f"{key}.u"].float() * tensors[f"{key}.u_scale"][None, :]
-                vh = tensors[f"{key}.vh"].float() * tensors[f"{key}.vh_scale"][:, None]
-            weight += ((u * tensors[f"{key}.s"][None, :]) @ vh).to(weight.dtype)
 
 
 def export_lora(base_model: str, weights: Path, rank: int, alpha: int, output: Path, info: dict) -> dict:

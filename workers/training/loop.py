@@ -24,12 +24,11 @@ from tqdm import tqdm
 
 from padellm_ner.core import LabelSchema
 
+from ..engine.weights import LOWRANK_DELTA, PROJECTIONS, apply_quantized_lowrank, lowrank_delta_targets
 from .augment import MentionReplacement, augmented_documents
 from .examples import TokenizedDocument, tokenize_document
 from .packing import IGNORE, collate, pack
 from .sampling import Oversampling, epoch_documents
-
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
 @dataclass
@@ -176,8 +175,6 @@ def init_weights(model, source: str, objective: str | None = None) -> Path:
     trainable parameters; they must be exactly those parameters (the same method and base model). An exported
     full fine-tune (a model folder with `delta_lowrank.safetensors`) is taken too: its stored delta is added to
     the base weights, so a later stage can start from a shipped model when its run folder is gone."""
-    from .export import LOWRANK_DELTA, apply_quantized_lowrank, lowrank_delta_targets  # here: export imports this module
-
     path = Path(source)
     if path.is_dir() and not (path / "final.safetensors").exists() and (path / LOWRANK_DELTA).is_file():
         card = json.loads((path / "padellm.json").read_text()) if (path / "padellm.json").is_file() else {}

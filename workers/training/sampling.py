@@ -10,8 +10,8 @@ deterministic (the same list every epoch and on resume); packing shuffles them a
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from padellm_ner.core import Document
 

@@ -1,0 +1,49 @@
+"""Command-line flags that the service and the workers share (windows, server TLS) and argparse value types.
+Only the config modules (`service/config.py`, `workers/config.py`) and the entry points use them."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+
+from .core.segment import DEFAULT_WINDOW_TOKENS, WindowPolicy, WindowUnit
+from .grpc_common import TlsFiles
+
+
+def at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum`."""
+
+    def parse(value: str) -> int:
+        number = int(value)
+        if number < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return number
+
+    parse.__name__ = "int"  # argparse names the type in its message for non-numbers
+    return parse
+
+
+non_negative, positive = at_least(0), at_least(1)
+
+
+def add_window_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window-tokens", type=at_least(8), default=DEFAULT_WINDOW_TOKENS, metavar="N",
+                        help="documents are read as windows of at most N estimated tokens; a longer sentence is cut "
+                             f"at its best break (default {DEFAULT_WINDOW_TOKENS})")
+    parser.add_argument("--window-unit", default=WindowUnit.SENTENCE.value, choices=[u.value for u in WindowUnit],
+                        help="sentence: one sentence per window (default); packed: consecutive sentences up to the "
+                             "budget (fewer tokens to read, lower recall with the shipped model)")
+
+
+def window_policy(args: argparse.Namespace) -> WindowPolicy:
+    return WindowPolicy(args.window_tokens, WindowUnit(args.window_unit))
+
+
+def add_tls_server_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tls-cert", help="server certificate (PEM); with --tls-key turns TLS on")
+    parser.add_argument("--tls-key", help="server private key (PEM)")
+    parser.add_argument("--tls-client-ca", help="CA of client certificates: requires them (mutual TLS)")
+
+
+def tls_server_files(args: argparse.Namespace) -> TlsFiles:
+    return TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)

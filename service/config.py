@@ -1,0 +1,123 @@
+"""The service's configuration in one place: typed settings of `padellm-ner serve` (the stream's own are in
+`stream/config.py`),
+built from flags and the environment (`add_cli_args` declares each flag and its one default, `from_cli_args`
+builds the dataclass). Runtime code takes these dataclasses, never an argparse namespace."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+from padellm_ner.args import add_tls_server_args, add_window_args, at_least, tls_server_files, window_policy
+from padellm_ner.core import DEDUP_POLICIES, DEFAULT_SCHEMA
+from padellm_ner.core.segment import WindowPolicy
+from padellm_ner.grpc_common import TlsFiles
+from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS
+
+from .orchestrator import BATCH, MULTI, MentionStart, OrchestratorConfig
+
+_ORCHESTRATOR = OrchestratorConfig()
+
+
+@dataclass(frozen=True)
+class WorkersArgs:
+    """Where the model workers are and how to reach them."""
+
+    addresses: tuple[str, ...]
+    tls: TlsFiles = field(default_factory=TlsFiles)
+    affinity: bool = True
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--workers", required=True, help="HOST:PORT[,HOST:PORT...] of model workers")
+        parser.add_argument("--no-affinity", action="store_true",
+                            help="round-robin every call instead of keeping a window's calls on one worker")
+        parser.add_argument("--worker-tls-ca", help="CA of the workers' certificates (TLS to workers)")
+        parser.add_argument("--worker-tls-cert", help="client certificate towards the workers (mutual TLS)")
+        parser.add_argument("--worker-tls-key", help="its private key")
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> WorkersArgs:
+        addresses = tuple(a.strip() for a in args.workers.split(",") if a.strip())
+        if not addresses:
+            raise ValueError("--workers names no worker")
+        return cls(addresses, TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca),
+                   affinity=not args.no_affinity)
+
+
+@dataclass(frozen=True)
+class OrchestratorArgs:
+    """How documents are fanned out: mode, deadlines, windows, de-duplication."""
+
+    mode: str = _ORCHESTRATOR.mode
+    call_deadline_s: float = _ORCHESTRATOR.call_deadline_s
+    max_in_flight: int = _ORCHESTRATOR.max_in_flight
+    dedup: str = _ORCHESTRATOR.dedup
+    window_policy: WindowPolicy = field(default_factory=WindowPolicy)
+    mention_start: MentionStart = _ORCHESTRATOR.mention_start
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--mode", default=_ORCHESTRATOR.mode, choices=(MULTI, BATCH),
+                            help="multi: Count and Mention calls; batch: one Extract call per window")
+        parser.add_argument("--deadline-s", type=float, default=_ORCHESTRATOR.call_deadline_s,
+                            help=f"deadline of each worker call (default {_ORCHESTRATOR.call_deadline_s:g})")
+        parser.add_argument("--max-calls-in-flight", type=at_least(1), default=_ORCHESTRATOR.max_in_flight,
+                            help="worker calls in flight, all documents together "
+                                 f"(default {_ORCHESTRATOR.max_in_flight})")
+        parser.add_argument("--dedup", default=_ORCHESTRATOR.dedup, choices=DEDUP_POLICIES)
+        add_window_args(parser)
+        parser.add_argument("--mention-start", default=_ORCHESTRATOR.mention_start.value,
+                            choices=[m.value for m in MentionStart],
+                            help="multi mode: ask a label's mentions as soon as its count is known, or after every count")
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> OrchestratorArgs:
+        return cls(mode=args.mode, call_deadline_s=args.deadline_s, max_in_flight=args.max_calls_in_flight,
+                   dedup=args.dedup, window_policy=window_policy(args), mention_start=MentionStart(args.mention_start))
+
+    def config(self, model: str, model_version: str) -> OrchestratorConfig:
+        return OrchestratorConfig(mode=self.mode, call_deadline_s=self.call_deadline_s,
+                                  max_in_flight=self.max_in_flight, dedup=self.dedup, model=model,
+                                  model_version=model_version, window_policy=self.window_policy,
+                                  mention_start=self.mention_start)
+
+
+def add_metrics_args(parser: argparse.ArgumentParser, default_host: str | None) -> None:
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument("--metrics-host", default=default_host,
+                        help="address of the metrics server (default: " + (default_host or "--host") + ")")
+
+
+@dataclass(frozen=True)
+class ServeArgs:
+    """`padellm-ner serve`: the public NER gRPC API."""
+
+    workers: WorkersArgs
+    orchestrator: OrchestratorArgs = field(default_factory=OrchestratorArgs)
+    host: str = "127.0.0.1"
+    port: int = 50051
+    default_schema: str = DEFAULT_SCHEMA
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    tls: TlsFiles = field(default_factory=TlsFiles)
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--port", type=int, default=ServeArgs.port)
+        parser.add_argument("--host", default=ServeArgs.host)
+        WorkersArgs.add_cli_args(parser)
+        OrchestratorArgs.add_cli_args(parser)
+        parser.add_argument("--schema", default=DEFAULT_SCHEMA, help="label schema of requests that name none")
+        parser.add_argument("--max-text-chars", type=at_least(1), default=DEFAULT_MAX_TEXT_CHARS,
+                            help=f"the longest document accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS:,})")
+        add_metrics_args(parser, None)
+        add_tls_server_args(parser)
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> ServeArgs:
+        return cls(WorkersArgs.from_cli_args(args), OrchestratorArgs.from_cli_args(args), host=args.host,
+                   port=args.port, default_schema=args.schema, max_text_chars=args.max_text_chars,
+                   metrics_port=args.metrics_port, metrics_host=args.metrics_host or args.host,
+                   tls=tls_server_files(args))
