@@ -27,12 +27,21 @@ non_negative, positive = at_least(0), at_least(1)
 
 
 def add_window_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--window-tokens", type=at_least(8), default=DEFAULT_WINDOW_TOKENS, metavar="N",
-                        help="documents are read as windows of at most N estimated tokens; a longer sentence is cut "
-                             f"at its best break (default {DEFAULT_WINDOW_TOKENS})")
-    parser.add_argument("--window-unit", default=WindowUnit.SENTENCE.value, choices=[u.value for u in WindowUnit],
-                        help="sentence: one sentence per window (default); packed: consecutive sentences up to the "
-                             "budget (fewer tokens to read, lower recall with the shipped model)")
+    parser.add_argument(
+        "--window-tokens",
+        type=at_least(8),
+        default=DEFAULT_WINDOW_TOKENS,
+        metavar="N",
+        help="documents are read as windows of at most N estimated tokens; a longer sentence is cut "
+        f"at its best break (default {DEFAULT_WINDOW_TOKENS})",
+    )
+    parser.add_argument(
+        "--window-unit",
+        default=WindowUnit.SENTENCE.value,
+        choices=[u.value for u in WindowUnit],
+        help="sentence: one sentence per window (default); packed: consecutive sentences up to the "
+        "budget (fewer tokens to read, lower recall with the shipped model)",
+    )
 
 
 def window_policy(args: argparse.Namespace) -> WindowPolicy:

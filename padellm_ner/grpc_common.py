@@ -40,30 +40,41 @@ def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
     if not (tls.cert and tls.key):
         raise ValueError("a TLS server needs both a certificate and a key file")
     return grpc.ssl_server_credentials(
-        [(_read(tls.key), _read(tls.cert))], root_certificates=_read(tls.ca), require_client_auth=bool(tls.ca))
+        [(_read(tls.key), _read(tls.cert))], root_certificates=_read(tls.ca), require_client_auth=bool(tls.ca)
+    )
 
 
 def channel(target: str, tls: TlsFiles | None = None, options: list | None = None) -> grpc.aio.Channel:
     options = options or [("grpc.max_receive_message_length", 64 << 20)]
     if tls and tls.enabled:
-        credentials = grpc.ssl_channel_credentials(root_certificates=_read(tls.ca), private_key=_read(tls.key),
-                                                   certificate_chain=_read(tls.cert))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(tls.ca), private_key=_read(tls.key), certificate_chain=_read(tls.cert)
+        )
         return grpc.aio.secure_channel(target, credentials, options=options)
     return grpc.aio.insecure_channel(target, options=options)
 
 
 async def start_server(
-    add_services, service_names: list[str], host: str, port: int, tls: TlsFiles | None = None,
+    add_services,
+    service_names: list[str],
+    host: str,
+    port: int,
+    tls: TlsFiles | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A started grpc.aio server with the given services, health checking and reflection; returns its port."""
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
     add_services(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    reflection.enable_server_reflection([*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                                         reflection.SERVICE_NAME], server)
+    reflection.enable_server_reflection(
+        [*service_names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
+    )
     address = f"{host}:{port}"
-    bound = server.add_secure_port(address, server_credentials(tls)) if tls and tls.enabled else server.add_insecure_port(address)
+    bound = (
+        server.add_secure_port(address, server_credentials(tls))
+        if tls and tls.enabled
+        else server.add_insecure_port(address)
+    )
     if bound == 0:
         raise OSError(f"cannot listen on {address}")
     await server.start()
@@ -76,8 +87,15 @@ class GrpcServer(AsyncComponent):
     """A grpc.aio server with health checking and reflection. `start` binds and reports SERVING; `stop` reports
     NOT_SERVING, lets calls in flight finish for `grace_s` and stops."""
 
-    def __init__(self, add_services: Callable[[grpc.aio.Server], None], service_names: list[str], host: str,
-                 port: int, tls: TlsFiles | None = None, grace_s: float = 10.0):
+    def __init__(
+        self,
+        add_services: Callable[[grpc.aio.Server], None],
+        service_names: list[str],
+        host: str,
+        port: int,
+        tls: TlsFiles | None = None,
+        grace_s: float = 10.0,
+    ):
         self._add_services, self._names, self._host, self._requested_port = add_services, service_names, host, port
         self._tls, self._grace_s = tls, grace_s
         self._server: grpc.aio.Server | None = None
@@ -86,7 +104,8 @@ class GrpcServer(AsyncComponent):
 
     async def _start(self) -> None:
         self._server, self.port, self._health = await start_server(
-            self._add_services, self._names, self._host, self._requested_port, self._tls)
+            self._add_services, self._names, self._host, self._requested_port, self._tls
+        )
 
     async def _stop(self) -> None:
         if self._server is None:

@@ -34,7 +34,8 @@ def check_text(text: str, max_chars: int = DEFAULT_MAX_TEXT_CHARS) -> str:
 def check_id(document_id: str) -> str:
     if not ID_PATTERN.match(document_id or ""):
         raise InvalidInput(
-            f"document id {document_id!r} is invalid: use 1-256 characters of letters, digits and . _ : / -")
+            f"document id {document_id!r} is invalid: use 1-256 characters of letters, digits and . _ : / -"
+        )
     return document_id
 
 

@@ -30,8 +30,11 @@ class WorkersArgs:
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--workers", required=True, help="HOST:PORT[,HOST:PORT...] of model workers")
-        parser.add_argument("--no-affinity", action="store_true",
-                            help="round-robin every call instead of keeping a window's calls on one worker")
+        parser.add_argument(
+            "--no-affinity",
+            action="store_true",
+            help="round-robin every call instead of keeping a window's calls on one worker",
+        )
         parser.add_argument("--worker-tls-ca", help="CA of the workers' certificates (TLS to workers)")
         parser.add_argument("--worker-tls-cert", help="client certificate towards the workers (mutual TLS)")
         parser.add_argument("--worker-tls-key", help="its private key")
@@ -41,8 +44,11 @@ class WorkersArgs:
         addresses = tuple(a.strip() for a in args.workers.split(",") if a.strip())
         if not addresses:
             raise ValueError("--workers names no worker")
-        return cls(addresses, TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca),
-                   affinity=not args.no_affinity)
+        return cls(
+            addresses,
+            TlsFiles(args.worker_tls_cert, args.worker_tls_key, args.worker_tls_ca),
+            affinity=not args.no_affinity,
+        )
 
 
 @dataclass(frozen=True)
@@ -58,35 +64,64 @@ class OrchestratorArgs:
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--mode", default=_ORCHESTRATOR.mode, choices=(MULTI, BATCH),
-                            help="multi: Count and Mention calls; batch: one Extract call per window")
-        parser.add_argument("--deadline-s", type=float, default=_ORCHESTRATOR.call_deadline_s,
-                            help=f"deadline of each worker call (default {_ORCHESTRATOR.call_deadline_s:g})")
-        parser.add_argument("--max-calls-in-flight", type=at_least(1), default=_ORCHESTRATOR.max_in_flight,
-                            help="worker calls in flight, all documents together "
-                                 f"(default {_ORCHESTRATOR.max_in_flight})")
+        parser.add_argument(
+            "--mode",
+            default=_ORCHESTRATOR.mode,
+            choices=(MULTI, BATCH),
+            help="multi: Count and Mention calls; batch: one Extract call per window",
+        )
+        parser.add_argument(
+            "--deadline-s",
+            type=float,
+            default=_ORCHESTRATOR.call_deadline_s,
+            help=f"deadline of each worker call (default {_ORCHESTRATOR.call_deadline_s:g})",
+        )
+        parser.add_argument(
+            "--max-calls-in-flight",
+            type=at_least(1),
+            default=_ORCHESTRATOR.max_in_flight,
+            help=f"worker calls in flight, all documents together (default {_ORCHESTRATOR.max_in_flight})",
+        )
         parser.add_argument("--dedup", default=_ORCHESTRATOR.dedup, choices=DEDUP_POLICIES)
         add_window_args(parser)
-        parser.add_argument("--mention-start", default=_ORCHESTRATOR.mention_start.value,
-                            choices=[m.value for m in MentionStart],
-                            help="multi mode: ask a label's mentions as soon as its count is known, or after every count")
+        parser.add_argument(
+            "--mention-start",
+            default=_ORCHESTRATOR.mention_start.value,
+            choices=[m.value for m in MentionStart],
+            help="multi mode: ask a label's mentions as soon as its count is known, or after every count",
+        )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> OrchestratorArgs:
-        return cls(mode=args.mode, call_deadline_s=args.deadline_s, max_in_flight=args.max_calls_in_flight,
-                   dedup=args.dedup, window_policy=window_policy(args), mention_start=MentionStart(args.mention_start))
+        return cls(
+            mode=args.mode,
+            call_deadline_s=args.deadline_s,
+            max_in_flight=args.max_calls_in_flight,
+            dedup=args.dedup,
+            window_policy=window_policy(args),
+            mention_start=MentionStart(args.mention_start),
+        )
 
     def config(self, model: str, model_version: str) -> OrchestratorConfig:
-        return OrchestratorConfig(mode=self.mode, call_deadline_s=self.call_deadline_s,
-                                  max_in_flight=self.max_in_flight, dedup=self.dedup, model=model,
-                                  model_version=model_version, window_policy=self.window_policy,
-                                  mention_start=self.mention_start)
+        return OrchestratorConfig(
+            mode=self.mode,
+            call_deadline_s=self.call_deadline_s,
+            max_in_flight=self.max_in_flight,
+            dedup=self.dedup,
+            model=model,
+            model_version=model_version,
+            window_policy=self.window_policy,
+            mention_start=self.mention_start,
+        )
 
 
 def add_metrics_args(parser: argparse.ArgumentParser, default_host: str | None) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    parser.add_argument("--metrics-host", default=default_host,
-                        help="address of the metrics server (default: " + (default_host or "--host") + ")")
+    parser.add_argument(
+        "--metrics-host",
+        default=default_host,
+        help="address of the metrics server (default: " + (default_host or "--host") + ")",
+    )
 
 
 @dataclass(frozen=True)
@@ -110,14 +145,25 @@ class ServeArgs:
         WorkersArgs.add_cli_args(parser)
         OrchestratorArgs.add_cli_args(parser)
         parser.add_argument("--schema", default=DEFAULT_SCHEMA, help="label schema of requests that name none")
-        parser.add_argument("--max-text-chars", type=at_least(1), default=DEFAULT_MAX_TEXT_CHARS,
-                            help=f"the longest document accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS:,})")
+        parser.add_argument(
+            "--max-text-chars",
+            type=at_least(1),
+            default=DEFAULT_MAX_TEXT_CHARS,
+            help=f"the longest document accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS:,})",
+        )
         add_metrics_args(parser, None)
         add_tls_server_args(parser)
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> ServeArgs:
-        return cls(WorkersArgs.from_cli_args(args), OrchestratorArgs.from_cli_args(args), host=args.host,
-                   port=args.port, default_schema=args.schema, max_text_chars=args.max_text_chars,
-                   metrics_port=args.metrics_port, metrics_host=args.metrics_host or args.host,
-                   tls=tls_server_files(args))
+        return cls(
+            WorkersArgs.from_cli_args(args),
+            OrchestratorArgs.from_cli_args(args),
+            host=args.host,
+            port=args.port,
+            default_schema=args.schema,
+            max_text_chars=args.max_text_chars,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host or args.host,
+            tls=tls_server_files(args),
+        )

@@ -47,9 +47,16 @@ async def run_service(args: ServeArgs) -> None:
         orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
         service = NerService(orchestrator, default_schema=args.default_schema, max_text_chars=args.max_text_chars)
         server = await stack.enter_async_context(
-            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls))
-        log.info("NER service on %s:%d (mode %s, workers %s, model %s)", args.host, server.port,
-                 args.orchestrator.mode, ",".join(args.workers.addresses), model)
+            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls)
+        )
+        log.info(
+            "NER service on %s:%d (mode %s, workers %s, model %s)",
+            args.host,
+            server.port,
+            args.orchestrator.mode,
+            ",".join(args.workers.addresses),
+            model,
+        )
         print(f"service ready on {args.host}:{server.port}", flush=True)
         await shutdown.wait()
 

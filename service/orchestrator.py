@@ -55,18 +55,32 @@ _FINISH = {worker_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH}  # unspecified 
 
 
 def _count_result(response: worker_pb2.CountResponse, window: int) -> CountResult:
-    return CountResult(response.label, response.raw, response.logprob, response.generated_tokens,
-                       _FINISH.get(response.finish_reason, FinishReason.STOP), window)
+    return CountResult(
+        response.label,
+        response.raw,
+        response.logprob,
+        response.generated_tokens,
+        _FINISH.get(response.finish_reason, FinishReason.STOP),
+        window,
+    )
 
 
 def _mention_result(response: worker_pb2.MentionResponse, window: int) -> MentionResult:
-    return MentionResult(response.label, response.k, response.raw, response.logprob, response.generated_tokens,
-                         _FINISH.get(response.finish_reason, FinishReason.STOP), window)
+    return MentionResult(
+        response.label,
+        response.k,
+        response.raw,
+        response.logprob,
+        response.generated_tokens,
+        _FINISH.get(response.finish_reason, FinishReason.STOP),
+        window,
+    )
 
 
 @dataclass
 class _Decoded:
     """What the calls of one document returned, with the latency of each sequence inside the workers."""
+
     counts: list[CountResult] = field(default_factory=list)
     mentions: list[MentionResult] = field(default_factory=list)
     count_ms: dict[tuple[int, str], float] = field(default_factory=dict)
@@ -89,8 +103,9 @@ class Orchestrator:
     def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
         return DocumentPlan.of(text, schema, labels, self.config.window_policy, self.config.max_count)
 
-    async def recognize(self, document_id: str, text: str, schema: LabelSchema,
-                        labels: Sequence[str] | None = None) -> EntityRecord:
+    async def recognize(
+        self, document_id: str, text: str, schema: LabelSchema, labels: Sequence[str] | None = None
+    ) -> EntityRecord:
         started = time.perf_counter()
         if len(text) > _PLAN_ON_THREAD_CHARS:  # segmenting 100,000 characters takes tens of ms: off the event loop
             plan = await asyncio.to_thread(self.plan, text, schema, labels)
@@ -103,30 +118,51 @@ class Orchestrator:
         mention_done = time.perf_counter()
         prediction = plan.merge(decoded.counts, decoded.mentions, self.config.dedup)
         wall = time.perf_counter() - started
-        paper = max([decoded.count_ms[(m.window, m.label)] + ms for m, ms in zip(decoded.mentions, decoded.mention_ms)]
-                    + list(decoded.count_ms.values()), default=0.0)
-        timings = Timings(wall_ms=wall * 1000, count_step_ms=(decoded.counts_done - started) * 1000,
-                          mention_step_ms=(mention_done - decoded.counts_done) * 1000, paper_latency_ms=paper)
+        paper = max(
+            [decoded.count_ms[(m.window, m.label)] + ms for m, ms in zip(decoded.mentions, decoded.mention_ms)]
+            + list(decoded.count_ms.values()),
+            default=0.0,
+        )
+        timings = Timings(
+            wall_ms=wall * 1000,
+            count_step_ms=(decoded.counts_done - started) * 1000,
+            mention_step_ms=(mention_done - decoded.counts_done) * 1000,
+            paper_latency_ms=paper,
+        )
         metrics.observe_document(self.config.mode, timings, decoded.counts, decoded.mentions, prediction)
-        return EntityRecord.from_prediction(document_id, prediction, model=self.config.model,
-                                            model_version=self.config.model_version, schema=plan.schema.name,
-                                            timings=timings)
+        return EntityRecord.from_prediction(
+            document_id,
+            prediction,
+            model=self.config.model,
+            model_version=self.config.model_version,
+            schema=plan.schema.name,
+            timings=timings,
+        )
 
     # --- multi mode ---------------------------------------------------------------------------------------------
 
     def _count(self, document_id: str, plan: DocumentPlan, ask: CountAsk):
         window = plan.windows[ask.window]
-        request = worker_pb2.CountRequest(document_id=document_id, text=window.text, schema=plan.schema.name,
-                                          label=ask.label)
-        return self._bounded(_affinity(document_id, window),
-                             lambda stub: stub.Count(request, timeout=self.config.call_deadline_s))
+        request = worker_pb2.CountRequest(
+            document_id=document_id, text=window.text, schema=plan.schema.name, label=ask.label
+        )
+        return self._bounded(
+            _affinity(document_id, window), lambda stub: stub.Count(request, timeout=self.config.call_deadline_s)
+        )
 
     def _mention(self, document_id: str, plan: DocumentPlan, ask: MentionAsk):
         window = plan.windows[ask.window]
-        request = worker_pb2.MentionRequest(document_id=document_id, text=window.text, schema=plan.schema.name,
-                                            label=ask.label, count=ask.count, k=ask.k)
-        return self._bounded(_affinity(document_id, window),
-                             lambda stub: stub.Mention(request, timeout=self.config.call_deadline_s))
+        request = worker_pb2.MentionRequest(
+            document_id=document_id,
+            text=window.text,
+            schema=plan.schema.name,
+            label=ask.label,
+            count=ask.count,
+            k=ask.k,
+        )
+        return self._bounded(
+            _affinity(document_id, window), lambda stub: stub.Mention(request, timeout=self.config.call_deadline_s)
+        )
 
     async def _count_and_mention(self, document_id: str, plan: DocumentPlan) -> _Decoded:
         decoded = _Decoded()
@@ -161,10 +197,12 @@ class Orchestrator:
         decoded = _Decoded()
 
         async def extract(window: Window) -> None:
-            request = worker_pb2.ExtractRequest(document_id=document_id, text=window.text, schema=plan.schema.name,
-                                                labels=list(plan.labels))
-            response = await self._bounded(_affinity(document_id, window),
-                                           lambda stub: stub.Extract(request, timeout=self.config.call_deadline_s))
+            request = worker_pb2.ExtractRequest(
+                document_id=document_id, text=window.text, schema=plan.schema.name, labels=list(plan.labels)
+            )
+            response = await self._bounded(
+                _affinity(document_id, window), lambda stub: stub.Extract(request, timeout=self.config.call_deadline_s)
+            )
             for c in response.counts:
                 decoded.counts.append(_count_result(c, window.index))
                 decoded.count_ms[(window.index, c.label)] = c.latency_ms

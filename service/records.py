@@ -53,17 +53,42 @@ class EntityRecord:
     record_version: str = RECORD_VERSION
 
     @classmethod
-    def from_prediction(cls, document_id: str, prediction: DocumentPrediction, *, model: str, model_version: str,
-                        schema: str, timings: Timings) -> EntityRecord:
+    def from_prediction(
+        cls,
+        document_id: str,
+        prediction: DocumentPrediction,
+        *,
+        model: str,
+        model_version: str,
+        schema: str,
+        timings: Timings,
+    ) -> EntityRecord:
         return cls(
             id=document_id,
-            entities=[{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                       "probability": m.probability, "k": m.k, "window": m.window} for m in prediction.mentions],
-            counts=[{"label": c.label, "count": c.count, "probability": c.probability, "status": c.status.value}
-                    for c in prediction.counts],
-            model=model, model_version=model_version, schema=schema, timings=timings,
-            removed_by_dedup=len(prediction.removed_by_dedup), ungrounded=prediction.ungrounded,
-            truncated=len(prediction.truncated), windows=prediction.windows,
+            entities=[
+                {
+                    "label": m.label,
+                    "text": m.text,
+                    "start": m.start,
+                    "end": m.end,
+                    "probability": m.probability,
+                    "k": m.k,
+                    "window": m.window,
+                }
+                for m in prediction.mentions
+            ],
+            counts=[
+                {"label": c.label, "count": c.count, "probability": c.probability, "status": c.status.value}
+                for c in prediction.counts
+            ],
+            model=model,
+            model_version=model_version,
+            schema=schema,
+            timings=timings,
+            removed_by_dedup=len(prediction.removed_by_dedup),
+            ungrounded=prediction.ungrounded,
+            truncated=len(prediction.truncated),
+            windows=prediction.windows,
         )
 
     def to_json(self) -> dict:
@@ -71,16 +96,29 @@ class EntityRecord:
 
     def to_proto(self) -> ner_pb2.EntityRecord:
         return ner_pb2.EntityRecord(
-            record_version=self.record_version, id=self.id,
-            entities=[ner_pb2.Entity(label=e["label"], text=e["text"],
-                                     start=-1 if e["start"] is None else e["start"],
-                                     end=-1 if e["end"] is None else e["end"], probability=e["probability"], k=e["k"],
-                                     window=e["window"])
-                      for e in self.entities],
+            record_version=self.record_version,
+            id=self.id,
+            entities=[
+                ner_pb2.Entity(
+                    label=e["label"],
+                    text=e["text"],
+                    start=-1 if e["start"] is None else e["start"],
+                    end=-1 if e["end"] is None else e["end"],
+                    probability=e["probability"],
+                    k=e["k"],
+                    window=e["window"],
+                )
+                for e in self.entities
+            ],
             counts=[ner_pb2.LabelCount(**c) for c in self.counts],
-            model=self.model, model_version=self.model_version, schema=self.schema,
-            schema_version=self.schema_version, timings=ner_pb2.Timings(**asdict(self.timings)),
-            removed_by_dedup=self.removed_by_dedup, ungrounded=self.ungrounded, truncated=self.truncated,
+            model=self.model,
+            model_version=self.model_version,
+            schema=self.schema,
+            schema_version=self.schema_version,
+            timings=ner_pb2.Timings(**asdict(self.timings)),
+            removed_by_dedup=self.removed_by_dedup,
+            ungrounded=self.ungrounded,
+            truncated=self.truncated,
             windows=self.windows,
         )
 
@@ -88,15 +126,35 @@ class EntityRecord:
     def from_proto(cls, message: ner_pb2.EntityRecord) -> EntityRecord:
         return cls(
             id=message.id,
-            entities=[{"label": e.label, "text": e.text, "start": None if e.start < 0 else e.start,
-                       "end": None if e.end < 0 else e.end, "probability": e.probability, "k": e.k,
-                       "window": e.window}
-                      for e in message.entities],
-            counts=[{"label": c.label, "count": c.count, "probability": c.probability, "status": c.status}
-                    for c in message.counts],
-            model=message.model, model_version=message.model_version, schema=message.schema,
-            timings=Timings(message.timings.wall_ms, message.timings.count_step_ms, message.timings.mention_step_ms,
-                            message.timings.paper_latency_ms),
-            removed_by_dedup=message.removed_by_dedup, ungrounded=message.ungrounded, truncated=message.truncated,
-            windows=message.windows, schema_version=message.schema_version, record_version=message.record_version,
+            entities=[
+                {
+                    "label": e.label,
+                    "text": e.text,
+                    "start": None if e.start < 0 else e.start,
+                    "end": None if e.end < 0 else e.end,
+                    "probability": e.probability,
+                    "k": e.k,
+                    "window": e.window,
+                }
+                for e in message.entities
+            ],
+            counts=[
+                {"label": c.label, "count": c.count, "probability": c.probability, "status": c.status}
+                for c in message.counts
+            ],
+            model=message.model,
+            model_version=message.model_version,
+            schema=message.schema,
+            timings=Timings(
+                message.timings.wall_ms,
+                message.timings.count_step_ms,
+                message.timings.mention_step_ms,
+                message.timings.paper_latency_ms,
+            ),
+            removed_by_dedup=message.removed_by_dedup,
+            ungrounded=message.ungrounded,
+            truncated=message.truncated,
+            windows=message.windows,
+            schema_version=message.schema_version,
+            record_version=message.record_version,
         )

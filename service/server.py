@@ -25,8 +25,15 @@ SERVICE_NAME = ner_pb2.DESCRIPTOR.services_by_name["NerService"].full_name
 
 
 class NerService(ner_pb2_grpc.NerServiceServicer):
-    def __init__(self, orchestrator: Orchestrator, *, default_schema: str = "conll03",
-                 max_text_chars: int = DEFAULT_MAX_TEXT_CHARS, max_batch: int = 256, stream_window: int = 32):
+    def __init__(
+        self,
+        orchestrator: Orchestrator,
+        *,
+        default_schema: str = "conll03",
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        max_batch: int = 256,
+        stream_window: int = 32,
+    ):
         self.orchestrator = orchestrator
         self.default_schema = default_schema
         self.max_text_chars = max_text_chars
@@ -71,6 +78,7 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
                     raise InvalidInput(f"document {index}: {error}") from None
             records = await asyncio.gather(*(self._recognize(d) for d in request.documents))
             return ner_pb2.RecognizeBatchResponse(records=records)
+
         return await self._guard("RecognizeBatch", context, work)
 
     async def RecognizeStream(self, request_iterator, context):

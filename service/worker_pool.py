@@ -38,7 +38,7 @@ class RetryPolicy:
     cooldown_s: float = 2.0
 
     def backoff(self, attempt: int) -> float:
-        ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** attempt)
+        ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier**attempt)
         return random.uniform(ceiling / 2, ceiling)
 
 
@@ -59,8 +59,14 @@ class PoolStats:
 
 
 class WorkerPool(AsyncComponent):
-    def __init__(self, targets: list[str], *, tls: TlsFiles | None = None, affinity: bool = True,
-                 retry: RetryPolicy | None = None):
+    def __init__(
+        self,
+        targets: list[str],
+        *,
+        tls: TlsFiles | None = None,
+        affinity: bool = True,
+        retry: RetryPolicy | None = None,
+    ):
         if not targets:
             raise ValueError("at least one worker endpoint is needed")
         self.targets = targets
@@ -113,8 +119,13 @@ class WorkerPool(AsyncComponent):
                 last_error = error
                 if attempt + 1 < self.retry.attempts:
                     self.stats.retries += 1
-                    log.warning("worker %s: %s; retrying (%d/%d)", endpoint.target, code.name, attempt + 1,
-                                self.retry.attempts - 1)
+                    log.warning(
+                        "worker %s: %s; retrying (%d/%d)",
+                        endpoint.target,
+                        code.name,
+                        attempt + 1,
+                        self.retry.attempts - 1,
+                    )
                     await asyncio.sleep(self.retry.backoff(attempt))
         assert last_error is not None
         raise last_error

@@ -22,8 +22,12 @@ TEXTS = [
 
 def names(prefix: str) -> dict[str, str]:
     run = uuid.uuid4().hex[:8]
-    return {"input": f"{prefix}-{run}-in", "output": f"{prefix}-{run}-out", "dead": f"{prefix}-{run}-dlq",
-            "group": f"{prefix}-{run}-group"}
+    return {
+        "input": f"{prefix}-{run}-in",
+        "output": f"{prefix}-{run}-out",
+        "dead": f"{prefix}-{run}-dlq",
+        "group": f"{prefix}-{run}-group",
+    }
 
 
 async def create_topics(bootstrap: str, topics: list[str], partitions: int = 2) -> None:
@@ -55,13 +59,26 @@ async def produce_documents(bootstrap: str, topic: str, count: int, start: int =
     return [d["id"] for d in docs]
 
 
-async def collect(bootstrap: str, topic: str, *, until: int | None = None, expect_ids: set[str] | None = None,
-                  timeout_s: float = 240.0, committed_only: bool = True, settle_s: float = 0.0) -> list:
+async def collect(
+    bootstrap: str,
+    topic: str,
+    *,
+    until: int | None = None,
+    expect_ids: set[str] | None = None,
+    timeout_s: float = 240.0,
+    committed_only: bool = True,
+    settle_s: float = 0.0,
+) -> list:
     """Every record of a topic from the beginning, until `until` records or all `expect_ids` keys are there
     (then `settle_s` more, to catch duplicates), or the timeout."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                enable_auto_commit=False,
-                                isolation_level="read_committed" if committed_only else "read_uncommitted")
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
+    )
     await consumer.start()
     records: list = []
     deadline = time.monotonic() + timeout_s

@@ -31,10 +31,22 @@ async def worker(backend, tls: TlsFiles | None = None) -> AsyncIterator[tuple[st
 
 
 @contextlib.asynccontextmanager
-async def ner_service(targets: list[str], mode: str = "multi", *, deadline_s: float = 30.0, tls: TlsFiles | None = None,
-                      worker_tls: TlsFiles | None = None, affinity: bool = True, attempts: int = 4):
-    pool = WorkerPool(targets, tls=worker_tls, affinity=affinity,
-                      retry=RetryPolicy(attempts=attempts, initial_backoff_s=0.01, max_backoff_s=0.05))
+async def ner_service(
+    targets: list[str],
+    mode: str = "multi",
+    *,
+    deadline_s: float = 30.0,
+    tls: TlsFiles | None = None,
+    worker_tls: TlsFiles | None = None,
+    affinity: bool = True,
+    attempts: int = 4,
+):
+    pool = WorkerPool(
+        targets,
+        tls=worker_tls,
+        affinity=affinity,
+        retry=RetryPolicy(attempts=attempts, initial_backoff_s=0.01, max_backoff_s=0.05),
+    )
     await pool.start()
     orchestrator = Orchestrator(pool, OrchestratorConfig(mode=mode, call_deadline_s=deadline_s, model="test"))
     server, port, _ = await start_server(add_ner(NerService(orchestrator)), [NER_SERVICE], "127.0.0.1", 0, tls)

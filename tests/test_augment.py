@@ -30,7 +30,7 @@ def test_a_copy_keeps_labels_counts_and_order_with_new_strings():
     copy = replace_mentions(doc, INVENTORY, random.Random(0), "#mr1")
     assert copy.id == "d#mr1"
     assert [e.label for e in copy.entities] == ["PER", "PER", "LOC"]
-    assert all(copy.text[e.start:e.end] == e.text for e in copy.entities)  # offsets agree with the new text
+    assert all(copy.text[e.start : e.end] == e.text for e in copy.entities)  # offsets agree with the new text
     assert [e.text for e in copy.entities[:2]] != ["Smith", "Jones"]
     assert {e.text for e in copy.entities} <= {s for strings in INVENTORY.values() for s in strings}
     assert copy.text.endswith(" in " + copy.entities[2].text + " .") and " met " in copy.text
@@ -57,8 +57,11 @@ def test_a_replacement_is_never_a_string_the_sentence_holds_elsewhere():
 
 def test_documents_without_mentions_or_with_overlapping_ones_are_copied_unchanged():
     plain = Document(id="p", text="Nothing here .")
-    nested = Document(id="n", text="Bank of Rome", entities=(make_entity("Bank of Rome", 0, 12, "ORG"),
-                                                              make_entity("Bank of Rome", 8, 12, "LOC")))
+    nested = Document(
+        id="n",
+        text="Bank of Rome",
+        entities=(make_entity("Bank of Rome", 0, 12, "ORG"), make_entity("Bank of Rome", 8, 12, "LOC")),
+    )
     for doc in (plain, nested):
         copy = replace_mentions(doc, INVENTORY, random.Random(0), "#mr1")
         assert (copy.text, copy.entities, copy.id) == (doc.text, doc.entities, doc.id + "#mr1")
@@ -89,8 +92,10 @@ def test_training_with_mention_replacement_reads_the_copies_and_records_them(tin
     logged = []
     config = _config(tiny_base_model, tmp_path / "run", max_steps=1, mention_replacement_copies=1)
     train(config, docs, get_schema("conll03"), AutoTokenizer.from_pretrained(tiny_base_model), log=logged.append)
-    assert (f"mention replacement: 1 x the corpus added, its mentions swapped for others of their label "
-            f"({len(docs)} -> {2 * len(docs)} documents)") in logged
+    assert (
+        f"mention replacement: 1 x the corpus added, its mentions swapped for others of their label "
+        f"({len(docs)} -> {2 * len(docs)} documents)"
+    ) in logged
     export_run(tmp_path / "run", tmp_path / "model", rank=4, version="test", form="lowrank-int8")
     training = json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]
     assert training["mention_replacement_copies"] == 1

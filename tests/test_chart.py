@@ -20,8 +20,13 @@ def render(values: dict | None = None, name: str = "ner", namespace: str = "nlp"
     with helm.Chart.load(str(CHART)) as chart:
         chart.validate_schema(values or {})
         files = chart.render(values or {}, name=name, namespace=namespace)
-    return [doc for path, text in sorted(files.items()) if not path.endswith("NOTES.txt")
-            for doc in yaml.safe_load_all(text) if doc]
+    return [
+        doc
+        for path, text in sorted(files.items())
+        if not path.endswith("NOTES.txt")
+        for doc in yaml.safe_load_all(text)
+        if doc
+    ]
 
 
 def by_kind(docs: list[dict], kind: str) -> list[dict]:
@@ -97,8 +102,9 @@ def test_service_is_wired_to_every_worker_and_the_topics():
     worker = by_kind(docs, "StatefulSet")[0]
     headless = next(s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None")
     assert worker["spec"]["serviceName"] == headless["metadata"]["name"]
-    expected = [f"{worker['metadata']['name']}-{i}.{headless['metadata']['name']}.nlp.svc.cluster.local:50061"
-                for i in range(3)]
+    expected = [
+        f"{worker['metadata']['name']}-{i}.{headless['metadata']['name']}.nlp.svc.cluster.local:50061" for i in range(3)
+    ]
     assert config["PADELLM_WORKERS"].split(",") == expected
     assert (config["PADELLM_INPUT_TOPIC"], config["PADELLM_OUTPUT_TOPIC"]) == ("docs-in", "ents-out")
     assert config["PADELLM_DEAD_LETTER_TOPIC"] == "docs-in.dead-letter"
@@ -136,13 +142,19 @@ def test_keda_replaces_the_hpa():
     scaled = by_kind(docs, "ScaledObject")[0]
     # exactly-once: the service is a StatefulSet, so each pod's transactional id ($(POD_NAME)) survives a
     # restart and fences the predecessor's open transaction
-    assert not [d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "service"]
-    deployment = next(d for d in by_kind(docs, "StatefulSet")
-                      if d["metadata"]["labels"]["app.kubernetes.io/component"] == "service")
+    assert not [
+        d for d in by_kind(docs, "Deployment") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "service"
+    ]
+    deployment = next(
+        d for d in by_kind(docs, "StatefulSet") if d["metadata"]["labels"]["app.kubernetes.io/component"] == "service"
+    )
     assert deployment["spec"]["serviceName"] == deployment["metadata"]["name"]
     assert scaled["apiVersion"] == "keda.sh/v1alpha1"
-    assert scaled["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "StatefulSet",
-                                                "name": deployment["metadata"]["name"]}
+    assert scaled["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "name": deployment["metadata"]["name"],
+    }
     trigger = scaled["spec"]["triggers"][0]
     assert trigger["type"] == "kafka" and trigger["metadata"]["topic"] == "documents"
     assert trigger["metadata"]["consumerGroup"] == "padellm-ner" and trigger["metadata"]["lagThreshold"] == "20"
@@ -157,8 +169,11 @@ def test_tls_everywhere():
     docs = render(load(CHART / "ci" / "tls-values.yaml"))
     c = containers(docs)
     api, worker = c["ner-padellm-ner-service/api"], c["ner-padellm-ner-worker/worker"]
-    assert {"--tls-cert=/etc/padellm/grpc-tls/tls.crt", "--tls-client-ca=/etc/padellm/grpc-tls/ca.crt",
-            "--worker-tls-ca=/etc/padellm/grpc-tls/ca.crt"} <= set(api["args"])
+    assert {
+        "--tls-cert=/etc/padellm/grpc-tls/tls.crt",
+        "--tls-client-ca=/etc/padellm/grpc-tls/ca.crt",
+        "--worker-tls-ca=/etc/padellm/grpc-tls/ca.crt",
+    } <= set(api["args"])
     assert "--tls-client-ca=/etc/padellm/grpc-tls/ca.crt" in worker["args"]
     for workload in by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet"):
         volume = next(v for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "grpc-tls")
@@ -167,8 +182,12 @@ def test_tls_everywhere():
 
 def test_schema_rejects_bad_values():
     with helm.Chart.load(str(CHART)) as chart:
-        for bad in ({"service": {"mode": "parallel"}}, {"worker": {"replicaCount": 0}}, {"unknownKey": 1},
-                    {"kafka": {"securityProtocol": "TLS"}}):
+        for bad in (
+            {"service": {"mode": "parallel"}},
+            {"worker": {"replicaCount": 0}},
+            {"unknownKey": 1},
+            {"kafka": {"securityProtocol": "TLS"}},
+        ):
             with pytest.raises(helm.errors.HelmValuesError):
                 chart.validate_schema(bad)
 
@@ -179,8 +198,11 @@ def test_readme_documents_every_value():
     def leaves(value, prefix=""):
         for key, item in value.items():
             path = f"{prefix}{key}"
-            if isinstance(item, dict) and item and path not in {
-                    "service.resources", "worker.resources", "tgi.resources", "tgi.nodeSelector"}:
+            if (
+                isinstance(item, dict)
+                and item
+                and path not in {"service.resources", "worker.resources", "tgi.resources", "tgi.nodeSelector"}
+            ):
                 yield from leaves(item, path + ".")
             else:
                 yield path

@@ -86,7 +86,9 @@ def test_score_bootstrap_and_paired_comparison(capsys, tmp_path):
 def test_convert_round_trip(tmp_path, capsys):
     out = tmp_path / "sample.jsonl"
     assert main(["data", "convert", str(EXAMPLES / "sample.conll"), "--to", "jsonl", "-o", str(out)]) == 0
-    assert main(["score", "--pred", str(out), "--gold", str(EXAMPLES / "sample.conll"), "--metric", "span", "--json"]) == 0
+    assert (
+        main(["score", "--pred", str(out), "--gold", str(EXAMPLES / "sample.conll"), "--metric", "span", "--json"]) == 0
+    )
     assert json.loads(capsys.readouterr().out)["micro_f1"] == 1.0
 
 
@@ -107,7 +109,10 @@ def test_stats_on_conll2003_original_and_official(datasets):
     expected = {"train": (14041, 23499), "valid": (3250, 5942), "test": (3453, 5648)}
     official = {"train": "conll03_train", "valid": "conll03_dev", "test": "conll03_test"}
     for split, (sentences, mentions) in expected.items():
-        for path in (datasets / f"conll2003/original/{split}.txt", datasets / f"conll2003/padellm_json/{official[split]}.json"):
+        for path in (
+            datasets / f"conll2003/original/{split}.txt",
+            datasets / f"conll2003/padellm_json/{official[split]}.json",
+        ):
             result = run("data", "stats", str(path), "--json")
             stats = json.loads(result.stdout)
             assert (stats["sentences"], stats["mentions"]) == (sentences, mentions), path

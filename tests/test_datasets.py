@@ -16,20 +16,115 @@ CASES = [
     ("conll2003/original/train.txt", "conll", 14041, 23499, {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}, 946),
     ("conll2003/original/valid.txt", "conll", 3250, 5942, {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842}, 216),
     ("conll2003/original/test.txt", "conll", 3453, 5648, {"LOC": 1668, "MISC": 702, "ORG": 1661, "PER": 1617}, 231),
-    ("conll2003/padellm_json/conll03_train.json", "padellm-json", 14041, 23499, {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600}, None),
-    ("conll2003/padellm_json/conll03_dev.json", "padellm-json", 3250, 5942, {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842}, None),
-    ("conll2003/padellm_json/conll03_test.json", "padellm-json", 3453, 5648, {"LOC": 1668, "MISC": 702, "ORG": 1661, "PER": 1617}, None),
-    ("genia/padellm_json/genia_dev.json", "padellm-json", 1669, 4367, {"DNA": 1030, "RNA": 133, "cell_line": 330, "cell_type": 558, "protein": 2316}, None),
-    ("genia/padellm_json/genia_test.json", "padellm-json", 1854, 5506, {"DNA": 1262, "RNA": 109, "cell_line": 445, "cell_type": 606, "protein": 3084}, None),
-    ("genia/rebuilt_from_raw/genia_train.json", "padellm-json", 15023, 46142, {"DNA": 7684, "RNA": 696, "cell_line": 3069, "cell_type": 5853, "protein": 28840}, None),
-    ("resume/original/train.char.bmes", "chars", 3821, 13440, {"CONT": 260, "EDU": 858, "LOC": 47, "NAME": 952, "ORG": 4613, "PRO": 287, "RACE": 115, "TITLE": 6308}, None),
-    ("resume/original/dev.char.bmes", "chars", 463, 1497, {"CONT": 33, "EDU": 106, "LOC": 2, "NAME": 110, "ORG": 523, "PRO": 18, "RACE": 15, "TITLE": 690}, None),
-    ("resume/original/test.char.bmes", "chars", 477, 1630, {"CONT": 28, "EDU": 112, "LOC": 6, "NAME": 112, "ORG": 553, "PRO": 33, "RACE": 14, "TITLE": 772}, None),
+    (
+        "conll2003/padellm_json/conll03_train.json",
+        "padellm-json",
+        14041,
+        23499,
+        {"LOC": 7140, "MISC": 3438, "ORG": 6321, "PER": 6600},
+        None,
+    ),
+    (
+        "conll2003/padellm_json/conll03_dev.json",
+        "padellm-json",
+        3250,
+        5942,
+        {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842},
+        None,
+    ),
+    (
+        "conll2003/padellm_json/conll03_test.json",
+        "padellm-json",
+        3453,
+        5648,
+        {"LOC": 1668, "MISC": 702, "ORG": 1661, "PER": 1617},
+        None,
+    ),
+    (
+        "genia/padellm_json/genia_dev.json",
+        "padellm-json",
+        1669,
+        4367,
+        {"DNA": 1030, "RNA": 133, "cell_line": 330, "cell_type": 558, "protein": 2316},
+        None,
+    ),
+    (
+        "genia/padellm_json/genia_test.json",
+        "padellm-json",
+        1854,
+        5506,
+        {"DNA": 1262, "RNA": 109, "cell_line": 445, "cell_type": 606, "protein": 3084},
+        None,
+    ),
+    (
+        "genia/rebuilt_from_raw/genia_train.json",
+        "padellm-json",
+        15023,
+        46142,
+        {"DNA": 7684, "RNA": 696, "cell_line": 3069, "cell_type": 5853, "protein": 28840},
+        None,
+    ),
+    (
+        "resume/original/train.char.bmes",
+        "chars",
+        3821,
+        13440,
+        {"CONT": 260, "EDU": 858, "LOC": 47, "NAME": 952, "ORG": 4613, "PRO": 287, "RACE": 115, "TITLE": 6308},
+        None,
+    ),
+    (
+        "resume/original/dev.char.bmes",
+        "chars",
+        463,
+        1497,
+        {"CONT": 33, "EDU": 106, "LOC": 2, "NAME": 110, "ORG": 523, "PRO": 18, "RACE": 15, "TITLE": 690},
+        None,
+    ),
+    (
+        "resume/original/test.char.bmes",
+        "chars",
+        477,
+        1630,
+        {"CONT": 28, "EDU": 112, "LOC": 6, "NAME": 112, "ORG": 553, "PRO": 33, "RACE": 14, "TITLE": 772},
+        None,
+    ),
     ("resume/padellm_json/resume_train.json", "padellm-json", 3819, 13438, None, None),
     ("resume/padellm_json/resume_test.json", "padellm-json", 477, 1630, None, None),
-    ("weibo/original/weiboNER_2nd_conll.train", "chars", 1350, 1895, {"GPE.NAM": 205, "GPE.NOM": 8, "LOC.NAM": 56, "LOC.NOM": 51, "ORG.NAM": 183, "ORG.NOM": 42, "PER.NAM": 578, "PER.NOM": 772}, None),
+    (
+        "weibo/original/weiboNER_2nd_conll.train",
+        "chars",
+        1350,
+        1895,
+        {
+            "GPE.NAM": 205,
+            "GPE.NOM": 8,
+            "LOC.NAM": 56,
+            "LOC.NOM": 51,
+            "ORG.NAM": 183,
+            "ORG.NOM": 42,
+            "PER.NAM": 578,
+            "PER.NOM": 772,
+        },
+        None,
+    ),
     ("weibo/original/weiboNER_2nd_conll.dev", "chars", 270, 389, None, None),
-    ("weibo/original/weiboNER_2nd_conll.test", "chars", 270, 418, {"GPE.NAM": 47, "GPE.NOM": 2, "LOC.NAM": 19, "LOC.NOM": 9, "ORG.NAM": 39, "ORG.NOM": 17, "PER.NAM": 113, "PER.NOM": 172}, None),
+    (
+        "weibo/original/weiboNER_2nd_conll.test",
+        "chars",
+        270,
+        418,
+        {
+            "GPE.NAM": 47,
+            "GPE.NOM": 2,
+            "LOC.NAM": 19,
+            "LOC.NOM": 9,
+            "ORG.NAM": 39,
+            "ORG.NOM": 17,
+            "PER.NAM": 113,
+            "PER.NOM": 172,
+        },
+        None,
+    ),
     ("weibo/original/weiboNER.conll.train", "chars", 1350, 1391, None, None),
     ("weibo/original/weiboNER.conll.dev", "chars", 270, 305, None, None),
     ("weibo/original/weiboNER.conll.test", "chars", 270, 320, None, None),
@@ -81,8 +176,8 @@ def test_original_and_official_conll_agree_entity_for_entity(datasets):
     official = read_corpus(datasets / "conll2003/padellm_json/conll03_test.json").documents
     assert len(original) == len(official)
     same = sum(
-        [(e.label, e.text) for e in a.entities] == [(e.label, e.text.replace("-LPR-", "(").replace("-RPR-", ")"))
-                                                    for e in b.entities]
+        [(e.label, e.text) for e in a.entities]
+        == [(e.label, e.text.replace("-LPR-", "(").replace("-RPR-", ")")) for e in b.entities]
         for a, b in zip(original, official)
     )
     assert same == len(original)
@@ -97,8 +192,10 @@ def test_the_official_file_reads_brackets_as_the_conll_file_does(datasets):
     same = [(a, b) for a, b in zip(official, original) if a.text == b.text]
     assert len(same) == 3446
     assert sum("(" in a.text for a, _ in same) >= 500
-    assert all([(e.start, e.end, e.label) for e in a.entities] == [(e.start, e.end, e.label) for e in b.entities]
-               for a, b in same)
+    assert all(
+        [(e.start, e.end, e.label) for e in a.entities] == [(e.start, e.end, e.label) for e in b.entities]
+        for a, b in same
+    )
 
 
 @pytest.mark.slow

@@ -34,8 +34,11 @@ def test_ties_go_to_the_label_seen_first():
 
 
 items_strategy = st.lists(
-    st.tuples(st.sampled_from(["ORG", "MISC", "PER", "LOC"]), st.sampled_from(["a", "b", "c", "d e"]),
-              st.floats(min_value=0, max_value=1)),
+    st.tuples(
+        st.sampled_from(["ORG", "MISC", "PER", "LOC"]),
+        st.sampled_from(["a", "b", "c", "d e"]),
+        st.floats(min_value=0, max_value=1),
+    ),
     max_size=12,
 )
 

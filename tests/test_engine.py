@@ -21,10 +21,15 @@ TEXTS = [
 def reference(model, ids, stop_ids, max_new):
     """Plain transformers generate, one sequence at a time: tokens and their log-probabilities."""
     out = model.model.generate(
-        torch.tensor([ids]), max_new_tokens=max_new, do_sample=False, output_scores=True,
-        return_dict_in_generate=True, eos_token_id=sorted(stop_ids), pad_token_id=model.pad_id,
+        torch.tensor([ids]),
+        max_new_tokens=max_new,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+        eos_token_id=sorted(stop_ids),
+        pad_token_id=model.pad_id,
     )
-    new = out.sequences[0, len(ids):].tolist()
+    new = out.sequences[0, len(ids) :].tolist()
     logprobs = [torch.log_softmax(s[0].float(), -1)[t].item() for s, t in zip(out.scores, new)]
     if new and new[-1] in stop_ids:
         return new[:-1], logprobs[:-1]
@@ -44,16 +49,34 @@ def test_prefix_shared_batches_equal_per_sequence_generate(base_engine_model, te
     # the prefix read with the branches in one forward (tree), the branches on a known prefix cache, and
     # every prompt on its own
     tree, prefix_cache = decode_tree(m.model, prefix, branches, stop_ids=stop, max_new_tokens=6)
-    on_cache = greedy_decode(m.model, branches, prefix_ids=prefix, prefix_cache=encode_prefix(m.model, prefix, m.device),
-                             stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
+    on_cache = greedy_decode(
+        m.model,
+        branches,
+        prefix_ids=prefix,
+        prefix_cache=encode_prefix(m.model, prefix, m.device),
+        stop_ids=stop,
+        max_new_tokens=6,
+        pad_id=m.pad_id,
+    )
     alone = greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id)
     # and each of them with prompt-lookup drafts copied from the document
     lookup, known = PromptLookup(prefix, m.lookup_keys, 3), encode_prefix(m.model, prefix, m.device)
-    drafted = [decode_tree(m.model, prefix, branches, stop_ids=stop, max_new_tokens=6, lookup=lookup)[0],
-               greedy_decode(m.model, branches, prefix_ids=prefix, prefix_cache=known, stop_ids=stop, max_new_tokens=6,
-                             pad_id=m.pad_id, lookup=lookup),
-               greedy_decode(m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6,
-                             pad_id=m.pad_id, lookup=lookup)]
+    drafted = [
+        decode_tree(m.model, prefix, branches, stop_ids=stop, max_new_tokens=6, lookup=lookup)[0],
+        greedy_decode(
+            m.model,
+            branches,
+            prefix_ids=prefix,
+            prefix_cache=known,
+            stop_ids=stop,
+            max_new_tokens=6,
+            pad_id=m.pad_id,
+            lookup=lookup,
+        ),
+        greedy_decode(
+            m.model, [prefix + b for b in branches], stop_ids=stop, max_new_tokens=6, pad_id=m.pad_id, lookup=lookup
+        ),
+    ]
     for got in (tree, on_cache, alone, *drafted):
         for generated, (tokens, logprobs) in zip(got, expected):
             assert generated.token_ids == tokens
@@ -71,7 +94,9 @@ def test_split_tokenization_equals_whole_prompt_tokenization(base_engine_model):
         prefix = m.encode(template.shared_prefix(text), special=True)
         for label in schema.labels:
             word = schema.prompt_word(label)
-            assert prefix + m.encode(template.label_branch(word)) == m.encode(template.count_prompt(text, word), special=True)
+            assert prefix + m.encode(template.label_branch(word)) == m.encode(
+                template.count_prompt(text, word), special=True
+            )
             step2 = template.label_branch(word) + template.mention_suffix(3, 2)
             assert prefix + m.encode(step2) == m.encode(template.mention_prompt(text, word, 3, 2), special=True)
 
@@ -90,10 +115,12 @@ def test_engine_modes_agree_and_account_tokens(base_engine_model):
 
 # a 20-name squad: long enough that the shipped model counts 10 or more (two digits, decoded in full); with 14
 # names the 2-epoch model said 10 or more but the 4-epoch one says 6
-ROSTER = ("Squad : Javier Pertile , Paolo Vaccari , Marcello Cuttitta , Ivan Francescato , Leandro Manteri , "
-          "Diego Dominguez , Francesco Mazzariol , Alessandro Troncon , Orazio Arancio , Andrea Sgorlon , "
-          "Massimo Giovanelli , Carlo Checchinato , Walter Cristofoletto , Franco Properzi Curti , Giambatista Croci , "
-          "Julian Gardner , Mark Giacheri , Nicola Mazzucato , Alessandro Moscardi , Cristian Stoica .")
+ROSTER = (
+    "Squad : Javier Pertile , Paolo Vaccari , Marcello Cuttitta , Ivan Francescato , Leandro Manteri , "
+    "Diego Dominguez , Francesco Mazzariol , Alessandro Troncon , Orazio Arancio , Andrea Sgorlon , "
+    "Massimo Giovanelli , Carlo Checchinato , Walter Cristofoletto , Franco Properzi Curti , Giambatista Croci , "
+    "Julian Gardner , Mark Giacheri , Nicola Mazzucato , Alessandro Moscardi , Cristian Stoica ."
+)
 
 
 WHOLE_TEXT = WindowPolicy(max_tokens=4096)  # every test text as one window: decoding is compared prompt by prompt
@@ -124,11 +151,15 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
     counts, mentions = greedy_reference(m, text, schema, 12)
     assert mentions, "the trained model finds entities in every test text"
     forwards = {}
-    variants = {"one call": {}, "count then mention": {"one_call": False},
-                "no prefix sharing": {"prefix_sharing": False}}
+    variants = {
+        "one call": {},
+        "count then mention": {"one_call": False},
+        "no prefix sharing": {"prefix_sharing": False},
+    }
     for (name, options), lookup_tokens in itertools.product(variants.items(), (0, 4)):
-        engine = PadellmEngine(m, max_mention_tokens=12, lookup_tokens=lookup_tokens,
-                               window_policy=WHOLE_TEXT, **options)
+        engine = PadellmEngine(
+            m, max_mention_tokens=12, lookup_tokens=lookup_tokens, window_policy=WHOLE_TEXT, **options
+        )
         result = engine.recognize(text, schema)
         assert result.windows == 1
         forwards[name, lookup_tokens] = result.forward_calls
@@ -147,8 +178,11 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
         assert any(len(m.decode(tokens)) > 1 for tokens, _ in counts.values()), "a count of 10 or more"
     else:  # one-digit counts: their stop tokens are confirmed in step 2's forward, one forward fewer
         for lookup_tokens in (0, 4):
-            assert (forwards["one call", lookup_tokens] == forwards["count then mention", lookup_tokens] - 1
-                    == forwards["no prefix sharing", lookup_tokens] - 1)
+            assert (
+                forwards["one call", lookup_tokens]
+                == forwards["count then mention", lookup_tokens] - 1
+                == forwards["no prefix sharing", lookup_tokens] - 1
+            )
     # the mentions are copied from the text: drafts of them save forwards in every mode where a mention has
     # tokens to copy after its first (and never cost one)
     copied = any(len(tokens) > 1 for tokens, _ in mentions.values())
@@ -156,10 +190,12 @@ def test_engine_equals_greedy_decoding_of_every_count_and_mention(serving_engine
         assert forwards[name, 4] < forwards[name, 0] if copied else forwards[name, 4] == forwards[name, 0]
 
 
-ARTICLE = ("SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n\nAL-AIN , United Arab Emirates 1996-12-06\n\n"
-           "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C "
-           "championship match on Friday .  But China saw their luck desert them in the second match of the group ,"
-           "\ncrashing to a surprise 2-0 defeat to newcomers Uzbekistan .\n\n" + ROSTER)
+ARTICLE = (
+    "SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n\nAL-AIN , United Arab Emirates 1996-12-06\n\n"
+    "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C "
+    "championship match on Friday .  But China saw their luck desert them in the second match of the group ,"
+    "\ncrashing to a surprise 2-0 defeat to newcomers Uzbekistan .\n\n" + ROSTER
+)
 
 
 def test_windows_of_a_document_decode_together_as_each_alone(serving_engine_model):
@@ -175,7 +211,8 @@ def test_windows_of_a_document_decode_together_as_each_alone(serving_engine_mode
         assert result.windows == len(windows) >= 4
         for window in windows:
             alone = PadellmEngine(m, max_mention_tokens=12, window_policy=WHOLE_TEXT, **options).recognize(
-                window.text, schema)
+                window.text, schema
+            )
             assert alone.windows == 1
             mine = [(c.label, c.raw) for c in result.counts if c.window == window.index]
             assert mine == [(c.label, c.raw) for c in alone.counts]
@@ -188,9 +225,8 @@ def test_windows_of_a_document_decode_together_as_each_alone(serving_engine_mode
         assert result.prediction.mentions, "the trained model finds entities in the article"
         for mention in result.prediction.mentions:
             if mention.start is not None:
-                assert ARTICLE[mention.start:mention.end] == mention.text
-        assert sum(c.count for c in result.prediction.counts) == len(
-            [x for x in result.mentions])
+                assert ARTICLE[mention.start : mention.end] == mention.text
+        assert sum(c.count for c in result.prediction.counts) == len([x for x in result.mentions])
 
 
 def test_drafts_keep_the_token_budget_and_the_greedy_tokens(base_engine_model):
@@ -202,8 +238,7 @@ def test_drafts_keep_the_token_budget_and_the_greedy_tokens(base_engine_model):
     for budget in (1, 2, 3, 7):
         plain = greedy_decode(m.model, [prompt], stop_ids=stop, max_new_tokens=budget)[0]
         stats = DecodeStats()
-        drafted = greedy_decode(m.model, [prompt], stop_ids=stop, max_new_tokens=budget, lookup=lookup,
-                                stats=stats)[0]
+        drafted = greedy_decode(m.model, [prompt], stop_ids=stop, max_new_tokens=budget, lookup=lookup, stats=stats)[0]
         assert len(drafted.token_ids) <= budget
         assert (drafted.token_ids, drafted.finish) == (plain.token_ids, plain.finish)
         assert drafted.logprobs == pytest.approx(plain.logprobs, abs=2e-4)
@@ -242,12 +277,15 @@ def test_a_forest_packed_into_rows_decodes_each_tree_as_alone(base_engine_model,
     m = base_engine_model
     template, stop = template_for("en"), frozenset({m.eos_id, *m.newline_ids})
     prefixes = [m.encode(template.shared_prefix(text), special=True) for text in TEXTS + ["Nokia rose ."]]
-    branches = [[m.encode(template.label_branch(label)) for label in labels]
-                for labels in (["PER", "LOC"], ["ORG"], ["MISC", "PER", "LOC", "ORG"], ["LOC"])]
+    branches = [
+        [m.encode(template.label_branch(label)) for label in labels]
+        for labels in (["PER", "LOC"], ["ORG"], ["MISC", "PER", "LOC", "ORG"], ["LOC"])
+    ]
     alone = [decode_tree(m.model, p, b, stop_ids=stop, max_new_tokens=4)[0] for p, b in zip(prefixes, branches)]
     monkeypatch.setattr(decoder, "ROW_TOKENS", 60)
-    together, forest = decoder.decode_forest(m.model, prefixes, branches, stop_ids=stop, max_new_tokens=4,
-                                             pad_id=m.pad_id)
+    together, forest = decoder.decode_forest(
+        m.model, prefixes, branches, stop_ids=stop, max_new_tokens=4, pad_id=m.pad_id
+    )
     assert forest.rows >= 2 and len({row for row, _, _ in forest.trees}) < len(prefixes), "trees share rows"
     for got, expected in zip(together, alone):
         assert [g.token_ids for g in got] == [g.token_ids for g in expected]

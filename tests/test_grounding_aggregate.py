@@ -18,7 +18,10 @@ def test_word_boundaries_are_preferred():
 
 def test_mention_not_in_text_has_no_span():
     assert ground(TEXT, [("LOC", "Japan"), ("LOC", "Syria"), ("LOC", "Syria"), ("LOC", "Syria")], "en") == [
-        None, (0, 5), (29, 34), None  # a third "Syria" is not placed inside "Syrian"
+        None,
+        (0, 5),
+        (29, 34),
+        None,  # a third "Syria" is not placed inside "Syrian"
     ]
     assert ground("the Syrians", [("MISC", "Syrian")], "en") == [(4, 10)]  # no whole word: inside one
 
@@ -50,11 +53,15 @@ def test_aggregate_end_to_end():
     labels = ["ORG", "MISC", "PER", "LOC"]
     pred = aggregate(text, labels, counts, mentions, language="en")
     assert [(m.label, m.k, m.text, m.start, m.end) for m in pred.mentions] == [
-        ("MISC", 1, "Euro 96", 10, 17), ("LOC", 1, "Italy", 0, 5), ("LOC", 2, "Italy", 21, 26),
+        ("MISC", 1, "Euro 96", 10, 17),
+        ("LOC", 1, "Italy", 0, 5),
+        ("LOC", 2, "Italy", 21, 26),
     ]
     assert [(m.label, m.text) for m in pred.removed_by_dedup] == [("MISC", "Italy")]
     assert {c.label: (c.count, c.status) for c in pred.counts} == {
-        "ORG": (0, CountStatus.OK), "MISC": (2, CountStatus.OK), "PER": (0, CountStatus.EMPTY),
+        "ORG": (0, CountStatus.OK),
+        "MISC": (2, CountStatus.OK),
+        "PER": (0, CountStatus.EMPTY),
         "LOC": (2, CountStatus.OK),
     }
     assert math.isclose(pred.mentions[1].probability, 0.99)
@@ -66,23 +73,35 @@ def test_aggregate_end_to_end():
 
 def test_aggregate_counts_empty_and_ungrounded_mentions():
     pred = aggregate(
-        "Nokia rose", ["ORG"], [CountResult("ORG", "2")],
-        [MentionResult("ORG", 1, ""), MentionResult("ORG", 2, "Nokia Oyj")], language="en",
+        "Nokia rose",
+        ["ORG"],
+        [CountResult("ORG", "2")],
+        [MentionResult("ORG", 1, ""), MentionResult("ORG", 2, "Nokia Oyj")],
+        language="en",
     )
     # "Nokia Oyj" is not in the text: set aside (counted as ungrounded), not returned
     assert pred.empty_mentions == 1 and pred.ungrounded == 1 and pred.mentions == ()
     assert [(m.label, m.text) for m in pred.absent] == [("ORG", "Nokia Oyj")]
     # a string the text holds fewer times than it was predicted: kept, the extra one without a span
-    twice = aggregate("Nokia rose", ["ORG"], [CountResult("ORG", "2")],
-                      [MentionResult("ORG", 1, "Nokia"), MentionResult("ORG", 2, "Nokia")], language="en",
-                      dedup="none")
+    twice = aggregate(
+        "Nokia rose",
+        ["ORG"],
+        [CountResult("ORG", "2")],
+        [MentionResult("ORG", 1, "Nokia"), MentionResult("ORG", 2, "Nokia")],
+        language="en",
+        dedup="none",
+    )
     assert [(m.text, m.start) for m in twice.mentions] == [("Nokia", 0), ("Nokia", None)] and twice.ungrounded == 1
 
 
 def test_a_string_not_in_the_text_never_displaces_a_real_mention_in_dedup():
-    pred = aggregate("Nokia rose", ["ORG", "PER"], [CountResult("ORG", "1"), CountResult("PER", "1")],
-                     [MentionResult("ORG", 1, "Nokia", math.log(0.6)), MentionResult("PER", 1, "Nokla", math.log(0.9))],
-                     language="en")
+    pred = aggregate(
+        "Nokia rose",
+        ["ORG", "PER"],
+        [CountResult("ORG", "1"), CountResult("PER", "1")],
+        [MentionResult("ORG", 1, "Nokia", math.log(0.6)), MentionResult("PER", 1, "Nokla", math.log(0.9))],
+        language="en",
+    )
     assert [(m.label, m.text) for m in pred.mentions] == [("ORG", "Nokia")]
     assert [(m.label, m.text) for m in pred.absent] == [("PER", "Nokla")]
 

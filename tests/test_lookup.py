@@ -3,8 +3,22 @@
 from workers.engine.lookup import MAX_NGRAM, PromptLookup, lookup_keys
 
 # token id -> text; 1 and 11 spell the same word with and without a leading space, 9 is a newline (a stop)
-TEXTS = ["<s>", " Japan", " began", " the", " defence", " of", "Japan", " Asian", " Cup", "\n", "  ", " Syria",
-         " ,", " ."]
+TEXTS = [
+    "<s>",
+    " Japan",
+    " began",
+    " the",
+    " defence",
+    " of",
+    "Japan",
+    " Asian",
+    " Cup",
+    "\n",
+    "  ",
+    " Syria",
+    " ,",
+    " .",
+]
 KEYS = lookup_keys(TEXTS)
 STOP = frozenset({9})
 

@@ -28,7 +28,14 @@ def test_set_metric_by_hand():
     # per label: PER p=1/2 r=1 f=2/3; LOC p=1 r=1/2 f=2/3; ORG f=0 -> macro 4/9
     assert math.isclose(s.macro_f1, 4 / 9)
     assert s.to_json()["per_label"]["ORG"] == {
-        "precision": 0.0, "recall": 0.0, "f1": 0.0, "tp": 0, "fp": 1, "fn": 0, "support": 0}
+        "precision": 0.0,
+        "recall": 0.0,
+        "f1": 0.0,
+        "tp": 0,
+        "fp": 1,
+        "fn": 0,
+        "support": 0,
+    }
 
 
 def test_set_scores_by_gold_group_size():
@@ -81,10 +88,12 @@ def test_bundled_results_match_the_official_scorer():
 
 label = st.sampled_from(["ORG", "MISC", "PER", "LOC"])
 mention = st.sampled_from(["Japan", "Syria", "Asian Cup", "FIFA", "Uzbek"])
-row = st.fixed_dictionaries({
-    "pred": st.dictionaries(label, st.lists(st.tuples(mention, st.floats(0, 1)).map(list), max_size=3), max_size=4),
-    "gt": st.dictionaries(label, st.lists(mention, max_size=3), max_size=4),
-})
+row = st.fixed_dictionaries(
+    {
+        "pred": st.dictionaries(label, st.lists(st.tuples(mention, st.floats(0, 1)).map(list), max_size=3), max_size=4),
+        "gt": st.dictionaries(label, st.lists(mention, max_size=3), max_size=4),
+    }
+)
 
 
 @settings(max_examples=200)
@@ -127,9 +136,15 @@ def test_predictions_are_paired_with_gold_by_id_or_position():
 def test_predictions_without_probabilities_score_as_written():
     from padellm_ner.data.predictions import read_prediction_jsonl, write_padellm_results
 
-    line = {"id": "d1", "text": "Nokia sued Nokia Oyj .",
-            "entities": [{"label": "ORG", "text": "Nokia"}, {"label": "LOC", "text": "Nokia"},
-                         {"label": "ORG", "text": "Nokia Oyj", "probability": 0.7}]}
+    line = {
+        "id": "d1",
+        "text": "Nokia sued Nokia Oyj .",
+        "entities": [
+            {"label": "ORG", "text": "Nokia"},
+            {"label": "LOC", "text": "Nokia"},
+            {"label": "ORG", "text": "Nokia Oyj", "probability": 0.7},
+        ],
+    }
     records = read_prediction_jsonl(json.dumps(line))
     assert [m.probability for m in records[0].mentions] == [None, None, 0.7]
     gold = {"ORG": ["Nokia", "Nokia Oyj"], "LOC": []}
@@ -139,11 +154,15 @@ def test_predictions_without_probabilities_score_as_written():
     # and the official results format carries the missing probability as null, both ways
     again = read_padellm_results(write_padellm_results(records))
     assert sorted((m.label, m.text, m.probability or 0) for m in again[0].mentions) == [
-        ("LOC", "Nokia", 0), ("ORG", "Nokia", 0), ("ORG", "Nokia Oyj", 0.7)]
+        ("LOC", "Nokia", 0),
+        ("ORG", "Nokia", 0),
+        ("ORG", "Nokia Oyj", 0.7),
+    ]
     assert {m.text: m.probability for m in again[0].mentions}["Nokia"] is None
 
 
 # --- bootstrap intervals (padellm_ner.core.bootstrap) ----------------------------------------------------------
+
 
 def test_per_document_counts_add_up_to_the_totals():
     pairs = [({"PER": ["A", "B"]}, {"PER": ["A"]}), ({}, {"LOC": ["C"]}), ({"ORG": ["E"]}, {"ORG": ["E"]})]

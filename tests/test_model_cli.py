@@ -15,10 +15,33 @@ def tiny_models(tiny_base_model, tmp_path_factory):
     models = {}
     for objective in ("padellm", "autoreg-struct"):
         run = root / f"run-{objective}"
-        assert main(["train", "--data", str(EXAMPLES / "sample.conll"), "--schema", "conll03", "--output", str(run),
-                     "--objective", objective, "--max-steps", "2", "--rows-per-step", "2", "--no-bf16",
-                     "--oversample-min-mentions", "2", "--oversample-times", "2",
-                     "--base-model", str(tiny_base_model)]) == 0
+        assert (
+            main(
+                [
+                    "train",
+                    "--data",
+                    str(EXAMPLES / "sample.conll"),
+                    "--schema",
+                    "conll03",
+                    "--output",
+                    str(run),
+                    "--objective",
+                    objective,
+                    "--max-steps",
+                    "2",
+                    "--rows-per-step",
+                    "2",
+                    "--no-bf16",
+                    "--oversample-min-mentions",
+                    "2",
+                    "--oversample-times",
+                    "2",
+                    "--base-model",
+                    str(tiny_base_model),
+                ]
+            )
+            == 0
+        )
         assert json.loads((run / "train_config.json").read_text())["oversample_min_mentions"] == 2
         assert main(["export", "--run", str(run), "--output", str(root / objective), "--rank", "4"]) == 0
         models[objective] = root / objective
@@ -28,8 +51,23 @@ def tiny_models(tiny_base_model, tmp_path_factory):
 @pytest.mark.parametrize("objective", ["padellm", "autoreg-struct"])
 def test_eval_json_fields(tiny_base_model, tiny_models, capsys, tmp_path, objective):
     predictions = tmp_path / "pred.jsonl"
-    assert main(["eval", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models[objective]),
-                 "--base-model", str(tiny_base_model), "--json", "--predictions", str(predictions)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--data",
+                str(EXAMPLES / "sample.conll"),
+                "--model",
+                str(tiny_models[objective]),
+                "--base-model",
+                str(tiny_base_model),
+                "--json",
+                "--predictions",
+                str(predictions),
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     for key in ("micro_f1", "latency_ms_mean", "latency_ms_p50", "latency_ms_p95", "tokens_per_sequence_mean"):
         assert key in report
@@ -44,9 +82,29 @@ def test_eval_json_fields(tiny_base_model, tiny_models, capsys, tmp_path, object
 
 
 def test_bench_reports_modes_side_by_side(tiny_base_model, tiny_models, capsys, tmp_path):
-    assert main(["bench", "--data", str(EXAMPLES / "sample.conll"), "--model", str(tiny_models["padellm"]),
-                 "--baseline-model", str(tiny_models["autoreg-struct"]), "--base-model", str(tiny_base_model),
-                 "--output-dir", str(tmp_path), "--sample", "2", "--seed", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--data",
+                str(EXAMPLES / "sample.conll"),
+                "--model",
+                str(tiny_models["padellm"]),
+                "--baseline-model",
+                str(tiny_models["autoreg-struct"]),
+                "--base-model",
+                str(tiny_base_model),
+                "--output-dir",
+                str(tmp_path),
+                "--sample",
+                "2",
+                "--seed",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     assert report["documents"] == 2 and report["documents_selected"]["how"] == "sample"
     assert set(report["modes"]) == {"padellm", "padellm-no-prefix-sharing", "autoreg-struct"}
@@ -71,8 +129,7 @@ def test_recognize_gives_autoreg_struct_mentions_no_probability(capsys):
     model = REPO_ROOT / "models" / "autoreg-struct-conll03"
     if not (model / "padellm.json").exists():
         pytest.skip(f"no AutoReg_Struct model at {model}")
-    assert main(["recognize", "EU rejects German call to boycott British lamb .", "--model", str(model),
-                 "--json"]) == 0
+    assert main(["recognize", "EU rejects German call to boycott British lamb .", "--model", str(model), "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert {e["text"] for e in record["entities"]} >= {"EU", "German", "British"}
     assert all(e["probability"] is None for e in record["entities"])
@@ -99,8 +156,19 @@ def test_recognize_with_and_without_prompt_lookup(capsys):
 
 def test_train_refuses_a_repeat_count_below_one(capsys, tmp_path):
     with pytest.raises(SystemExit) as refused:
-        main(["train", "--data", str(EXAMPLES / "sample.conll"), "--output", str(tmp_path / "run"),
-              "--oversample-min-mentions", "3", "--oversample-times", "0"])
+        main(
+            [
+                "train",
+                "--data",
+                str(EXAMPLES / "sample.conll"),
+                "--output",
+                str(tmp_path / "run"),
+                "--oversample-min-mentions",
+                "3",
+                "--oversample-times",
+                "0",
+            ]
+        )
     assert refused.value.code == 2 and "0 is below 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
@@ -116,9 +184,27 @@ def test_eval_refuses_limit_and_sample_together(capsys):
 
 
 def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_models, capsys):
-    assert main(["bench-serving", "--data", str(EXAMPLES / "sample.conll"), "--limit", "4", "--worker-counts", "1",
-                 "--concurrency", "2", "--model", str(tiny_models["padellm"]), "--base-model", str(tiny_base_model),
-                 "--json"]) == 0
+    assert (
+        main(
+            [
+                "bench-serving",
+                "--data",
+                str(EXAMPLES / "sample.conll"),
+                "--limit",
+                "4",
+                "--worker-counts",
+                "1",
+                "--concurrency",
+                "2",
+                "--model",
+                str(tiny_models["padellm"]),
+                "--base-model",
+                str(tiny_base_model),
+                "--json",
+            ]
+        )
+        == 0
+    )
     report = json.loads(capsys.readouterr().out)
     overhead = report["overhead"]
     assert report["documents"] == 4 and overhead["mode"] == "multi"
@@ -130,18 +216,40 @@ def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_mod
     assert one_worker["workers"] == 1 and one_worker["documents"] == 4 and one_worker["documents_per_s"] > 0
 
 
-@pytest.mark.parametrize("flags, native, expected", [
-    (["--bf16"], False, True), (["--no-bf16"], True, False), ([], True, True), ([], False, False)])
-def test_train_autocasts_bf16_only_where_the_cpu_has_it(tiny_base_model, tmp_path, monkeypatch, capsys,
-                                                        flags, native, expected):
+@pytest.mark.parametrize(
+    "flags, native, expected",
+    [(["--bf16"], False, True), (["--no-bf16"], True, False), ([], True, True), ([], False, False)],
+)
+def test_train_autocasts_bf16_only_where_the_cpu_has_it(
+    tiny_base_model, tmp_path, monkeypatch, capsys, flags, native, expected
+):
     """Default: bf16 autocast where the CPU computes bf16 natively (emulated elsewhere, many times slower than
     fp32); --bf16 / --no-bf16 override the probe."""
     import workers.training.loop as loop
 
     monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
     run = tmp_path / "run"
-    assert main(["train", "--data", str(EXAMPLES / "sample.conll"), "--schema", "conll03", "--output", str(run),
-                 "--max-steps", "1", "--rows-per-step", "1", "--base-model", str(tiny_base_model), *flags]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(EXAMPLES / "sample.conll"),
+                "--schema",
+                "conll03",
+                "--output",
+                str(run),
+                "--max-steps",
+                "1",
+                "--rows-per-step",
+                "1",
+                "--base-model",
+                str(tiny_base_model),
+                *flags,
+            ]
+        )
+        == 0
+    )
     assert json.loads((run / "train_config.json").read_text())["bf16"] is expected
     chosen = "bf16 autocast" if expected else "fp32"
     assert (f"train: {chosen} (this CPU" in capsys.readouterr().err) == (not flags)

@@ -22,7 +22,9 @@ def free_port() -> int:
 
 def start(*args: str) -> tuple[subprocess.Popen, str]:
     env = {**os.environ, "PADELLM_THREADS": "1", "PADELLM_LOG_FORMAT": "json"}
-    process = subprocess.Popen([CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    process = subprocess.Popen(
+        [CLI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env
+    )
     line = process.stdout.readline()  # "... ready on HOST:PORT"
     if "ready on" not in line:
         process.kill()
@@ -39,17 +41,35 @@ def test_worker_service_and_remote_recognize():
     worker, worker_address = start("worker", "--port", "0")
     metrics_port = free_port()
     try:
-        service, address = start("serve", "--port", "0", "--workers", worker_address, "--metrics-port", str(metrics_port))
+        service, address = start(
+            "serve", "--port", "0", "--workers", worker_address, "--metrics-port", str(metrics_port)
+        )
         try:
-            result = subprocess.run([CLI, "recognize", "--endpoint", address, "--id", "cli-doc", "--json",
-                                     "EU rejects German call to boycott British lamb ."],
-                                    capture_output=True, text=True, timeout=120)
+            result = subprocess.run(
+                [
+                    CLI,
+                    "recognize",
+                    "--endpoint",
+                    address,
+                    "--id",
+                    "cli-doc",
+                    "--json",
+                    "EU rejects German call to boycott British lamb .",
+                ],
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
             assert result.returncode == 0, result.stderr
             record = json.loads(result.stdout)
             assert record["id"] == "cli-doc" and record["record_version"] == "padellm-ner.entity-record/v1"
             assert [c["label"] for c in record["counts"]] == ["ORG", "MISC", "PER", "LOC"]
-            bad = subprocess.run([CLI, "recognize", "--endpoint", address, "--id", "bad id", "x"],
-                                 capture_output=True, text=True, timeout=60)
+            bad = subprocess.run(
+                [CLI, "recognize", "--endpoint", address, "--id", "bad id", "x"],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert bad.returncode == 2 and "INVALID_ARGUMENT" in bad.stderr
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
             assert 'padellm_requests_total{code="OK",method="Recognize"} 1.0' in metrics

@@ -39,7 +39,9 @@ def test_conll_words_with_docstart():
     assert info == {"mode": WORDS, "scheme": "iob2"}
     assert [d.text for d in docs] == ["EU rejects German call .", "Peter Blackburn", "BRUSSELS"]
     assert [(e.start, e.end, e.label, e.text) for e in docs[0].entities] == [
-        (0, 2, "ORG", "EU"), (11, 17, "MISC", "German")]
+        (0, 2, "ORG", "EU"),
+        (11, 17, "MISC", "German"),
+    ]
     assert [d.source_document for d in docs] == ["t-doc0", "t-doc0", "t-doc1"]
     assert docs[1].tokens == ((0, 5), (6, 15))
 
@@ -161,8 +163,7 @@ def tagged_documents(draw, word=WORD, joiner=" "):
         p += len(token) + len(joiner)
     text = joiner.join(tokens)
     entities = tuple(make_entity(text, offsets[s][0], offsets[e - 1][1], label) for s, e, label in spans)
-    return Document("d", text, entities, language="en" if joiner else "zh",
-                    tokens=tuple(offsets) if joiner else None)
+    return Document("d", text, entities, language="en" if joiner else "zh", tokens=tuple(offsets) if joiner else None)
 
 
 def _same(a: list[Document], b: list[Document]) -> None:
@@ -177,8 +178,14 @@ def test_columns_round_trip_words(docs, scheme):
     # encoding the decoded tags again gives the same tags
     for doc in back:
         tokens = [doc.text[s:e] for s, e in doc.tokens]
-        spans = [(next(i for i, (s, _) in enumerate(doc.tokens) if s == e.start),
-                  next(i for i, (_, t) in enumerate(doc.tokens) if t == e.end) + 1, e.label) for e in doc.entities]
+        spans = [
+            (
+                next(i for i, (s, _) in enumerate(doc.tokens) if s == e.start),
+                next(i for i, (_, t) in enumerate(doc.tokens) if t == e.end) + 1,
+                e.label,
+            )
+            for e in doc.entities
+        ]
         assert decode(encode(len(tokens), spans, scheme)) == spans
 
 
@@ -186,8 +193,10 @@ CHAR = st.sampled_from(list("北京大学优酷看 ，。A1"))
 
 
 @settings(max_examples=150)
-@given(st.lists(tagged_documents(word=CHAR, joiner=""), min_size=1, max_size=4),
-       st.sampled_from(["iob1", "iob2", "bioes", "bmes"]))
+@given(
+    st.lists(tagged_documents(word=CHAR, joiner=""), min_size=1, max_size=4),
+    st.sampled_from(["iob1", "iob2", "bioes", "bmes"]),
+)
 def test_columns_round_trip_chars(docs, scheme):
     back, _ = read_columns(write_columns(docs, scheme, CHARS), "d", mode=CHARS)
     _same(docs, back)
@@ -238,5 +247,5 @@ def test_official_bracket_escapes_read_as_brackets():
     (document,), details = read_padellm_json(line)
     assert document.text == "Chelsea ( England ) beat Austria)118 ."
     assert [(e.text, e.label) for e in document.entities] == [("Chelsea", "ORG"), ("England", "LOC")]
-    assert document.text[document.entities[1].start:document.entities[1].end] == "England"
+    assert document.text[document.entities[1].start : document.entities[1].end] == "England"
     assert details["offsets"] == "token"

@@ -19,11 +19,13 @@ from padellm_ner.core.segment import (
 )
 
 CONLL = get_schema("conll03")
-ARTICLE = ("EU rejects German call to boycott British lamb .\n\nPeter Blackburn\n\nBRUSSELS 1996-08-22\n\n"
-           "The European Commission said on Thursday it disagreed with German advice to consumers to shun British "
-           "lamb until scientists determine whether mad cow disease can be transmitted to sheep .  Germany 's "
-           "representative to the European Union 's veterinary committee Werner Zwingmann said on Wednesday\n"
-           "consumers should buy sheepmeat from countries other than Britain until the scientific advice was clearer .")
+ARTICLE = (
+    "EU rejects German call to boycott British lamb .\n\nPeter Blackburn\n\nBRUSSELS 1996-08-22\n\n"
+    "The European Commission said on Thursday it disagreed with German advice to consumers to shun British "
+    "lamb until scientists determine whether mad cow disease can be transmitted to sheep .  Germany 's "
+    "representative to the European Union 's veterinary committee Werner Zwingmann said on Wednesday\n"
+    "consumers should buy sheepmeat from countries other than Britain until the scientific advice was clearer ."
+)
 
 
 def covers(text: str, windows: list[Window]) -> None:
@@ -49,8 +51,11 @@ def test_sentences_pack_up_to_the_budget_and_offsets_point_into_the_document():
     s, e = windows[2].document_span(start, start + len("Wednesday consumers"))
     assert ARTICLE[s:e] == "Wednesday\nconsumers"
     one_each = split_windows(ARTICLE, "en", WindowPolicy(64, WindowUnit.SENTENCE))
-    assert [w.text for w in one_each][:3] == ["EU rejects German call to boycott British lamb .", "Peter Blackburn",
-                                              "BRUSSELS 1996-08-22"]
+    assert [w.text for w in one_each][:3] == [
+        "EU rejects German call to boycott British lamb .",
+        "Peter Blackburn",
+        "BRUSSELS 1996-08-22",
+    ]
     assert len(one_each) == 6 and one_each[-1].text.startswith("consumers")  # a line break ends a sentence
 
 
@@ -69,13 +74,23 @@ def test_a_sentence_over_the_budget_is_cut_at_a_clause_and_a_run_by_characters()
 def test_chinese_splits_at_sentence_marks_and_line_breaks():
     text = "张三毕业于北京大学。他现在在上海工作！你好吗？好的；再见\n李四"
     spans = sentence_spans(text, "zh")
-    assert [text[s:e] for s, e in spans] == ["张三毕业于北京大学。", "他现在在上海工作！", "你好吗？", "好的；", "再见", "李四"]
+    assert [text[s:e] for s, e in spans] == [
+        "张三毕业于北京大学。",
+        "他现在在上海工作！",
+        "你好吗？",
+        "好的；",
+        "再见",
+        "李四",
+    ]
     covers(text, split_windows(text, "zh", WindowPolicy(40)))
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.text(alphabet=st.sampled_from(list("abc XYZ.,;!?\n\té日😀")), max_size=400),
-       st.integers(min_value=8, max_value=80), st.sampled_from(list(WindowUnit)))
+@given(
+    st.text(alphabet=st.sampled_from(list("abc XYZ.,;!?\n\té日😀")), max_size=400),
+    st.integers(min_value=8, max_value=80),
+    st.sampled_from(list(WindowUnit)),
+)
 def test_windows_cover_any_text_once_within_budget(text, budget, unit):
     windows = split_windows(text, "en", WindowPolicy(budget, unit))
     covers(text, windows)
@@ -85,18 +100,35 @@ def test_windows_cover_any_text_once_within_budget(text, budget, unit):
 
 def test_the_plan_asks_per_window_and_merges_into_document_offsets():
     plan = DocumentPlan.of(ARTICLE, CONLL, policy=WindowPolicy(64, WindowUnit.PACKED))
-    assert plan.count_asks()[:5] == [CountAsk(0, "ORG"), CountAsk(0, "MISC"), CountAsk(0, "PER"), CountAsk(0, "LOC"),
-                                     CountAsk(1, "ORG")]
-    assert plan.mention_asks(CountResult("PER", "2", window=1)) == [MentionAsk(1, "PER", 2, 1), MentionAsk(1, "PER", 2, 2)]
+    assert plan.count_asks()[:5] == [
+        CountAsk(0, "ORG"),
+        CountAsk(0, "MISC"),
+        CountAsk(0, "PER"),
+        CountAsk(0, "LOC"),
+        CountAsk(1, "ORG"),
+    ]
+    assert plan.mention_asks(CountResult("PER", "2", window=1)) == [
+        MentionAsk(1, "PER", 2, 1),
+        MentionAsk(1, "PER", 2, 2),
+    ]
     assert plan.mention_asks(CountResult("PER", "0", window=1)) == []
-    counts = [CountResult(label, "0", window=w.index) for w in plan.windows for label in plan.labels
-              if (w.index, label) not in {(0, "MISC"), (2, "PER"), (2, "ORG")}]
-    counts += [CountResult("MISC", "1", -0.1, window=0), CountResult("PER", "1", -0.2, window=2),
-               CountResult("ORG", "2", -0.1, finish=FinishReason.LENGTH, window=2)]
-    mentions = [MentionResult("MISC", 1, "British", -0.1, window=0),
-                MentionResult("PER", 1, "Werner Zwingmann", -0.2, window=2),
-                MentionResult("ORG", 1, "European Union", -0.3, window=2),
-                MentionResult("ORG", 2, "European Un", -0.3, finish=FinishReason.LENGTH, window=2)]
+    counts = [
+        CountResult(label, "0", window=w.index)
+        for w in plan.windows
+        for label in plan.labels
+        if (w.index, label) not in {(0, "MISC"), (2, "PER"), (2, "ORG")}
+    ]
+    counts += [
+        CountResult("MISC", "1", -0.1, window=0),
+        CountResult("PER", "1", -0.2, window=2),
+        CountResult("ORG", "2", -0.1, finish=FinishReason.LENGTH, window=2),
+    ]
+    mentions = [
+        MentionResult("MISC", 1, "British", -0.1, window=0),
+        MentionResult("PER", 1, "Werner Zwingmann", -0.2, window=2),
+        MentionResult("ORG", 1, "European Union", -0.3, window=2),
+        MentionResult("ORG", 2, "European Un", -0.3, finish=FinishReason.LENGTH, window=2),
+    ]
     prediction = plan.merge(counts, mentions)
     assert prediction.windows == 3
     found = {(m.label, m.text, m.window): (m.start, m.end) for m in prediction.mentions}

@@ -32,7 +32,7 @@ async def test_recognize_end_to_end(backend):
     assert record.schema == "conll03" and record.timings.wall_ms > 0
     for entity in record.entities:
         if entity.start >= 0:
-            assert TEXTS[0][entity.start:entity.end] == entity.text
+            assert TEXTS[0][entity.start : entity.end] == entity.text
         assert 0 < entity.probability <= 1
 
 
@@ -41,16 +41,18 @@ async def test_multi_and_batch_modes_return_identical_entities(backend):
         results = {}
         for mode in ("multi", "batch"):
             async with ner_service([target], mode) as (service, _), ner_client(service) as stub:
-                results[mode] = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120))
-                                 for i, t in enumerate(TEXTS)]
+                results[mode] = [
+                    entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS)
+                ]
     assert results["multi"] == results["batch"]
 
 
 async def test_batch_and_stream_calls(backend):
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
         single = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS)]
-        batch = await stub.RecognizeBatch(ner_pb2.RecognizeBatchRequest(
-            documents=[request(f"d{i}", t) for i, t in enumerate(TEXTS)]), timeout=120)
+        batch = await stub.RecognizeBatch(
+            ner_pb2.RecognizeBatchRequest(documents=[request(f"d{i}", t) for i, t in enumerate(TEXTS)]), timeout=120
+        )
         assert [r.id for r in batch.records] == [f"d{i}" for i in range(len(TEXTS))]
         assert [entities(r) for r in batch.records] == single
 
@@ -109,14 +111,17 @@ async def test_deadlines(serving_engine_model):
             assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(id="d", text=""), "text is empty"),
-    (dict(id="d", text="x" * 100_001), "limit is 100000"),
-    (dict(id="d", text="EU", schema="nope"), "unknown label schema"),
-    (dict(id="d", text="EU", labels=["GPE"]), "not in schema conll03"),
-    (dict(id="", text="EU"), "document id"),
-    (dict(id="bad id with spaces", text="EU"), "document id"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(id="d", text=""), "text is empty"),
+        (dict(id="d", text="x" * 100_001), "limit is 100000"),
+        (dict(id="d", text="EU", schema="nope"), "unknown label schema"),
+        (dict(id="d", text="EU", labels=["GPE"]), "not in schema conll03"),
+        (dict(id="", text="EU"), "document id"),
+        (dict(id="bad id with spaces", text="EU"), "document id"),
+    ],
+)
 async def test_invalid_requests_get_invalid_argument(backend, bad, message):
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
@@ -124,8 +129,10 @@ async def test_invalid_requests_get_invalid_argument(backend, bad, message):
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in error.value.details()
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await stub.RecognizeBatch(ner_pb2.RecognizeBatchRequest(
-                documents=[request("ok", TEXTS[0]), ner_pb2.RecognizeRequest(**bad)]), timeout=30)
+            await stub.RecognizeBatch(
+                ner_pb2.RecognizeBatchRequest(documents=[request("ok", TEXTS[0]), ner_pb2.RecognizeRequest(**bad)]),
+                timeout=30,
+            )
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "document 1" in error.value.details()
 
 
@@ -134,10 +141,16 @@ async def test_worker_validates_its_own_calls(backend):
         async with channel(target) as ch:
             stub = worker_pb2_grpc.ModelWorkerStub(ch)
             for call in (
-                stub.Mention(worker_pb2.MentionRequest(document_id="d", text="EU", schema="conll03", label="ORG",
-                                                       count=2, k=3), timeout=30),
-                stub.Count(worker_pb2.CountRequest(document_id="d", text="EU", schema="conll03", label="XYZ"), timeout=30),
-                stub.Count(worker_pb2.CountRequest(document_id="d", text=" ", schema="conll03", label="ORG"), timeout=30),
+                stub.Mention(
+                    worker_pb2.MentionRequest(document_id="d", text="EU", schema="conll03", label="ORG", count=2, k=3),
+                    timeout=30,
+                ),
+                stub.Count(
+                    worker_pb2.CountRequest(document_id="d", text="EU", schema="conll03", label="XYZ"), timeout=30
+                ),
+                stub.Count(
+                    worker_pb2.CountRequest(document_id="d", text=" ", schema="conll03", label="ORG"), timeout=30
+                ),
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as error:
                     await call
@@ -149,8 +162,9 @@ async def test_worker_validates_its_own_calls(backend):
 async def test_concurrent_calls_of_one_document_share_a_batch(serving_engine_model):
     backend = EmbeddedBackend(serving_engine_model, batch_window_ms=20)
     async with backend:
-        results = await asyncio.gather(*(backend.count("d", TEXTS[0], "conll03", label)
-                                         for label in ("ORG", "MISC", "PER", "LOC")))
+        results = await asyncio.gather(
+            *(backend.count("d", TEXTS[0], "conll03", label) for label in ("ORG", "MISC", "PER", "LOC"))
+        )
     assert backend.batches == 1 and [r.result.label for r in results] == ["ORG", "MISC", "PER", "LOC"]
 
 
@@ -175,12 +189,14 @@ async def test_health_and_reflection(backend):
                 assert name in names and "grpc.health.v1.Health" in names
 
 
-ARTICLE = ("SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n\nAL-AIN , United Arab Emirates 1996-12-06\n\n"
-           "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C "
-           "championship match on Friday .  But China saw their luck desert them in the second match of the group ,"
-           " crashing to a surprise 2-0 defeat to newcomers Uzbekistan .\n\nChina controlled most of the match and "
-           "saw several chances missed until the 78th minute when Uzbek striker Igor Shkvyrin took advantage of a "
-           "misdirected defensive header to lob the ball over the advancing Chinese keeper and into an empty net .")
+ARTICLE = (
+    "SOCCER - JAPAN GET LUCKY WIN , CHINA IN SURPRISE DEFEAT .\n\nAL-AIN , United Arab Emirates 1996-12-06\n\n"
+    "Japan began the defence of their Asian Cup title with a lucky 2-1 win against Syria in a Group C "
+    "championship match on Friday .  But China saw their luck desert them in the second match of the group ,"
+    " crashing to a surprise 2-0 defeat to newcomers Uzbekistan .\n\nChina controlled most of the match and "
+    "saw several chances missed until the 78th minute when Uzbek striker Igor Shkvyrin took advantage of a "
+    "misdirected defensive header to lob the ball over the advancing Chinese keeper and into an empty net ."
+)
 
 
 async def test_a_document_is_read_as_windows_in_both_modes_as_the_engine_reads_it(backend, serving_engine_model):
@@ -202,7 +218,7 @@ async def test_a_document_is_read_as_windows_in_both_modes_as_the_engine_reads_i
             assert {e.window for e in record.entities} <= set(range(record.windows))
             for entity in record.entities:
                 if entity.start >= 0:
-                    assert ARTICLE[entity.start:entity.end] == entity.text
+                    assert ARTICLE[entity.start : entity.end] == entity.text
             assert [c.count for c in record.counts] == [c.count for c in expected.counts]
 
 
@@ -244,5 +260,5 @@ async def test_a_document_of_100000_characters(backend):
     assert record.windows == len(pieces) and record.entities
     for entity in record.entities:
         if entity.start >= 0:
-            assert text[entity.start:entity.end] == entity.text
+            assert text[entity.start : entity.end] == entity.text
     assert {"Peter Blackburn", "Japan", "Syria"} <= {e.text for e in record.entities}

@@ -8,8 +8,15 @@ import pytest
 from padellm_ner.core import get_schema
 from workers.engine.loading import SHIPPED_MODEL
 
-CARD_SECTIONS = ("Model details", "Intended use", "Training data", "Training procedure", "Evaluation", "Limitations",
-                 "How to reproduce")
+CARD_SECTIONS = (
+    "Model details",
+    "Intended use",
+    "Training data",
+    "Training procedure",
+    "Evaluation",
+    "Limitations",
+    "How to reproduce",
+)
 
 
 def test_shipped_model_is_small_and_described():
@@ -37,7 +44,10 @@ def test_shipped_model_recognizes_entities(serving_engine_model):
     engine = PadellmEngine(serving_engine_model)
     result = engine.recognize("EU rejects German call to boycott British lamb .", schema)
     assert {(m.label, m.text, m.start) for m in result.prediction.mentions} == {
-        ("ORG", "EU", 0), ("MISC", "German", 11), ("MISC", "British", 34)}
+        ("ORG", "EU", 0),
+        ("MISC", "German", 11),
+        ("MISC", "British", 34),
+    }
     result = engine.recognize("Peter Blackburn", schema)
     assert [(m.label, m.text) for m in result.prediction.mentions] == [("PER", "Peter Blackburn")]
     assert all(0 < m.probability <= 1 for m in result.prediction.mentions)

@@ -23,8 +23,14 @@ REPO = Path(__file__).resolve().parents[1]
 async def start_processor(bootstrap, topics, worker_address, **options):
     pool = WorkerPool([worker_address])
     await pool.start()
-    config = StreamConfig(bootstrap=bootstrap, input_topic=topics["input"], output_topic=topics["output"],
-                          dead_letter_topic=topics["dead"], group_id=topics["group"], **options)
+    config = StreamConfig(
+        bootstrap=bootstrap,
+        input_topic=topics["input"],
+        output_topic=topics["output"],
+        dead_letter_topic=topics["dead"],
+        group_id=topics["group"],
+        **options,
+    )
     processor = StreamProcessor(config, Orchestrator(pool, OrchestratorConfig(model="test")))
     task = asyncio.create_task(processor.run())
     return processor, task, pool
@@ -53,8 +59,9 @@ async def test_n_documents_in_n_records_out(kafka_bootstrap, worker_process):
             value = json.loads(record.value)
             doc_text = document(int(value["id"].removeprefix("doc-")))["text"]
             expected = await direct.recognize(value["id"], doc_text, get_schema("conll03"))
-            assert [(e["label"], e["text"], e["start"], e["end"]) for e in value["entities"]] == \
-                   [(e["label"], e["text"], e["start"], e["end"]) for e in expected.entities]
+            assert [(e["label"], e["text"], e["start"], e["end"]) for e in value["entities"]] == [
+                (e["label"], e["text"], e["start"], e["end"]) for e in expected.entities
+            ]
             assert dict(record.headers)["record-version"] == b"padellm-ner.entity-record/v1"
             assert value["record_version"] == "padellm-ner.entity-record/v1"
     # every offset was committed
@@ -82,8 +89,12 @@ async def test_whole_documents_through_the_stream(kafka_bootstrap, worker_proces
     assert len(docs[-1]["text"]) == 100_000
     topics = names("documents")
     await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=2)
-    await produce(kafka_bootstrap, topics["input"], [json.dumps(d, ensure_ascii=False).encode() for d in docs],
-                  [d["id"].encode() for d in docs])
+    await produce(
+        kafka_bootstrap,
+        topics["input"],
+        [json.dumps(d, ensure_ascii=False).encode() for d in docs],
+        [d["id"].encode() for d in docs],
+    )
     processor, task, pool = await start_processor(kafka_bootstrap, topics, worker_process)
     try:
         records = await collect(kafka_bootstrap, topics["output"], expect_ids={d["id"] for d in docs}, timeout_s=600)
@@ -98,17 +109,24 @@ async def test_whole_documents_through_the_stream(kafka_bootstrap, worker_proces
         grounded = [e for e in value["entities"] if e["start"] is not None]  # a repeat beyond the text's has none
         assert len(value["entities"]) - len(grounded) <= value["ungrounded"]
         for entity in grounded:
-            assert texts[doc_id][entity["start"]:entity["end"]] == entity["text"]
+            assert texts[doc_id][entity["start"] : entity["end"]] == entity["text"]
     assert processor.dead_lettered == 0
 
 
 async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_process):
     topics = names("dead-letters")
     await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=1)
-    bad = [b"not json", b'{"text": "no id"}', b'{"id": "x", "text": "' + b"a" * 1_000_000 + b'"}', b"\xff\xfe\xfa",
-           b'{"id": "y", "text": "EU", "schema": "nope"}', b'["a", "list"]', b'{"id": "bad id", "text": "EU"}',
-           b'{"id": "z", "text": "' + b"a " * 50_001 + b'"}',
-           '{"id": "w", "text": "张三毕业于北京大学。", "schema": "resume"}'.encode()]
+    bad = [
+        b"not json",
+        b'{"text": "no id"}',
+        b'{"id": "x", "text": "' + b"a" * 1_000_000 + b'"}',
+        b"\xff\xfe\xfa",
+        b'{"id": "y", "text": "EU", "schema": "nope"}',
+        b'["a", "list"]',
+        b'{"id": "bad id", "text": "EU"}',
+        b'{"id": "z", "text": "' + b"a " * 50_001 + b'"}',
+        '{"id": "w", "text": "张三毕业于北京大学。", "schema": "resume"}'.encode(),
+    ]
     good = [json.dumps({"id": f"ok-{i}", "text": "Peter Blackburn"}).encode() for i in range(3)]
     values = [good[0], *bad[:4], good[1], *bad[4:], good[2]]  # the partition must keep flowing past bad records
     await produce(kafka_bootstrap, topics["input"], values)
@@ -134,10 +152,30 @@ async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_p
 def start_stream_process(bootstrap, topics, worker_address, *extra):
     env = {**os.environ, "PADELLM_LOG_LEVEL": "WARNING"}
     process = subprocess.Popen(
-        [CLI, "stream", "--bootstrap", bootstrap, "--input-topic", topics["input"], "--output-topic", topics["output"],
-         "--dead-letter-topic", topics["dead"], "--group-id", topics["group"], "--workers", worker_address,
-         "--max-in-flight", "4", *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        [
+            CLI,
+            "stream",
+            "--bootstrap",
+            bootstrap,
+            "--input-topic",
+            topics["input"],
+            "--output-topic",
+            topics["output"],
+            "--dead-letter-topic",
+            topics["dead"],
+            "--group-id",
+            topics["group"],
+            "--workers",
+            worker_address,
+            "--max-in-flight",
+            "4",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     assert "stream ready" in process.stdout.readline()
     return process
 
@@ -186,8 +224,13 @@ async def test_two_consumers_rebalancing(kafka_bootstrap, worker_process):
 async def test_broker_restart_while_streaming(worker_process, tmp_path):
     """A broker of its own (other ports), restarted in the middle of the stream."""
     repo = REPO
-    env = {**os.environ, "KAFKA_PORT": "19092", "KAFKA_CONTROLLER_PORT": "19093", "KAFKA_HOME": str(tmp_path / "kafka"),
-           "KAFKA_LIBS": str(repo / ".cache" / "kafka" / "libs")}
+    env = {
+        **os.environ,
+        "KAFKA_PORT": "19092",
+        "KAFKA_CONTROLLER_PORT": "19093",
+        "KAFKA_HOME": str(tmp_path / "kafka"),
+        "KAFKA_LIBS": str(repo / ".cache" / "kafka" / "libs"),
+    }
     script = str(repo / "scripts" / "kafka.sh")
     await asyncio.to_thread(subprocess.run, ["bash", script, "start"], check=True, env=env)
     bootstrap = "127.0.0.1:19092"
@@ -200,7 +243,9 @@ async def test_broker_restart_while_streaming(worker_process, tmp_path):
             await collect(bootstrap, topics["output"], until=3, timeout_s=180)
             await asyncio.to_thread(subprocess.run, ["bash", script, "restart"], check=True, env=env)
             more = await produce_documents(bootstrap, topics["input"], 4, start=16)
-            records = await collect(bootstrap, topics["output"], expect_ids=set(ids + more), timeout_s=300, settle_s=1.0)
+            records = await collect(
+                bootstrap, topics["output"], expect_ids=set(ids + more), timeout_s=300, settle_s=1.0
+            )
         finally:
             await stop_processor(*processor)
         assert {r.key.decode() for r in records} == set(ids + more)

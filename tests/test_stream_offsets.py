@@ -41,8 +41,10 @@ class _RevokingConsumer:
 
 
 async def test_a_partition_revoked_during_a_commit_does_not_break_the_commit():
-    processor = StreamProcessor(StreamConfig(bootstrap="unused", input_topic="in", output_topic="out",
-                                             dead_letter_topic="dead"), orchestrator=None)
+    processor = StreamProcessor(
+        StreamConfig(bootstrap="unused", input_topic="in", output_topic="out", dead_letter_topic="dead"),
+        orchestrator=None,
+    )
     processor.consumer = _RevokingConsumer(processor)
     tp = TopicPartition("in", 2)
     tracker = processor.offsets.setdefault(tp, PartitionOffsets())

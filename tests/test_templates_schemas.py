@@ -5,7 +5,10 @@ from padellm_ner.core import SCHEMAS, get_schema, infer_schema, template_for
 
 def test_english_prompts_are_the_official_bytes():
     t = template_for("en")
-    assert t.count_prompt("EU rejects German call .", "ORG") == "text:\nEU rejects German call .\nentity type:\nORG\n\n<num>"
+    assert (
+        t.count_prompt("EU rejects German call .", "ORG")
+        == "text:\nEU rejects German call .\nentity type:\nORG\n\n<num>"
+    )
     assert t.mention_prompt("EU rejects German call .", "MISC", 2, 1) == (
         "text:\nEU rejects German call .\nentity type:\nMISC\n\n<num>2\n<mention 1>"
     )
@@ -88,13 +91,21 @@ def test_autoreg_struct_target_and_parse_round_trip():
     from padellm_ner.core.autoreg import parse_struct, struct_target
 
     text = "Cuttitta ( Italy ) , who faced England at the 1995 World Cup"
-    doc = Document("d", text, tuple(make_entity(text, *span) for span in [
-        (0, 8, "PER"), (9, 18, "LOC"), (31, 38, "LOC"), (46, 60, "MISC")]))
+    doc = Document(
+        "d",
+        text,
+        tuple(make_entity(text, *span) for span in [(0, 8, "PER"), (9, 18, "LOC"), (31, 38, "LOC"), (46, 60, "MISC")]),
+    )
     target = struct_target(doc, get_schema("conll03"))
-    assert target == ("((PER): (Cuttitta), (LOC): (( Italy )), (LOC): (England), (MISC): (1995 World Cup), "
-                      "(ORG): (NULL))")
+    assert target == (
+        "((PER): (Cuttitta), (LOC): (( Italy )), (LOC): (England), (MISC): (1995 World Cup), (ORG): (NULL))"
+    )
     assert parse_struct(target, get_schema("conll03")) == [
-        ("PER", "Cuttitta"), ("LOC", "( Italy )"), ("LOC", "England"), ("MISC", "1995 World Cup")]
+        ("PER", "Cuttitta"),
+        ("LOC", "( Italy )"),
+        ("LOC", "England"),
+        ("MISC", "1995 World Cup"),
+    ]
     assert parse_struct("((PER): (Cutt", get_schema("conll03")) == [("PER", "Cutt")]  # truncated output
     assert parse_struct("garbage", get_schema("conll03")) == []
     zh = parse_struct("((名称): (常建良), (国籍): (NULL))", get_schema("resume"))

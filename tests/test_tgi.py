@@ -22,8 +22,10 @@ async def test_tgi_api_shapes(serving_engine_model):
             assert r.status == 200
         async with http.get(f"{base}/info") as r:
             assert (await r.json())["max_concurrent_requests"] == 128
-        body = {"inputs": "text:\nEU rejects\nentity type:\nORG\n\n<num>",
-                "parameters": {"details": True, "max_new_tokens": 10, "stop": ["\n"]}}
+        body = {
+            "inputs": "text:\nEU rejects\nentity type:\nORG\n\n<num>",
+            "parameters": {"details": True, "max_new_tokens": 10, "stop": ["\n"]},
+        }
         async with http.post(f"{base}/generate", json=body) as r:
             out = await r.json()
         assert set(out) == {"generated_text", "details"}
@@ -31,8 +33,11 @@ async def test_tgi_api_shapes(serving_engine_model):
         assert details["finish_reason"] in ("eos_token", "stop_sequence", "length")
         assert details["generated_tokens"] == len(details["tokens"])
         assert all({"id", "text", "logprob", "special"} <= set(t) for t in details["tokens"])
-        for bad, status in (({"inputs": ""}, 422), ({"inputs": "x", "parameters": {"stop": ["a"] * 5}}, 422),
-                            ({"inputs": "x", "parameters": {"do_sample": True}}, 422)):
+        for bad, status in (
+            ({"inputs": ""}, 422),
+            ({"inputs": "x", "parameters": {"stop": ["a"] * 5}}, 422),
+            ({"inputs": "x", "parameters": {"do_sample": True}}, 422),
+        ):
             async with http.post(f"{base}/generate", json=bad) as r:
                 assert r.status == status and (await r.json())["error_type"] == "validation"
 
@@ -57,13 +62,17 @@ async def test_tgi_backend_equals_the_embedded_backend(serving_engine_model):
 async def test_service_over_tgi_workers_matches_embedded_workers(serving_engine_model):
     texts = [TEXT, "Peter Blackburn", "Japan beat Syria in the Asian Cup ."]
     async with TgiApiServer(serving_engine_model) as api:
-        async with worker(TgiBackend(f"http://127.0.0.1:{api.port}")) as (tgi_target, _), \
-                worker(EmbeddedBackend(serving_engine_model)) as (embedded_target, _):
+        async with (
+            worker(TgiBackend(f"http://127.0.0.1:{api.port}")) as (tgi_target, _),
+            worker(EmbeddedBackend(serving_engine_model)) as (embedded_target, _),
+        ):
             results = {}
             for name, target in (("tgi", tgi_target), ("embedded", embedded_target)):
                 async with ner_service([target]) as (service, _), ner_client(service) as stub:
-                    results[name] = [[e[:4] for e in entities(await stub.Recognize(request(f"d{i}", t), timeout=120))]
-                                     for i, t in enumerate(texts)]
+                    results[name] = [
+                        [e[:4] for e in entities(await stub.Recognize(request(f"d{i}", t), timeout=120))]
+                        for i, t in enumerate(texts)
+                    ]
     assert results["tgi"] == results["embedded"]
 
 
@@ -135,8 +144,11 @@ async def test_tgi_schemas_come_from_its_model_and_others_are_refused(serving_en
     async with TgiApiServer(serving_engine_model) as api:
         with pytest.raises(ValueError, match="not resume"):
             await TgiBackend(f"http://127.0.0.1:{api.port}", schemas=["resume"]).start()
-        async with worker(TgiBackend(f"http://127.0.0.1:{api.port}")) as (target, _), \
-                ner_service([target]) as (service, _), ner_client(service) as stub:
+        async with (
+            worker(TgiBackend(f"http://127.0.0.1:{api.port}")) as (target, _),
+            ner_service([target]) as (service, _),
+            ner_client(service) as stub,
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.Recognize(request("d", "张三毕业于北京大学", schema="resume"), timeout=60)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "resume" in error.value.details()
@@ -149,8 +161,11 @@ async def test_a_mention_cut_at_its_token_limit_is_never_an_entity(serving_engin
     records = {}
     async with TgiApiServer(serving_engine_model) as api:
         for limit in (1, 48):
-            async with worker(TgiBackend(f"http://127.0.0.1:{api.port}", max_mention_tokens=limit)) as (target, _), \
-                    ner_service([target]) as (service, _), ner_client(service) as stub:
+            async with (
+                worker(TgiBackend(f"http://127.0.0.1:{api.port}", max_mention_tokens=limit)) as (target, _),
+                ner_service([target]) as (service, _),
+                ner_client(service) as stub,
+            ):
                 records[limit] = await stub.Recognize(request("d", text), timeout=120)
     whole = {e.text for e in records[48].entities}
     assert "Asian Cup" in whole, "the model finds the two-token mention when it may finish it"

@@ -45,7 +45,7 @@ def _per_example_loss(model, doc) -> tuple[float, int]:
         ids = list(doc.prefix_ids) + list(branch.prompt_ids) + list(branch.target_ids)
         first = len(doc.prefix_ids) + len(branch.prompt_ids)
         logits = model(input_ids=torch.tensor([ids])).logits[0].float()
-        logprobs = torch.log_softmax(logits[first - 1:-1], -1)
+        logprobs = torch.log_softmax(logits[first - 1 : -1], -1)
         targets = torch.tensor(ids[first:])
         total += float(-logprobs.gather(1, targets[:, None]).sum().detach())
         count += len(targets)
@@ -81,8 +81,19 @@ def test_long_documents_are_split_with_their_prefix(docs, tokenizer):
 
 
 def _config(base, output, **kw):
-    values = dict(base_model=str(base), output=str(output), max_steps=4, row_tokens=160, rows_per_step=2,
-                  warmup_steps=1, lr=1e-3, bf16=False, checkpoint_minutes=1000.0, seed=7, schema="conll03")
+    values = dict(
+        base_model=str(base),
+        output=str(output),
+        max_steps=4,
+        row_tokens=160,
+        rows_per_step=2,
+        warmup_steps=1,
+        lr=1e-3,
+        bf16=False,
+        checkpoint_minutes=1000.0,
+        seed=7,
+        schema="conll03",
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -133,17 +144,24 @@ def test_oversampled_training_reads_more_tokens_per_epoch(tiny_base_model, docs,
     lines = {}
     for name, times in (("plain", 1), ("oversampled", 4)):
         logged = []
-        config = _config(tiny_base_model, tmp_path / name, max_steps=1, oversample_min_mentions=2,
-                         oversample_times=times)
+        config = _config(
+            tiny_base_model, tmp_path / name, max_steps=1, oversample_min_mentions=2, oversample_times=times
+        )
         train(config, docs, schema, tokenizer, log=logged.append)
         lines[name] = logged
         assert json.loads((tmp_path / name / "train_config.json").read_text())["oversample_times"] == times
     selected = sum(1 for d in docs if largest_group(d) >= 2)
     assert selected and not any("oversampling" in line for line in lines["plain"])
-    assert (f"oversampling: {selected} documents with a label of >= 2 mentions appear 4x per epoch "
-            f"({len(docs)} -> {len(docs) + 3 * selected} documents)") in lines["oversampled"]
-    tokens = [int(next(m for m in lines[n] if "tokens with prefix" in m).split(" -> ")[1].split(" tokens")[0]
-                  .replace(",", "")) for n in ("plain", "oversampled")]
+    assert (
+        f"oversampling: {selected} documents with a label of >= 2 mentions appear 4x per epoch "
+        f"({len(docs)} -> {len(docs) + 3 * selected} documents)"
+    ) in lines["oversampled"]
+    tokens = [
+        int(
+            next(m for m in lines[n] if "tokens with prefix" in m).split(" -> ")[1].split(" tokens")[0].replace(",", "")
+        )
+        for n in ("plain", "oversampled")
+    ]
     assert tokens[1] > tokens[0]
     # the exported model says how it was trained, oversampling included (the model card is written from it)
     from workers.training.export import export_run
@@ -188,16 +206,22 @@ def test_full_run_exports_as_lora_and_loads_in_the_engine(tiny_base_model, docs,
 def test_lora_training_and_export(tiny_base_model, docs, tokenizer, tmp_path):
     from workers.training.export import export_run
 
-    run = train(_config(tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, lora_alpha=8, max_steps=2),
-                docs, get_schema("conll03"), tokenizer, log=lambda m: None)
+    run = train(
+        _config(tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, lora_alpha=8, max_steps=2),
+        docs,
+        get_schema("conll03"),
+        tokenizer,
+        log=lambda m: None,
+    )
     export_run(run, tmp_path / "model", rank=4, version="test")
     adapter = json.loads((tmp_path / "model" / "adapter_config.json").read_text())
     assert adapter["r"] == 4 and adapter["lora_alpha"] == 8
     assert json.loads((tmp_path / "model" / "padellm.json").read_text())["training"]["lora_rank"] == 4
 
 
-def test_an_unfinished_run_exports_from_its_checkpoint_and_says_how_far_it_came(tiny_base_model, docs, tokenizer,
-                                                                                tmp_path):
+def test_an_unfinished_run_exports_from_its_checkpoint_and_says_how_far_it_came(
+    tiny_base_model, docs, tokenizer, tmp_path
+):
     from workers.training.export import export_run
 
     config = _config(tiny_base_model, tmp_path / "cut", method="lora", lora_rank=4, lora_alpha=8, max_steps=4)
@@ -213,8 +237,13 @@ def test_an_unfinished_run_exports_from_its_checkpoint_and_says_how_far_it_came(
 def test_engine_loads_a_full_run_folder_directly(tiny_base_model, docs, tokenizer, tmp_path):
     from workers.engine.loading import load_engine_model
 
-    run = train(_config(tiny_base_model, tmp_path / "run", max_steps=1), docs, get_schema("conll03"), tokenizer,
-                log=lambda m: None)
+    run = train(
+        _config(tiny_base_model, tmp_path / "run", max_steps=1),
+        docs,
+        get_schema("conll03"),
+        tokenizer,
+        log=lambda m: None,
+    )
     engine_model = load_engine_model(run, device="cpu")
     tuned = load_file(run / "final.safetensors")
     name = next(iter(tuned))
@@ -233,8 +262,15 @@ def test_full_run_exports_as_int8_low_rank(tiny_base_model, docs, tokenizer, tmp
     assert_export_matches_run(out, run, tiny_base_model, tokenizer)
     # int4 with a scale per 32 values (the tiny deltas are 16 to 64 wide): about half the bytes
     int4 = tmp_path / "model-int4"
-    stats4 = export_full_as_quantized_lowrank(str(tiny_base_model), run / "final.safetensors", 32, int4,
-                                              {"objective": "padellm", "schema": "conll03"}, bits=4, group=32)
+    stats4 = export_full_as_quantized_lowrank(
+        str(tiny_base_model),
+        run / "final.safetensors",
+        32,
+        int4,
+        {"objective": "padellm", "schema": "conll03"},
+        bits=4,
+        group=32,
+    )
     assert 0.97 < stats4["delta_energy_kept"] < stats["delta_energy_kept"]
     assert stats4["weights_bytes"] < 0.7 * stats["weights_bytes"]
     assert json.loads((int4 / "padellm.json").read_text())["format"] == "lowrank-int4-g32-r32"
@@ -265,16 +301,22 @@ def test_a_run_can_start_from_another_runs_weights(tiny_base_model, docs, tokeni
     """--init-from: a continuation starts at the first run's weights (at lr 0 it stays there exactly), keeps the
     base model as the reference for export, and refuses weights of another method."""
     schema = get_schema("conll03")
-    first = train(_config(tiny_base_model, tmp_path / "first", max_steps=2), docs, schema, tokenizer,
-                  log=lambda m: None)
+    first = train(
+        _config(tiny_base_model, tmp_path / "first", max_steps=2), docs, schema, tokenizer, log=lambda m: None
+    )
     lines: list[str] = []
     frozen = _config(tiny_base_model, tmp_path / "frozen", max_steps=1, lr=0.0, init_from=str(first))
     train(frozen, docs, schema, tokenizer, log=lines.append)
     assert f"starting from the weights of {first / 'final.safetensors'}" in lines
     a, b = load_file(first / "final.safetensors"), load_file(tmp_path / "frozen" / "final.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[n], b[n]) for n in a)
-    moved = train(_config(tiny_base_model, tmp_path / "moved", max_steps=1, init_from=str(first)), docs, schema,
-                  tokenizer, log=lambda m: None)
+    moved = train(
+        _config(tiny_base_model, tmp_path / "moved", max_steps=1, init_from=str(first)),
+        docs,
+        schema,
+        tokenizer,
+        log=lambda m: None,
+    )
     assert not all(torch.equal(a[n], t) for n, t in load_file(moved / "final.safetensors").items())
     # the export records where the weights started, and its deltas are still taken against the base model
     from workers.training.export import export_run
@@ -286,8 +328,13 @@ def test_a_run_can_start_from_another_runs_weights(tiny_base_model, docs, tokeni
     with pytest.raises(ValueError, match="not this run's trainable parameters"):
         train(lora, docs, schema, tokenizer, log=lambda m: None)
     with pytest.raises(FileNotFoundError, match="no finished run there"):
-        train(_config(tiny_base_model, tmp_path / "none", init_from=str(tmp_path / "frozen" / "checkpoint")), docs,
-              schema, tokenizer, log=lambda m: None)
+        train(
+            _config(tiny_base_model, tmp_path / "none", init_from=str(tmp_path / "frozen" / "checkpoint")),
+            docs,
+            schema,
+            tokenizer,
+            log=lambda m: None,
+        )
 
 
 def test_a_run_can_start_from_an_exported_model_folder(tiny_base_model, docs, tokenizer, tmp_path):
@@ -297,25 +344,34 @@ def test_a_run_can_start_from_an_exported_model_folder(tiny_base_model, docs, to
     from workers.training.export import export_run
 
     schema = get_schema("conll03")
-    first = train(_config(tiny_base_model, tmp_path / "first", max_steps=2), docs, schema, tokenizer,
-                  log=lambda m: None)
+    first = train(
+        _config(tiny_base_model, tmp_path / "first", max_steps=2), docs, schema, tokenizer, log=lambda m: None
+    )
     export_run(first, tmp_path / "model", rank=4, version="test", form="lowrank-int8")  # lossy on purpose
     lines: list[str] = []
-    frozen = train(_config(tiny_base_model, tmp_path / "frozen", max_steps=1, lr=0.0, init_from=str(tmp_path / "model")),
-                   docs, schema, tokenizer, log=lines.append)
+    frozen = train(
+        _config(tiny_base_model, tmp_path / "frozen", max_steps=1, lr=0.0, init_from=str(tmp_path / "model")),
+        docs,
+        schema,
+        tokenizer,
+        log=lines.append,
+    )
     assert f"starting from the weights of {tmp_path / 'model' / 'delta_lowrank.safetensors'}" in lines
-    served = dict(load_engine_model(tmp_path / "model", base_model=tiny_base_model, device="cpu").model
-                  .named_parameters())
+    served = dict(
+        load_engine_model(tmp_path / "model", base_model=tiny_base_model, device="cpu").model.named_parameters()
+    )
     started = load_file(frozen / "final.safetensors")
     assert all(torch.equal(started[n], served[n]) for n in started)
     first_weights = load_file(first / "final.safetensors")
     assert not all(torch.equal(started[n], first_weights[n]) for n in started)  # the export's, not the run's
-    autoreg = _config(tiny_base_model, tmp_path / "autoreg", objective=AUTOREG_STRUCT, max_steps=1,
-                      init_from=str(tmp_path / "model"))
+    autoreg = _config(
+        tiny_base_model, tmp_path / "autoreg", objective=AUTOREG_STRUCT, max_steps=1, init_from=str(tmp_path / "model")
+    )
     with pytest.raises(ValueError, match="trained for 'padellm'"):
         train(autoreg, docs, schema, tokenizer, log=lambda m: None)
-    lora = _config(tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, max_steps=1,
-                   init_from=str(tmp_path / "model"))
+    lora = _config(
+        tiny_base_model, tmp_path / "lora", method="lora", lora_rank=4, max_steps=1, init_from=str(tmp_path / "model")
+    )
     with pytest.raises(ValueError, match="with --method full"):
         train(lora, docs, schema, tokenizer, log=lambda m: None)
 
@@ -347,17 +403,26 @@ def test_energy_allocated_export_keeps_more_in_the_same_bytes(tiny_base_model, d
 
     run = train(_config(tiny_base_model, tmp_path / "run"), docs, get_schema("conll03"), tokenizer, log=lambda m: None)
     uniform = export_run(run, tmp_path / "uniform", rank=4, version="test", form="lowrank-int8")
-    energy = export_run(run, tmp_path / "energy", rank=4, version="test", form="lowrank-int8",
-                        rank_allocation="energy")
+    energy = export_run(run, tmp_path / "energy", rank=4, version="test", form="lowrank-int8", rank_allocation="energy")
     assert energy["delta_energy_kept"] > uniform["delta_energy_kept"]
     assert energy["weights_bytes"] <= 1.05 * uniform["weights_bytes"]  # per-tensor headers differ a little
     info = json.loads((tmp_path / "energy" / "padellm.json").read_text())
     assert info["format"] == "lowrank-int8-r4-energy" and set(info["ranks_by_projection"]) == {
-        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    }
     from workers.engine.loading import load_engine_model
 
-    assert load_engine_model(tmp_path / "energy", base_model=tiny_base_model, device="cpu").info["format"].endswith(
-        "-energy")
+    assert (
+        load_engine_model(tmp_path / "energy", base_model=tiny_base_model, device="cpu")
+        .info["format"]
+        .endswith("-energy")
+    )
     with pytest.raises(ValueError, match="quantised low-rank forms"):
         export_run(run, tmp_path / "lora", rank=4, version="test", rank_allocation="energy")
 
@@ -370,7 +435,9 @@ def test_whitened_components_keep_more_of_the_outputs_and_less_of_the_weights():
 
     generator = torch.Generator().manual_seed(0)
     delta = torch.randn(24, 16, generator=generator, dtype=torch.float64)
-    inputs = torch.randn(400, 16, generator=generator, dtype=torch.float64) * torch.logspace(1, -1, 16, dtype=torch.float64)
+    inputs = torch.randn(400, 16, generator=generator, dtype=torch.float64) * torch.logspace(
+        1, -1, 16, dtype=torch.float64
+    )
     moments = inputs.T @ inputs / len(inputs)  # a few input directions carry most of the activation
     u, s, vh = delta_components(delta, moments)
     assert torch.allclose((u * s) @ vh, delta, atol=1e-8)  # all components: the delta itself
@@ -391,8 +458,15 @@ def test_calibrated_export_is_whitened_and_loads_in_the_engine(tiny_base_model, 
     with pytest.raises(ValueError, match="no calibration documents"):  # the test run names no training files
         export_run(run, tmp_path / "none", rank=4, version="test", form="lowrank-int8", calibration_docs=8)
     plain = export_run(run, tmp_path / "plain", rank=4, version="test", form="lowrank-int8")
-    stats = export_run(run, tmp_path / "whitened", rank=4, version="test", form="lowrank-int8", calibration_docs=8,
-                       calibration_data=data)
+    stats = export_run(
+        run,
+        tmp_path / "whitened",
+        rank=4,
+        version="test",
+        form="lowrank-int8",
+        calibration_docs=8,
+        calibration_data=data,
+    )
     assert stats["weights_bytes"] == plain["weights_bytes"]  # the same ranks, other components
     assert 0 < stats["output_energy_kept"] < 1 and stats["delta_energy_kept"] < plain["delta_energy_kept"]
     info = json.loads((tmp_path / "whitened" / "padellm.json").read_text())
@@ -401,8 +475,9 @@ def test_calibrated_export_is_whitened_and_loads_in_the_engine(tiny_base_model, 
     assert info["calibration"]["data"] == data
     assert info["calibration"]["tokens"] > 0
     # at full rank the whitened factors give back the run's weights (up to int8 rounding)
-    export_run(run, tmp_path / "full", rank=32, version="test", form="lowrank-int8", calibration_docs=8,
-               calibration_data=data)
+    export_run(
+        run, tmp_path / "full", rank=32, version="test", form="lowrank-int8", calibration_docs=8, calibration_data=data
+    )
     assert_export_matches_run(tmp_path / "full", run, tiny_base_model, tokenizer, atol=0.02)
     with pytest.raises(ValueError, match="quantised low-rank forms"):
         export_run(run, tmp_path / "lora", rank=4, version="test", calibration_docs=8, calibration_data=data)

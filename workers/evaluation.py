@@ -12,8 +12,8 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 from pathlib import Path
+from typing import Protocol
 
 from tqdm import tqdm
 
@@ -23,6 +23,7 @@ from padellm_ner.core.segment import Window
 
 PADELLM_PREFIX, PADELLM_NO_PREFIX, AUTOREG_STRUCT = "padellm", "padellm-no-prefix-sharing", "autoreg-struct"
 PADELLM_BY_SENTENCE = "padellm-sentence-by-sentence"  # a document's corpus sentences, one after another
+
 
 class Recognition(Protocol):
     """What a mode returns for a document: the engines' results and `SentenceBySentence` all have these."""
@@ -48,6 +49,7 @@ Recognizer = Callable[[Document], Recognition]
 class SentenceBySentence:
     """A document read as its corpus sentences, each recognized alone, one after another: the reference a
     document's windows are measured against (its F1 and the sum of its sentences' latencies)."""
+
     prediction: DocumentPrediction
     latency_s: float
     tokens_per_sequence: float
@@ -59,15 +61,21 @@ class SentenceBySentence:
 def sentence_by_sentence(recognize: Callable[[str], Recognition], labels) -> Recognizer:
     """A recognizer that reads each of a document's sentences (`Document.sentences`) alone with `recognize` and
     merges them as windows of the document."""
+
     def run(document: Document) -> SentenceBySentence:
         spans = document.sentences or ((0, len(document.text)),)
         results = [recognize(document.text[s:e]) for s, e in spans]
         windows = [Window(i, document.text[s:e], tuple(range(s, e))) for i, (s, e) in enumerate(spans)]
         prediction = merge_windows(document.text, labels, windows, [r.prediction for r in results])
         return SentenceBySentence(
-            prediction, sum(r.latency_s for r in results),
-            sum(r.tokens_per_sequence for r in results) / len(results), sum(r.forward_calls for r in results),
-            sum(r.drafted_tokens for r in results), sum(r.accepted_tokens for r in results))
+            prediction,
+            sum(r.latency_s for r in results),
+            sum(r.tokens_per_sequence for r in results) / len(results),
+            sum(r.forward_calls for r in results),
+            sum(r.drafted_tokens for r in results),
+            sum(r.accepted_tokens for r in results),
+        )
+
     return run
 
 
@@ -107,9 +115,16 @@ class ModeRun:
         }
         if self.set_scores is not None:
             s = self.set_scores.to_json()
-            out.update({"micro_f1": s["micro_f1"], "macro_f1": s["macro_f1"], "precision": s["precision"],
-                        "recall": s["recall"], "per_label": s["per_label"],
-                        "by_gold_group_size": s.get("by_gold_group_size", {})})
+            out.update(
+                {
+                    "micro_f1": s["micro_f1"],
+                    "macro_f1": s["macro_f1"],
+                    "precision": s["precision"],
+                    "recall": s["recall"],
+                    "per_label": s["per_label"],
+                    "by_gold_group_size": s.get("by_gold_group_size", {}),
+                }
+            )
         if self.span_scores is not None:
             out["span_micro_f1"] = self.span_scores.micro_f1
         if self.count_total:
@@ -118,16 +133,23 @@ class ModeRun:
 
 
 def run_mode(
-    mode: str, recognize: Recognizer, documents: Sequence[Document], schema: LabelSchema,
-    warmup: int = 2, progress: bool = True,
+    mode: str,
+    recognize: Recognizer,
+    documents: Sequence[Document],
+    schema: LabelSchema,
+    warmup: int = 2,
+    progress: bool = True,
 ) -> ModeRun:
     """Decode every document with `recognize` and score the predictions."""
     return run_modes({mode: recognize}, documents, schema, warmup, progress)[mode]
 
 
 def run_modes(
-    recognizers: dict[str, Recognizer], documents: Sequence[Document], schema: LabelSchema,
-    warmup: int = 2, progress: bool = True,
+    recognizers: dict[str, Recognizer],
+    documents: Sequence[Document],
+    schema: LabelSchema,
+    warmup: int = 2,
+    progress: bool = True,
 ) -> dict[str, ModeRun]:
     """Every mode on every document, interleaved: document i goes through all modes back to back, in an order
     that rotates from one document to the next, so a drift of the machine's speed during the run (other
@@ -141,7 +163,7 @@ def run_modes(
         gold_counts = {label: 0 for label in schema.labels}
         for entity in document.entities:
             gold_counts[entity.label] = gold_counts.get(entity.label, 0) + 1
-        for name in names[i % len(names):] + names[: i % len(names)]:
+        for name in names[i % len(names) :] + names[: i % len(names)]:
             result, run = recognizers[name](document), runs[name]
             run.latencies_s.append(result.latency_s)
             run.tokens_per_sequence.append(result.tokens_per_sequence)
@@ -168,12 +190,26 @@ def predictions_jsonl(run: ModeRun, documents: Sequence[Document]) -> str:
     so that `padellm-ner score` leaves it out of de-duplication, as `eval` does."""
     lines = []
     for prediction, document, latency in zip(run.predictions, documents, run.latencies_s):
-        lines.append(json.dumps({
-            "id": document.id, "text": document.text, "latency_s": latency,
-            "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                          **({} if m.probability is None else {"probability": m.probability})}
-                         for m in prediction.mentions],
-        }, ensure_ascii=False))
+        lines.append(
+            json.dumps(
+                {
+                    "id": document.id,
+                    "text": document.text,
+                    "latency_s": latency,
+                    "entities": [
+                        {
+                            "label": m.label,
+                            "text": m.text,
+                            "start": m.start,
+                            "end": m.end,
+                            **({} if m.probability is None else {"probability": m.probability}),
+                        }
+                        for m in prediction.mentions
+                    ],
+                },
+                ensure_ascii=False,
+            )
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -188,29 +224,37 @@ def speedups(summaries: dict[str, dict]) -> dict:
             out[key] = summaries[other]["latency_ms_mean"] / base["latency_ms_mean"]
     if AUTOREG_STRUCT in summaries and summaries[AUTOREG_STRUCT]["tokens_per_sequence_mean"]:
         out["tokens_per_sequence_ratio_padellm_over_autoreg"] = (
-            base["tokens_per_sequence_mean"] / summaries[AUTOREG_STRUCT]["tokens_per_sequence_mean"])
+            base["tokens_per_sequence_mean"] / summaries[AUTOREG_STRUCT]["tokens_per_sequence_mean"]
+        )
     return out
 
 
 def bench_table(report: dict) -> str:
     modes = report["modes"]
     width = max(len(m) for m in modes)
-    lines = [f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'F1':>7} "
-             f"{'span F1':>8} {'tok/seq':>8} {'fwd/doc':>8} {'win/doc':>8}"]
+    lines = [
+        f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'F1':>7} "
+        f"{'span F1':>8} {'tok/seq':>8} {'fwd/doc':>8} {'win/doc':>8}"
+    ]
     base = modes.get(PADELLM_PREFIX, {}).get("latency_ms_mean")
     for name, m in modes.items():
         # speedup of PaDeLLM (prefix sharing) over this mode: this mode's mean latency / PaDeLLM's
         speed = m["latency_ms_mean"] / base if base else float("nan")
-        lines.append(f"{name:<{width}}  {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
-                     f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
-                     f"{m.get('span_micro_f1', float('nan')) * 100:8.2f} {m['tokens_per_sequence_mean']:8.2f} "
-                     f"{m['forward_calls_mean']:8.1f} {m.get('windows_mean', 1.0):8.1f}")
+        lines.append(
+            f"{name:<{width}}  {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
+            f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
+            f"{m.get('span_micro_f1', float('nan')) * 100:8.2f} {m['tokens_per_sequence_mean']:8.2f} "
+            f"{m['forward_calls_mean']:8.1f} {m.get('windows_mean', 1.0):8.1f}"
+        )
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
     if report.get("lookup_tokens"):
-        kept = ", ".join(f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"
-                         for name, m in modes.items())
-        lines.append(f"prompt lookup: drafts of up to {report['lookup_tokens']} tokens; drafted / kept per document: "
-                     f"{kept}")
+        kept = ", ".join(
+            f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"
+            for name, m in modes.items()
+        )
+        lines.append(
+            f"prompt lookup: drafts of up to {report['lookup_tokens']} tokens; drafted / kept per document: {kept}"
+        )
     for key, value in report.get("speedup", {}).items():
         lines.append(f"{key}: {value:.2f}")
     return "\n".join(lines)
@@ -225,8 +269,11 @@ def bench_plot(report: dict, path: Path) -> None:
     modes = list(report["modes"])
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     x = range(len(modes))
-    for offset, key, label in ((-0.25, "latency_ms_mean", "mean"), (0, "latency_ms_p50", "p50"),
-                               (0.25, "latency_ms_p95", "p95")):
+    for offset, key, label in (
+        (-0.25, "latency_ms_mean", "mean"),
+        (0, "latency_ms_p50", "p50"),
+        (0.25, "latency_ms_p95", "p95"),
+    ):
         axes[0].bar([i + offset for i in x], [report["modes"][m][key] for m in modes], width=0.25, label=label)
     axes[0].set_title("latency per document (ms)")
     axes[0].legend()
@@ -236,18 +283,24 @@ def bench_plot(report: dict, path: Path) -> None:
     axes[2].bar(x, f1, color="tab:purple")
     axes[2].set_ylim(min(f1 + [100]) - 10, 100)  # the differences, not the distance from zero, are the point
     axes[2].set_title("micro-F1 (paper metric)")
-    for ax, values, digits in ((axes[0], [report["modes"][m]["latency_ms_mean"] for m in modes], 0),
-                               (axes[1], [report["modes"][m]["tokens_per_sequence_mean"] for m in modes], 2),
-                               (axes[2], f1, 2)):
+    for ax, values, digits in (
+        (axes[0], [report["modes"][m]["latency_ms_mean"] for m in modes], 0),
+        (axes[1], [report["modes"][m]["tokens_per_sequence_mean"] for m in modes], 2),
+        (axes[2], f1, 2),
+    ):
         for i, value in enumerate(values):
-            ax.annotate(f"{value:.{digits}f}", (i - (0.25 if ax is axes[0] else 0), value), ha="center",
-                        va="bottom", fontsize=8)
+            ax.annotate(
+                f"{value:.{digits}f}", (i - (0.25 if ax is axes[0] else 0), value), ha="center", va="bottom", fontsize=8
+            )
     for ax in axes:
         ax.set_xticks(list(x))
         ax.set_xticklabels(modes, rotation=15, fontsize=8)
     chosen = report.get("documents_selected") or {}
-    how = (f"a random sample of {chosen['size']} of {chosen['of']} documents (seed {chosen['seed']})"
-           if chosen.get("how") == "sample" else f"{report['documents']} documents")
+    how = (
+        f"a random sample of {chosen['size']} of {chosen['of']} documents (seed {chosen['seed']})"
+        if chosen.get("how") == "sample"
+        else f"{report['documents']} documents"
+    )
     lookup = f", prompt lookup {report['lookup_tokens']}" if report.get("lookup_tokens") else ", no prompt lookup"
     fig.suptitle(f"{report['data']} — {how}, {report['device']}{lookup}")
     fig.tight_layout()

@@ -21,12 +21,14 @@ def make_backend(args: WorkerArgs) -> Backend:
         from .backends.embedded import EmbeddedBackend
 
         args.engine.apply_threads()
-        return EmbeddedBackend(args.engine.load(), batch_window_ms=args.batch_window_ms,
-                               lookup_tokens=args.engine.lookup_tokens)
+        return EmbeddedBackend(
+            args.engine.load(), batch_window_ms=args.batch_window_ms, lookup_tokens=args.engine.lookup_tokens
+        )
     from .backends.tgi import TgiBackend
 
-    return TgiBackend(args.tgi.url or "", timeout_s=args.tgi.timeout_s, model_name=args.tgi.model_name,
-                      schemas=args.tgi.schemas)
+    return TgiBackend(
+        args.tgi.url or "", timeout_s=args.tgi.timeout_s, model_name=args.tgi.model_name, schemas=args.tgi.schemas
+    )
 
 
 async def run_worker(args: WorkerArgs) -> None:
@@ -40,9 +42,16 @@ async def run_worker(args: WorkerArgs) -> None:
             log.info("TGI-compatible HTTP API on %s:%d", args.host, api.port)
         service = WorkerService(backend, max_text_chars=args.max_text_chars, max_window_tokens=args.max_window_tokens)
         server = await stack.enter_async_context(
-            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls))
-        log.info("worker serving on %s:%d (backend %s, model %s, tls %s)", args.host, server.port, backend.name,
-                 backend.model_name, args.tls.enabled)
+            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls)
+        )
+        log.info(
+            "worker serving on %s:%d (backend %s, model %s, tls %s)",
+            args.host,
+            server.port,
+            backend.name,
+            backend.model_name,
+            args.tls.enabled,
+        )
         print(f"worker ready on {args.host}:{server.port}", flush=True)
         await shutdown.wait()
 

@@ -41,8 +41,17 @@ def _error(status: int, message: str, error_type: str) -> web.Response:
 
 
 class TgiApiServer(AsyncComponent):
-    def __init__(self, backend_or_model, *, host: str = "127.0.0.1", port: int = 0, max_concurrent_requests: int = 128,
-                 max_input_tokens: int = 4096, max_total_tokens: int = 4608, batch_window_ms: float = 2.0):
+    def __init__(
+        self,
+        backend_or_model,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_concurrent_requests: int = 128,
+        max_input_tokens: int = 4096,
+        max_total_tokens: int = 4608,
+        batch_window_ms: float = 2.0,
+    ):
         self.m: EngineModel = getattr(backend_or_model, "m", backend_or_model)
         self.host, self.port = host, port
         self.max_concurrent_requests = max_concurrent_requests
@@ -52,8 +61,11 @@ class TgiApiServer(AsyncComponent):
         self._stop_ids_cache: dict[tuple[str, ...], frozenset[int]] = {}
         self._runner: web.AppRunner | None = None
         self._batcher: MicroBatcher[_Job, Generated] = MicroBatcher(
-            self._decode, window_ms=batch_window_ms, name="tgi-api-engine",
-            on_shutdown=lambda: RuntimeError("the server is shutting down"))
+            self._decode,
+            window_ms=batch_window_ms,
+            name="tgi-api-engine",
+            on_shutdown=lambda: RuntimeError("the server is shutting down"),
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -81,14 +93,26 @@ class TgiApiServer(AsyncComponent):
         return web.Response(status=200)
 
     async def info(self, request: web.Request) -> web.Response:
-        return web.json_response({
-            "model_id": self.m.info.get("name"), "model_sha": None, "model_dtype": str(next(self.m.model.parameters()).dtype).removeprefix("torch."),
-            "model_device_type": self.m.device.type, "model_pipeline_tag": "text-generation",
-            "max_concurrent_requests": self.max_concurrent_requests, "max_best_of": 1, "max_stop_sequences": MAX_STOP_SEQUENCES,
-            "max_input_tokens": self.max_input_tokens, "max_total_tokens": self.max_total_tokens,
-            "validation_workers": 1, "max_client_batch_size": 1, "router": "padellm-ner-tgi-api",
-            "version": "padellm-ner stand-in", "sha": None, "docker_label": None,
-        })
+        return web.json_response(
+            {
+                "model_id": self.m.info.get("name"),
+                "model_sha": None,
+                "model_dtype": str(next(self.m.model.parameters()).dtype).removeprefix("torch."),
+                "model_device_type": self.m.device.type,
+                "model_pipeline_tag": "text-generation",
+                "max_concurrent_requests": self.max_concurrent_requests,
+                "max_best_of": 1,
+                "max_stop_sequences": MAX_STOP_SEQUENCES,
+                "max_input_tokens": self.max_input_tokens,
+                "max_total_tokens": self.max_total_tokens,
+                "validation_workers": 1,
+                "max_client_batch_size": 1,
+                "router": "padellm-ner-tgi-api",
+                "version": "padellm-ner stand-in",
+                "sha": None,
+                "docker_label": None,
+            }
+        )
 
     def _parse(self, body) -> tuple[str, dict]:
         if not isinstance(body, dict) or not isinstance(body.get("inputs"), str) or not body["inputs"]:
@@ -96,8 +120,13 @@ class TgiApiServer(AsyncComponent):
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise TgiValidationError("`parameters` must be an object")
-        if parameters.get("do_sample") or parameters.get("temperature") not in (None, 0, 1.0) or parameters.get("top_k") \
-                or parameters.get("top_p") not in (None, 1.0) or (parameters.get("best_of") or 1) > 1:
+        if (
+            parameters.get("do_sample")
+            or parameters.get("temperature") not in (None, 0, 1.0)
+            or parameters.get("top_k")
+            or parameters.get("top_p") not in (None, 1.0)
+            or (parameters.get("best_of") or 1) > 1
+        ):
             raise TgiValidationError("only greedy decoding is supported by this stand-in")
         stops = parameters.get("stop") or []
         if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
@@ -107,7 +136,11 @@ class TgiApiServer(AsyncComponent):
         max_new = parameters.get("max_new_tokens", 100)
         if not isinstance(max_new, int) or max_new < 1:
             raise TgiValidationError("`max_new_tokens` must be strictly positive")
-        return body["inputs"], {"stops": tuple(stops), "max_new_tokens": max_new, "details": bool(parameters.get("details"))}
+        return body["inputs"], {
+            "stops": tuple(stops),
+            "max_new_tokens": max_new,
+            "details": bool(parameters.get("details")),
+        }
 
     async def generate(self, request: web.Request) -> web.Response:
         try:
@@ -118,11 +151,14 @@ class TgiApiServer(AsyncComponent):
             prompt, params = self._parse(body)
             ids = self.m.encode(prompt, special=True)
             if len(ids) > self.max_input_tokens:
-                raise TgiValidationError(f"`inputs` must have less than {self.max_input_tokens} tokens. Given: {len(ids)}")
+                raise TgiValidationError(
+                    f"`inputs` must have less than {self.max_input_tokens} tokens. Given: {len(ids)}"
+                )
             if len(ids) + params["max_new_tokens"] > self.max_total_tokens:
                 raise TgiValidationError(
                     f"`inputs` tokens + `max_new_tokens` must be <= {self.max_total_tokens}. "
-                    f"Given: {len(ids)} `inputs` tokens and {params['max_new_tokens']} `max_new_tokens`")
+                    f"Given: {len(ids)} `inputs` tokens and {params['max_new_tokens']} `max_new_tokens`"
+                )
         except TgiValidationError as error:
             return _error(422, str(error), "validation")
         if self.in_flight >= self.max_concurrent_requests:
@@ -138,14 +174,22 @@ class TgiApiServer(AsyncComponent):
         return web.json_response(self._response(generated, params))
 
     def _response(self, generated, params) -> dict:
-        tokens = [{"id": t, "text": self.m.tokenizer.decode([t]), "logprob": lp, "special": False}
-                  for t, lp in zip(generated.token_ids, generated.logprobs)]
+        tokens = [
+            {"id": t, "text": self.m.tokenizer.decode([t]), "logprob": lp, "special": False}
+            for t, lp in zip(generated.token_ids, generated.logprobs)
+        ]
         text_ids = list(generated.token_ids)
         finish = "length"
         if generated.finish is FinishReason.STOP:
             eos = generated.stop_token_id == self.m.eos_id
-            tokens.append({"id": generated.stop_token_id, "text": self.m.tokenizer.decode([generated.stop_token_id]),
-                           "logprob": generated.stop_logprob, "special": eos})
+            tokens.append(
+                {
+                    "id": generated.stop_token_id,
+                    "text": self.m.tokenizer.decode([generated.stop_token_id]),
+                    "logprob": generated.stop_logprob,
+                    "special": eos,
+                }
+            )
             finish = "eos_token" if eos else "stop_sequence"
             if not eos:
                 text_ids.append(generated.stop_token_id)
@@ -156,8 +200,15 @@ class TgiApiServer(AsyncComponent):
                 text, finish = text[: index + len(stop)], "stop_sequence"
         out: dict[str, object] = {"generated_text": text}
         if params["details"]:
-            out["details"] = {"finish_reason": finish, "generated_tokens": len(tokens), "seed": None,
-                              "prefill": [], "tokens": tokens, "top_tokens": None, "best_of_sequences": None}
+            out["details"] = {
+                "finish_reason": finish,
+                "generated_tokens": len(tokens),
+                "seed": None,
+                "prefill": [],
+                "tokens": tokens,
+                "top_tokens": None,
+                "best_of_sequences": None,
+            }
         return out
 
     # --- batching -------------------------------------------------------------------------------------------
@@ -178,8 +229,13 @@ class TgiApiServer(AsyncComponent):
             groups.setdefault((job.stops, job.max_new_tokens), []).append(index)
         for (stops, max_new), indices in groups.items():
             try:
-                results = greedy_decode(self.m.model, [jobs[i].prompt_ids for i in indices],
-                                        stop_ids=self._stop_ids(stops), max_new_tokens=max_new, pad_id=self.m.pad_id)
+                results = greedy_decode(
+                    self.m.model,
+                    [jobs[i].prompt_ids for i in indices],
+                    stop_ids=self._stop_ids(stops),
+                    max_new_tokens=max_new,
+                    pad_id=self.m.pad_id,
+                )
             except Exception as error:  # fails this group's requests only
                 outcomes.update(dict.fromkeys(indices, error))
                 continue

@@ -35,12 +35,21 @@ WARMUP = ["Warm-up sentence about Acme Corp in Springfield .", "Another warm-up 
 
 def _ms(values: list[float]) -> dict:
     values = sorted(values)
-    return {"mean_ms": statistics.fmean(values) * 1000, "p50_ms": values[len(values) // 2] * 1000,
-            "p95_ms": values[min(len(values) - 1, int(0.95 * (len(values) - 1) + 0.5))] * 1000}
+    return {
+        "mean_ms": statistics.fmean(values) * 1000,
+        "p50_ms": values[len(values) // 2] * 1000,
+        "p95_ms": values[min(len(values) - 1, int(0.95 * (len(values) - 1) + 0.5))] * 1000,
+    }
 
 
-async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: str = "multi",
-                   lookup_tokens: int | None = None, mention_start: MentionStart = MentionStart.PER_LABEL) -> dict:
+async def overhead(
+    engine_model,
+    texts: list[str],
+    schema: LabelSchema,
+    mode: str = "multi",
+    lookup_tokens: int | None = None,
+    mention_start: MentionStart = MentionStart.PER_LABEL,
+) -> dict:
     """Both paths on every document, interleaved: document i goes through the in-process engine and through
     gRPC + orchestrator back to back (the order alternating between documents), so a drift of the machine's
     speed during the run (other load, frequency) falls on both paths alike instead of on whichever ran last."""
@@ -99,11 +108,16 @@ async def overhead(engine_model, texts: list[str], schema: LabelSchema, mode: st
         await backend.stop()
     a, b = _ms(direct), _ms(served)
     paired = sorted((s - d) * 1000 for s, d in zip(served, direct))
-    return {"in_process": a, "grpc_orchestrated": b, "mode": mode, "mention_start": mention_start.value,
-            "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0,
-            "paired_difference_ms_p50": paired[len(paired) // 2],
-            # micro-batched Count/Mention batches (multi mode); an Extract (batch mode) is not micro-batched
-            "worker_batches_per_document_mean": statistics.fmean(batches)}
+    return {
+        "in_process": a,
+        "grpc_orchestrated": b,
+        "mode": mode,
+        "mention_start": mention_start.value,
+        "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0,
+        "paired_difference_ms_p50": paired[len(paired) // 2],
+        # micro-batched Count/Mention batches (multi mode); an Extract (batch mode) is not micro-batched
+        "worker_batches_per_document_mean": statistics.fmean(batches),
+    }
 
 
 def _spawn_worker(threads: int, model_args: list[str]) -> tuple[subprocess.Popen, str]:
@@ -119,8 +133,15 @@ def _spawn_worker(threads: int, model_args: list[str]) -> tuple[subprocess.Popen
     return process, line.strip().rsplit(" ", 1)[-1]
 
 
-async def throughput(workers: int, texts: list[str], schema: LabelSchema, concurrency: int, model_args: list[str],
-                     cores: int, mention_start: MentionStart = MentionStart.PER_LABEL) -> dict:
+async def throughput(
+    workers: int,
+    texts: list[str],
+    schema: LabelSchema,
+    concurrency: int,
+    model_args: list[str],
+    cores: int,
+    mention_start: MentionStart = MentionStart.PER_LABEL,
+) -> dict:
     processes = [_spawn_worker(max(1, cores // workers), model_args) for _ in range(workers)]
     try:
         pool = WorkerPool([address for _, address in processes])
@@ -130,8 +151,12 @@ async def throughput(workers: int, texts: list[str], schema: LabelSchema, concur
         try:
             async with channel(f"127.0.0.1:{port}") as ch:
                 stub = ner_pb2_grpc.NerServiceStub(ch)
-                await asyncio.gather(*(stub.Recognize(ner_pb2.RecognizeRequest(id=f"w{i}", text=t, schema=schema.name))
-                                       for i, t in enumerate(WARMUP * workers)))
+                await asyncio.gather(
+                    *(
+                        stub.Recognize(ner_pb2.RecognizeRequest(id=f"w{i}", text=t, schema=schema.name))
+                        for i, t in enumerate(WARMUP * workers)
+                    )
+                )
                 slots = asyncio.Semaphore(concurrency)
                 bar = tqdm(total=len(texts), desc=f"{workers} worker(s)", unit="doc")
 
@@ -151,8 +176,14 @@ async def throughput(workers: int, texts: list[str], schema: LabelSchema, concur
         for process, _ in processes:
             process.terminate()
             process.wait(timeout=60)
-    return {"workers": workers, "documents": len(texts), "seconds": elapsed, "documents_per_s": len(texts) / elapsed,
-            "concurrency": concurrency, "threads_per_worker": max(1, cores // workers)}
+    return {
+        "workers": workers,
+        "documents": len(texts),
+        "seconds": elapsed,
+        "documents_per_s": len(texts) / elapsed,
+        "concurrency": concurrency,
+        "threads_per_worker": max(1, cores // workers),
+    }
 
 
 def table(report: dict) -> str:
@@ -165,23 +196,41 @@ def table(report: dict) -> str:
         f"overhead of gRPC + orchestration ({o['mode']} mode, mentions start {o['mention_start']}): "
         f"{o['overhead_ratio'] * 100:+.1f} % of mean document "
         f"latency; median per-document difference {o['paired_difference_ms_p50']:+.1f} ms"
-        + (f"; {o['worker_batches_per_document_mean']:.2f} worker batches per document" if o["mode"] == "multi" else ""),
+        + (
+            f"; {o['worker_batches_per_document_mean']:.2f} worker batches per document" if o["mode"] == "multi" else ""
+        ),
         "",
         f"{'workers':<8} {'docs/s':>8} {'threads each':>13} {'in flight':>10}",
     ]
     for t in report["throughput"]:
-        lines.append(f"{t['workers']:<8} {t['documents_per_s']:8.2f} {t['threads_per_worker']:13d} {t['concurrency']:10d}")
+        lines.append(
+            f"{t['workers']:<8} {t['documents_per_s']:8.2f} {t['threads_per_worker']:13d} {t['concurrency']:10d}"
+        )
     return "\n".join(lines)
 
 
-async def run(engine_model, texts: list[str], schema: LabelSchema, *, worker_counts: list[int], concurrency: int,
-              model_args: list[str], mode: str = "multi", lookup_tokens: int | None = None,
-              mention_start: MentionStart = MentionStart.PER_LABEL) -> dict:
+async def run(
+    engine_model,
+    texts: list[str],
+    schema: LabelSchema,
+    *,
+    worker_counts: list[int],
+    concurrency: int,
+    model_args: list[str],
+    mode: str = "multi",
+    lookup_tokens: int | None = None,
+    mention_start: MentionStart = MentionStart.PER_LABEL,
+) -> dict:
     """`model_args`: the worker command's model options (--model, --base-model, --dtype, --lookup-tokens), so the
     spawned workers load and decode as the in-process engine does."""
     cores = torch.get_num_threads()
-    report: dict = {"documents": len(texts), "threads": cores, "lookup_tokens": lookup_tokens,
-              "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens, mention_start)}
-    report["throughput"] = [await throughput(n, texts, schema, concurrency, model_args, cores, mention_start)
-                            for n in worker_counts]
+    report: dict = {
+        "documents": len(texts),
+        "threads": cores,
+        "lookup_tokens": lookup_tokens,
+        "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens, mention_start),
+    }
+    report["throughput"] = [
+        await throughput(n, texts, schema, concurrency, model_args, cores, mention_start) for n in worker_counts
+    ]
     return report

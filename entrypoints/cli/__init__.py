@@ -13,8 +13,9 @@ from . import data, inference, model, services
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="padellm-ner",
-                                     description="PaDeLLM-NER: named entity recognition by parallel decoding")
+    parser = argparse.ArgumentParser(
+        prog="padellm-ner", description="PaDeLLM-NER: named entity recognition by parallel decoding"
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for group in (data, model, inference, services):

@@ -58,15 +58,20 @@ def cmd_score(args: argparse.Namespace) -> int:
     pred_format, records = read_predictions(args.pred, args.pred_format, **options)
     gold = read_corpus(args.gold, args.gold_format, **options).documents if args.gold else None
     scores = score_records(records, gold, dedup=args.dedup, metric=args.metric)
-    report = {"pred": args.pred, "pred_format": pred_format, "gold": args.gold, "dedup": args.dedup,
-              **scores.to_json()}
+    report = {"pred": args.pred, "pred_format": pred_format, "gold": args.gold, "dedup": args.dedup, **scores.to_json()}
     against = None
     if args.against:
         against_format, against_records = read_predictions(args.against, args.pred_format, **options)
-        against = score_records(_in_order_of(records, against_records, args.pred, args.against), gold,
-                                dedup=args.dedup, metric=args.metric)
-        report["against"] = {"pred": args.against, "pred_format": against_format, "micro_f1": against.micro_f1,
-                             "precision": against.total.precision, "recall": against.total.recall}
+        against = score_records(
+            _in_order_of(records, against_records, args.pred, args.against), gold, dedup=args.dedup, metric=args.metric
+        )
+        report["against"] = {
+            "pred": args.against,
+            "pred_format": against_format,
+            "micro_f1": against.micro_f1,
+            "precision": against.total.precision,
+            "recall": against.total.recall,
+        }
     if args.bootstrap:
         from padellm_ner.core.bootstrap import micro_f1_interval, paired_comparison
 
@@ -74,22 +79,31 @@ def cmd_score(args: argparse.Namespace) -> int:
         report["micro_f1_interval"] = micro_f1_interval(scores.per_document, **settings).to_json()
         if against is not None:
             report["against"]["micro_f1_interval"] = micro_f1_interval(against.per_document, **settings).to_json()
-            report["against"]["paired"] = paired_comparison(scores.per_document, against.per_document,
-                                                            **settings).to_json()
+            report["against"]["paired"] = paired_comparison(
+                scores.per_document, against.per_document, **settings
+            ).to_json()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return 0
     print(f"{args.pred} ({pred_format}), de-duplication: {args.dedup}")
     print(scores_table(scores))
-    print(f"micro-F1 {scores.micro_f1 * 100:.2f}{_interval_text(report.get('micro_f1_interval'))}   "
-          f"macro-F1 {scores.macro_f1 * 100:.2f}")
+    print(
+        f"micro-F1 {scores.micro_f1 * 100:.2f}{_interval_text(report.get('micro_f1_interval'))}   "
+        f"macro-F1 {scores.macro_f1 * 100:.2f}"
+    )
     if against is not None:
         other = report["against"]
-        print(f"against {args.against}: micro-F1 {against.micro_f1 * 100:.2f}"
-              f"{_interval_text(other.get('micro_f1_interval'))}; difference "
-              f"{(scores.micro_f1 - against.micro_f1) * 100:+.2f}"
-              + (f"{_interval_text(other['paired']['difference'])}, higher in "
-                 f"{other['paired']['a_better_share'] * 100:.1f} % of resamples" if "paired" in other else ""))
+        print(
+            f"against {args.against}: micro-F1 {against.micro_f1 * 100:.2f}"
+            f"{_interval_text(other.get('micro_f1_interval'))}; difference "
+            f"{(scores.micro_f1 - against.micro_f1) * 100:+.2f}"
+            + (
+                f"{_interval_text(other['paired']['difference'])}, higher in "
+                f"{other['paired']['a_better_share'] * 100:.1f} % of resamples"
+                if "paired" in other
+                else ""
+            )
+        )
     return 0
 
 
@@ -98,17 +112,21 @@ def _in_order_of(records, others, name: str, other_name: str):
     by_id = {r.id: r for r in others}
     if len(by_id) != len(others) or set(by_id) != {r.id for r in records}:
         missing, extra = {r.id for r in records} - set(by_id), set(by_id) - {r.id for r in records}
-        raise ValueError(f"--against {other_name} must hold the documents of {name}, each once (by id): "
-                         f"{len(missing)} missing, {len(extra)} not in {name}, "
-                         f"{len(others) - len(by_id)} repeated")
+        raise ValueError(
+            f"--against {other_name} must hold the documents of {name}, each once (by id): "
+            f"{len(missing)} missing, {len(extra)} not in {name}, "
+            f"{len(others) - len(by_id)} repeated"
+        )
     return [by_id[r.id] for r in records]
 
 
 def _interval_text(interval: dict | None) -> str:
     if not interval:
         return ""
-    return (f" ({interval['confidence'] * 100:.0f} % interval {interval['low'] * 100:.2f} to "
-            f"{interval['high'] * 100:.2f}, {interval['resamples']} resamples)")
+    return (
+        f" ({interval['confidence'] * 100:.0f} % interval {interval['low'] * 100:.2f} to "
+        f"{interval['high'] * 100:.2f}, {interval['resamples']} resamples)"
+    )
 
 
 def register(commands) -> None:
@@ -146,16 +164,31 @@ def register(commands) -> None:
     score.add_argument("--scheme", default="auto", choices=("auto", "iob1", "iob2", "bioes", "bmes"))
     score.add_argument("--offsets", default="auto", choices=("auto", "token", "char"))
     score.add_argument("--end", default="auto", choices=("auto", "inclusive", "exclusive"))
-    score.add_argument("--dedup", default="keep-max", choices=DEDUP_POLICIES,
-                       help="de-duplication across labels (keep-max: the paper's)")
-    score.add_argument("--metric", default="set", choices=("set", "span"),
-                       help="set: the paper's set-based F1; span: strict character spans")
-    score.add_argument("--against", help="predictions of another system on the same documents (by id): "
-                       "both scores, and with --bootstrap the paired interval of their difference")
-    score.add_argument("--bootstrap", type=int, default=0, metavar="N",
-                       help="N resamples of the documents: a percentile interval of micro-F1 (0: none)")
+    score.add_argument(
+        "--dedup",
+        default="keep-max",
+        choices=DEDUP_POLICIES,
+        help="de-duplication across labels (keep-max: the paper's)",
+    )
+    score.add_argument(
+        "--metric",
+        default="set",
+        choices=("set", "span"),
+        help="set: the paper's set-based F1; span: strict character spans",
+    )
+    score.add_argument(
+        "--against",
+        help="predictions of another system on the same documents (by id): "
+        "both scores, and with --bootstrap the paired interval of their difference",
+    )
+    score.add_argument(
+        "--bootstrap",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N resamples of the documents: a percentile interval of micro-F1 (0: none)",
+    )
     score.add_argument("--confidence", type=float, default=0.95, help="of the bootstrap interval")
     score.add_argument("--seed", type=int, default=0, help="of the bootstrap resampling")
     score.add_argument("--json", action="store_true")
     score.set_defaults(handler=cmd_score)
-

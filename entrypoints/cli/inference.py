@@ -32,17 +32,33 @@ def _prediction_json(prediction, engine_model, schema, latency_s: float) -> dict
     """A mention's probability is null where the method gives none (AutoReg_Struct)."""
     return {
         "text": prediction.text,
-        "entities": [{"label": m.label, "text": m.text, "start": m.start, "end": m.end,
-                      "probability": _rounded(m.probability), "window": m.window} for m in prediction.mentions],
+        "entities": [
+            {
+                "label": m.label,
+                "text": m.text,
+                "start": m.start,
+                "end": m.end,
+                "probability": _rounded(m.probability),
+                "window": m.window,
+            }
+            for m in prediction.mentions
+        ],
         "windows": prediction.windows,
-        "counts": {c.label: {"count": c.count, "probability": round(c.probability, 6), "status": c.status.value}
-                   for c in prediction.counts},
-        "removed_by_dedup": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
-                             for m in prediction.removed_by_dedup],
-        "not_in_text": [{"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
-                        for m in prediction.absent],
+        "counts": {
+            c.label: {"count": c.count, "probability": round(c.probability, 6), "status": c.status.value}
+            for c in prediction.counts
+        },
+        "removed_by_dedup": [
+            {"label": m.label, "text": m.text, "probability": _rounded(m.probability)}
+            for m in prediction.removed_by_dedup
+        ],
+        "not_in_text": [
+            {"label": m.label, "text": m.text, "probability": _rounded(m.probability)} for m in prediction.absent
+        ],
         "truncated": [{"label": m.label, "text": m.text} for m in prediction.truncated],
-        "model": engine_model.info.get("name"), "schema": schema.name, "latency_ms": round(latency_s * 1000, 2),
+        "model": engine_model.info.get("name"),
+        "schema": schema.name,
+        "latency_ms": round(latency_s * 1000, 2),
     }
 
 
@@ -58,8 +74,12 @@ def _recognize_remote(args: argparse.Namespace) -> int:
     async def call():
         async with channel(args.endpoint, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)) as ch:
             stub = ner_pb2_grpc.NerServiceStub(ch)
-            request = ner_pb2.RecognizeRequest(id=args.id, text=args.text, schema=args.schema or "",
-                                               labels=args.labels.split(",") if args.labels else [])
+            request = ner_pb2.RecognizeRequest(
+                id=args.id,
+                text=args.text,
+                schema=args.schema or "",
+                labels=args.labels.split(",") if args.labels else [],
+            )
             return await stub.Recognize(request, timeout=args.timeout)
 
     try:
@@ -112,13 +132,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     mode = engine_model.info.get("objective") or "base-model"
     if mode == "padellm":
         mode = PADELLM_NO_PREFIX if args.no_prefix_sharing else PADELLM_PREFIX
-    run = run_mode(mode, lambda document: engine.recognize(document.text, schema), documents, schema,
-                   warmup=args.warmup)
-    report = {"data": args.data, "unit": args.unit, "window_tokens": args.window_tokens,
-              "window_unit": args.window_unit, "documents_selected": selection, "model": engine_model.info.get("name"),
-              "mode": mode, "schema": schema.name,
-              "device": str(engine_model.device), "dtype": engine_model.info["dtype"],
-              "threads": __import__("torch").get_num_threads(), **run.summary()}
+    run = run_mode(
+        mode, lambda document: engine.recognize(document.text, schema), documents, schema, warmup=args.warmup
+    )
+    report = {
+        "data": args.data,
+        "unit": args.unit,
+        "window_tokens": args.window_tokens,
+        "window_unit": args.window_unit,
+        "documents_selected": selection,
+        "model": engine_model.info.get("name"),
+        "mode": mode,
+        "schema": schema.name,
+        "device": str(engine_model.device),
+        "dtype": engine_model.info["dtype"],
+        "threads": __import__("torch").get_num_threads(),
+        **run.summary(),
+    }
     if args.predictions:
         Path(args.predictions).write_text(predictions_jsonl(run, documents), encoding="utf-8")
     if args.json:
@@ -126,10 +156,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     else:
         if run.set_scores is not None:
             print(scores_table(run.set_scores))
-        print(f"micro-F1 {report['micro_f1'] * 100:.2f}  span micro-F1 {report['span_micro_f1'] * 100:.2f}  "
-              f"latency mean {report['latency_ms_mean']:.1f} ms (p50 {report['latency_ms_p50']:.1f}, "
-              f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}  "
-              f"windows/document {report['windows_mean']:.1f}")
+        print(
+            f"micro-F1 {report['micro_f1'] * 100:.2f}  span micro-F1 {report['span_micro_f1'] * 100:.2f}  "
+            f"latency mean {report['latency_ms_mean']:.1f} ms (p50 {report['latency_ms_p50']:.1f}, "
+            f"p95 {report['latency_ms_p95']:.1f})  tokens/sequence {report['tokens_per_sequence_mean']:.2f}  "
+            f"windows/document {report['windows_mean']:.1f}"
+        )
     return 0
 
 
@@ -174,13 +206,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         engine = PadellmEngine(padellm_model, prefix_sharing=sharing, lookup_tokens=lookup, window_policy=policy)
         recognizers[mode] = _on_document(engine.recognize, schema)
         if sharing and args.unit == "document":  # the same engine on the document's corpus sentences, one by one
-            recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(partial(engine.recognize, schema=schema),
-                                                                    schema.labels)
+            recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(
+                partial(engine.recognize, schema=schema), schema.labels
+            )
     if args.skip:
         unknown = set(args.skip.split(",")) - set(recognizers) - {AUTOREG_STRUCT}
         if unknown:
-            raise SystemExit(f"padellm-ner: error: --skip {','.join(sorted(unknown))}: not a mode of this run "
-                             f"({', '.join(recognizers)})")
+            raise SystemExit(
+                f"padellm-ner: error: --skip {','.join(sorted(unknown))}: not a mode of this run "
+                f"({', '.join(recognizers)})"
+            )
         recognizers = {mode: r for mode, r in recognizers.items() if mode not in args.skip.split(",")}
     if args.baseline_model:
         baseline_model = replace(engine_args, model=args.baseline_model).load()
@@ -188,13 +223,22 @@ def cmd_bench(args: argparse.Namespace) -> int:
         recognizers[AUTOREG_STRUCT] = _on_document(baseline.recognize, schema)
     runs = run_modes(recognizers, documents, schema)  # interleaved document by document
     modes = {name: {k: v for k, v in run.summary().items() if k != "per_label"} for name, run in runs.items()}
-    report = {"data": args.data, "unit": args.unit, "window_tokens": policy.max_tokens,
-              "window_unit": policy.unit.value, "documents": len(documents), "documents_selected": selection,
-              "device": str(padellm_model.device),
-              "dtype": padellm_model.info["dtype"],
-              "threads": __import__("torch").get_num_threads(), "model": padellm_model.info.get("name"),
-              "lookup_tokens": lookup,
-              "baseline_model": args.baseline_model, "modes": modes, "speedup": speedups(modes)}
+    report = {
+        "data": args.data,
+        "unit": args.unit,
+        "window_tokens": policy.max_tokens,
+        "window_unit": policy.unit.value,
+        "documents": len(documents),
+        "documents_selected": selection,
+        "device": str(padellm_model.device),
+        "dtype": padellm_model.info["dtype"],
+        "threads": __import__("torch").get_num_threads(),
+        "model": padellm_model.info.get("name"),
+        "lookup_tokens": lookup,
+        "baseline_model": args.baseline_model,
+        "modes": modes,
+        "speedup": speedups(modes),
+    }
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "bench.json").write_text(json.dumps(report, indent=2))
@@ -208,10 +252,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def add_unit_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--unit", default="sentence", choices=("sentence", "document"),
-                        help="score the corpus's sentences (default), or the documents they came from (CoNLL "
-                             "-DOCSTART- groups, a sentence per line); --limit/--sample count that unit. "
-                             "bench --unit document adds PaDeLLM on each document's sentences one by one")
+    parser.add_argument(
+        "--unit",
+        default="sentence",
+        choices=("sentence", "document"),
+        help="score the corpus's sentences (default), or the documents they came from (CoNLL "
+        "-DOCSTART- groups, a sentence per line); --limit/--sample count that unit. "
+        "bench --unit document adds PaDeLLM on each document's sentences one by one",
+    )
 
 
 def register(commands) -> None:
@@ -258,4 +306,3 @@ def register(commands) -> None:
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=cmd_bench)
-

@@ -31,14 +31,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     schema = schema_for(documents, args.schema)
     base = ensure_base_model(args.base_model)
     config = TrainConfig(
-        base_model=str(base), output=args.output, objective=args.objective, method=args.method,
-        lora_rank=args.lora_rank, lora_alpha=args.lora_alpha or 2 * args.lora_rank, epochs=args.epochs,
-        max_steps=args.max_steps, row_tokens=args.row_tokens, rows_per_step=args.rows_per_step,
-        grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps, bf16=_train_bf16(args.bf16),
-        seed=args.seed, time_budget_minutes=args.time_budget, checkpoint_minutes=args.checkpoint_minutes,
-        oversample_min_mentions=args.oversample_min_mentions, oversample_times=args.oversample_times,
+        base_model=str(base),
+        output=args.output,
+        objective=args.objective,
+        method=args.method,
+        lora_rank=args.lora_rank,
+        lora_alpha=args.lora_alpha or 2 * args.lora_rank,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        row_tokens=args.row_tokens,
+        rows_per_step=args.rows_per_step,
+        grad_accum=args.grad_accum,
+        lr=args.lr,
+        warmup_steps=args.warmup_steps,
+        bf16=_train_bf16(args.bf16),
+        seed=args.seed,
+        time_budget_minutes=args.time_budget,
+        checkpoint_minutes=args.checkpoint_minutes,
+        oversample_min_mentions=args.oversample_min_mentions,
+        oversample_times=args.oversample_times,
         mention_replacement_copies=args.mention_replacement_copies,
-        schema=schema.name, data=list(args.data), init_from=args.init_from,
+        schema=schema.name,
+        data=list(args.data),
+        init_from=args.init_from,
     )
     print(f"schema {schema.name}: {', '.join(schema.labels)}; base model {base}", file=sys.stderr)
     train(config, documents, schema, AutoTokenizer.from_pretrained(base), log=lambda m: print(m, file=sys.stderr))
@@ -51,17 +66,32 @@ def _train_bf16(asked: bool | None) -> bool:
     if asked is not None:
         return asked
     native = cpu_has_native_bf16()
-    print(f"train: {'bf16 autocast' if native else 'fp32'} (this CPU {'has' if native else 'lacks'} native bf16; "
-          "--bf16 / --no-bf16 to choose)", file=sys.stderr)
+    print(
+        f"train: {'bf16 autocast' if native else 'fp32'} (this CPU {'has' if native else 'lacks'} native bf16; "
+        "--bf16 / --no-bf16 to choose)",
+        file=sys.stderr,
+    )
     return native
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     from workers.training.export import export_run
 
-    print(json.dumps(export_run(Path(args.run), Path(args.output), args.rank, args.version, args.form,
-                                args.rank_allocation, args.calibration_docs, args.calibration_seed,
-                                args.calibration_data)))
+    print(
+        json.dumps(
+            export_run(
+                Path(args.run),
+                Path(args.output),
+                args.rank,
+                args.version,
+                args.form,
+                args.rank_allocation,
+                args.calibration_docs,
+                args.calibration_seed,
+                args.calibration_data,
+            )
+        )
+    )
     return 0
 
 
@@ -90,45 +120,82 @@ def register(commands) -> None:
     tr.add_argument("--lr", type=float, default=1.5e-4)
     tr.add_argument("--warmup-steps", type=int, default=30)
     precision = tr.add_mutually_exclusive_group()
-    precision.add_argument("--bf16", dest="bf16", action="store_true", default=None,
-                           help="bf16 autocast (default: where the CPU computes bf16 natively, AVX512-BF16 or AMX; "
-                                "there about 1.7x faster than fp32, elsewhere emulated and many times slower)")
+    precision.add_argument(
+        "--bf16",
+        dest="bf16",
+        action="store_true",
+        default=None,
+        help="bf16 autocast (default: where the CPU computes bf16 natively, AVX512-BF16 or AMX; "
+        "there about 1.7x faster than fp32, elsewhere emulated and many times slower)",
+    )
     precision.add_argument("--no-bf16", dest="bf16", action="store_false", help="train in fp32")
     tr.add_argument("--seed", type=int, default=1234)
     tr.add_argument("--time-budget", type=float, help="stop (with a checkpoint) after this many minutes")
     tr.add_argument("--checkpoint-minutes", type=float, default=10.0)
-    tr.add_argument("--oversample-min-mentions", type=non_negative, default=0, metavar="N",
-                    help="repeat documents in which one label has at least N mentions (long lists; 0: off)")
-    tr.add_argument("--oversample-times", type=positive, default=1, metavar="R",
-                    help="how often such a document appears per epoch (default 1: not repeated)")
-    tr.add_argument("--mention-replacement", dest="mention_replacement_copies", type=non_negative, default=0,
-                    metavar="C", help="add C copies of the corpus to each epoch, each mention in them swapped for "
-                                      "another training mention of its label (0: off)")
+    tr.add_argument(
+        "--oversample-min-mentions",
+        type=non_negative,
+        default=0,
+        metavar="N",
+        help="repeat documents in which one label has at least N mentions (long lists; 0: off)",
+    )
+    tr.add_argument(
+        "--oversample-times",
+        type=positive,
+        default=1,
+        metavar="R",
+        help="how often such a document appears per epoch (default 1: not repeated)",
+    )
+    tr.add_argument(
+        "--mention-replacement",
+        dest="mention_replacement_copies",
+        type=non_negative,
+        default=0,
+        metavar="C",
+        help="add C copies of the corpus to each epoch, each mention in them swapped for "
+        "another training mention of its label (0: off)",
+    )
     tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
-    tr.add_argument("--init-from", metavar="RUN",
-                    help="start from a finished run's trained weights (same --method and base model), or from an "
-                         "exported low-rank full fine-tune (a model folder), with this run's own schedule: more "
-                         "epochs after a finished cosine; exports stay deltas to the base")
+    tr.add_argument(
+        "--init-from",
+        metavar="RUN",
+        help="start from a finished run's trained weights (same --method and base model), or from an "
+        "exported low-rank full fine-tune (a model folder), with this run's own schedule: more "
+        "epochs after a finished cosine; exports stay deltas to the base",
+    )
     tr.set_defaults(handler=cmd_train)
 
-    ex = commands.add_parser("export", help="a training run as a shippable model folder (a LoRA adapter or "
-                                            "quantised low-rank weight deltas)")
+    ex = commands.add_parser(
+        "export", help="a training run as a shippable model folder (a LoRA adapter or quantised low-rank weight deltas)"
+    )
     ex.add_argument("--run", required=True)
     ex.add_argument("--output", required=True)
     ex.add_argument("--rank", type=int, default=32, help="rank of the extraction for full fine-tuning runs")
     ex.add_argument("--version", default="0.1.0")
     # the choices are spelled here so that parsing imports no torch; tests/test_model_cli.py keeps them in step
-    ex.add_argument("--form", default="lora", choices=("lora", "lowrank-int8", "lowrank-int4"),
-                    help="full fine-tuning runs: a bf16 LoRA adapter, or quantised low-rank factors of the weight "
-                         "deltas (int8: twice the rank per byte; int4 with a scale per 64 values: about four times)")
-    ex.add_argument("--rank-allocation", default="uniform", choices=("uniform", "energy"),
-                    help="quantised forms: --rank for every delta, or the same bytes spread over the deltas where "
-                         "they keep the most of the squared weight change")
-    ex.add_argument("--calibration-docs", type=at_least(0), default=0,
-                    help="quantised forms: take each delta's components from an SVD weighted by its layer's inputs "
-                         "on N training documents (keeps the change of the outputs, not of the weights); 0: plain SVD")
-    ex.add_argument("--calibration-data", nargs="+", help="files of the calibration documents (default: the run's "
-                                                          "training files)")
+    ex.add_argument(
+        "--form",
+        default="lora",
+        choices=("lora", "lowrank-int8", "lowrank-int4"),
+        help="full fine-tuning runs: a bf16 LoRA adapter, or quantised low-rank factors of the weight "
+        "deltas (int8: twice the rank per byte; int4 with a scale per 64 values: about four times)",
+    )
+    ex.add_argument(
+        "--rank-allocation",
+        default="uniform",
+        choices=("uniform", "energy"),
+        help="quantised forms: --rank for every delta, or the same bytes spread over the deltas where "
+        "they keep the most of the squared weight change",
+    )
+    ex.add_argument(
+        "--calibration-docs",
+        type=at_least(0),
+        default=0,
+        help="quantised forms: take each delta's components from an SVD weighted by its layer's inputs "
+        "on N training documents (keeps the change of the outputs, not of the weights); 0: plain SVD",
+    )
+    ex.add_argument(
+        "--calibration-data", nargs="+", help="files of the calibration documents (default: the run's training files)"
+    )
     ex.add_argument("--calibration-seed", type=int, default=0, help="seed of the calibration sample")
     ex.set_defaults(handler=cmd_export)
-

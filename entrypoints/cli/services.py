@@ -56,9 +56,19 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     engine_model = engine.load()
     schema = schema_of(engine, engine_model)
     workers = [int(n) for n in args.worker_counts.split(",")]
-    report = asyncio.run(bench.run(engine_model, texts, schema, worker_counts=workers, concurrency=args.concurrency,
-                                   model_args=engine.cli_args(), mode=args.mode, lookup_tokens=engine.lookup_tokens,
-                                   mention_start=bench.MentionStart(args.mention_start)))
+    report = asyncio.run(
+        bench.run(
+            engine_model,
+            texts,
+            schema,
+            worker_counts=workers,
+            concurrency=args.concurrency,
+            model_args=engine.cli_args(),
+            mode=args.mode,
+            lookup_tokens=engine.lookup_tokens,
+            mention_start=bench.MentionStart(args.mention_start),
+        )
+    )
     report["data"] = args.data
     report["unit"] = args.unit
     if args.output:
@@ -119,8 +129,12 @@ def register(commands) -> None:
     bs.add_argument("--mode", default=MULTI, choices=(MULTI, BATCH))
     bs.add_argument("--worker-counts", default="1,2", help="comma-separated numbers of worker processes")
     bs.add_argument("--mention-start", default=MentionStart.PER_LABEL.value, choices=[m.value for m in MentionStart])
-    bs.add_argument("--unit", default="sentence", choices=("sentence", "document"),
-                    help="the corpus's sentences, or the documents they came from (CoNLL -DOCSTART- groups)")
+    bs.add_argument(
+        "--unit",
+        default="sentence",
+        choices=("sentence", "document"),
+        help="the corpus's sentences, or the documents they came from (CoNLL -DOCSTART- groups)",
+    )
     bs.add_argument("--concurrency", type=int, default=8, help="documents in flight in the throughput runs")
     bs.add_argument("--output", help="also write the JSON report here")
     bs.add_argument("--json", action="store_true")
@@ -137,4 +151,3 @@ def register(commands) -> None:
     bk.add_argument("--output", help="also write the JSON report here")
     bk.add_argument("--json", action="store_true")
     bk.set_defaults(handler=cmd_bench_stream)
-

@@ -6,6 +6,7 @@ For every document of DATA (less or only the ids of a predictions file): the eng
 (OUT_DIR/preds.jsonl) and, per label, P(count = n+1) at the count's first token (n the greedy count) and, where
 it is at least 0.02, the greedy mention n+1 asked under count n+1 with its sequence probability
 (OUT_DIR/cands.json). Run from the repository root."""
+
 import argparse
 import json
 import math
@@ -48,9 +49,19 @@ t0 = time.time()
 with torch.inference_mode():
     for i, doc in enumerate(docs):
         res = engine.recognize(doc.text, schema)
-        preds.write(json.dumps({"id": doc.id, "text": doc.text, "entities": [
-            {"label": e.label, "text": e.text, "start": e.start, "end": e.end, "probability": e.probability}
-            for e in res.prediction.mentions]}) + "\n")
+        preds.write(
+            json.dumps(
+                {
+                    "id": doc.id,
+                    "text": doc.text,
+                    "entities": [
+                        {"label": e.label, "text": e.text, "start": e.start, "end": e.end, "probability": e.probability}
+                        for e in res.prediction.mentions
+                    ],
+                }
+            )
+            + "\n"
+        )
         prefix = m.encode(tmpl.shared_prefix(doc.text), special=True)
         branches = [m.encode(tmpl.label_branch(schema.prompt_word(label))) for label in schema.labels]
         cache = m.model(input_ids=torch.tensor([prefix]), use_cache=True).past_key_values
@@ -58,10 +69,10 @@ with torch.inference_mode():
         L = max(map(len, branches))
         ids = torch.zeros((len(branches), L), dtype=torch.long)
         att = torch.zeros((len(branches), len(prefix) + L), dtype=torch.long)
-        att[:, :len(prefix)] = 1
+        att[:, : len(prefix)] = 1
         for r, b in enumerate(branches):
-            ids[r, :len(b)] = torch.tensor(b)
-            att[r, len(prefix):len(prefix) + len(b)] = 1
+            ids[r, : len(b)] = torch.tensor(b)
+            att[r, len(prefix) : len(prefix) + len(b)] = 1
         pos = len(prefix) + torch.arange(L).repeat(len(branches), 1)
         all_logits = m.model(input_ids=ids, attention_mask=att, position_ids=pos, past_key_values=cache).logits
         logits = torch.stack([all_logits[r, len(b) - 1] for r, b in enumerate(branches)]).float()
@@ -74,7 +85,9 @@ with torch.inference_mode():
             pn1 = float(p[r, digits[n + 1]])
             row = {"id": doc.id, "label": label, "n": n, "p_n": float(p[r, top]), "p_next": pn1}
             if pn1 >= 0.02:
-                mids = prefix + m.encode(tmpl.label_branch(schema.prompt_word(label)) + tmpl.mention_suffix(n + 1, n + 1))
+                mids = prefix + m.encode(
+                    tmpl.label_branch(schema.prompt_word(label)) + tmpl.mention_suffix(n + 1, n + 1)
+                )
                 g = greedy_decode(m.model, [mids], stop_ids=stop, max_new_tokens=48, pad_id=m.pad_id)[0]
                 row.update(mention=m.decode(g.token_ids), prob=math.exp(sum(g.logprobs)), finish=g.finish)
             cands.append(row)

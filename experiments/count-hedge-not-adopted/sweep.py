@@ -4,6 +4,7 @@
 
 tau: least P(count = n+1); pi: least probability of the hedged mention. A hedged mention joins the label's
 predictions if it is new for that label and found in the text; keep-max de-duplication across labels as usual."""
+
 import json
 import sys
 
@@ -18,6 +19,7 @@ rows = [r for r in json.load(open(cands)) if "mention" in r]
 by_id = {}
 for r in rows:
     by_id.setdefault(r["id"], []).append(r)
+
 
 def score(tau, pi):
     out, added = [], 0
@@ -36,6 +38,7 @@ def score(tau, pi):
         out.append(PredictionRecord(rec.id, rec.text, mentions, rec.gold, rec.labels, rec.latency_s))
     s = score_records(out, gold)
     return s.micro_f1, added
+
 
 base = score(2.0, 2.0)
 print("base", base)

@@ -74,16 +74,34 @@ def main() -> None:
             seconds += time.perf_counter() - started
             predicted.append(found)
         scores = set_scores((p, {k: list(v) for k, v in g.items()}) for p, (_, _, g) in zip(predicted, articles))
-        report[name] = {"micro_f1": scores.micro_f1, "precision": scores.total.precision, "recall": scores.total.recall,
-                        "windows_per_article": windows / len(articles),
-                        "ms_per_article": seconds / len(articles) * 1000}
+        report[name] = {
+            "micro_f1": scores.micro_f1,
+            "precision": scores.total.precision,
+            "recall": scores.total.recall,
+            "windows_per_article": windows / len(articles),
+            "ms_per_article": seconds / len(articles) * 1000,
+        }
         r = report[name]
-        print(f"{name:<28} F1 {r['micro_f1']*100:6.2f}  P {r['precision']*100:6.2f}  R {r['recall']*100:6.2f}  "
-              f"windows {r['windows_per_article']:5.1f}  {r['ms_per_article']:7.0f} ms", flush=True)
+        print(
+            f"{name:<28} F1 {r['micro_f1'] * 100:6.2f}  P {r['precision'] * 100:6.2f}  R {r['recall'] * 100:6.2f}  "
+            f"windows {r['windows_per_article']:5.1f}  {r['ms_per_article']:7.0f} ms",
+            flush=True,
+        )
     if args.output:
         with open(args.output, "w") as out:
-            json.dump({"data": args.data, "sample": args.sample, "seed": args.seed, "dtype": args.dtype, "join": args.join,
-                       "articles": len(articles), "policies": report}, out, indent=2)
+            json.dump(
+                {
+                    "data": args.data,
+                    "sample": args.sample,
+                    "seed": args.seed,
+                    "dtype": args.dtype,
+                    "join": args.join,
+                    "articles": len(articles),
+                    "policies": report,
+                },
+                out,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

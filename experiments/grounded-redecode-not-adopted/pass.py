@@ -1,6 +1,7 @@
 """Step 1 of 3. `python pass.py CORPUS OUT.jsonl`: the shipped model's raw counts and mentions for every document
 (the engine, greedy, as `padellm-ner eval`) and the mention sequences whose string the text lacks (`absent`:
 label, k, string), which grounding sets aside and `redecode.py` decodes again."""
+
 import json
 import sys
 import time
@@ -24,10 +25,13 @@ absent = 0
 with torch.inference_mode(), open(sys.argv[2], "w") as out:
     for i, doc in enumerate(docs):
         result = engine.recognize(doc.text, schema)
-        row = {"id": doc.id, "text": doc.text,
-               "counts": [[c.label, c.raw, c.logprob, c.generated_tokens] for c in result.counts],
-               "mentions": [[r.label, r.k, r.raw, r.logprob, r.generated_tokens] for r in result.mentions],
-               "absent": [[a.label, a.k, a.text] for a in result.prediction.absent]}
+        row = {
+            "id": doc.id,
+            "text": doc.text,
+            "counts": [[c.label, c.raw, c.logprob, c.generated_tokens] for c in result.counts],
+            "mentions": [[r.label, r.k, r.raw, r.logprob, r.generated_tokens] for r in result.mentions],
+            "absent": [[a.label, a.k, a.text] for a in result.prediction.absent],
+        }
         absent += len(row["absent"])
         out.write(json.dumps(row) + "\n")
         if i % 100 == 0:

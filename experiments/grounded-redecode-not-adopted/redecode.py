@@ -9,6 +9,7 @@ log-probability, tokens, finish).
   with the `regex` module's partial matching; among the 2,048 best tokens.
 - any-substring (the reference): the stripped output must occur in the text; among the 64 best tokens.
 """
+
 import argparse
 import json
 import time
@@ -131,7 +132,8 @@ def main():
             constraint = CONSTRAINTS[args.constraint](row["text"]) if row["absent"] else None
             for label, k, greedy in row["absent"]:
                 prompt = m.encode(template.shared_prefix(row["text"]), special=True) + m.encode(
-                    template.label_branch(schema.prompt_word(label)) + template.mention_suffix(counts[label], k))
+                    template.label_branch(schema.prompt_word(label)) + template.mention_suffix(counts[label], k)
+                )
                 row["repairs"].append([label, k, greedy, *constrained(m, stop, constraint, prompt)])
                 done += 1
             out.write(json.dumps(row) + "\n")

@@ -3,6 +3,7 @@
 
 usage: summarize.py FOLDER   (writes FOLDER/report.json and FOLDER/loss.png, prints the table)
 """
+
 import json
 import statistics
 import sys
@@ -16,12 +17,17 @@ def summarize(export: Path) -> dict:
     score = json.loads((export / "dev300.json").read_text())
     size = sum(p.stat().st_size for p in export.glob("*.safetensors"))
     return {
-        "export": export.name, "arm": ARMS[export.name[0]], "steps": log[-1]["step"],
+        "export": export.name,
+        "arm": ARMS[export.name[0]],
+        "steps": log[-1]["step"],
         "train_minutes": log[-1]["elapsed_s"] / 60,
         "packed_tokens_per_s_median": statistics.median(r["tokens_per_s"] for r in log[1:]),
         "loss_last_10_steps": statistics.mean(r["loss"] for r in log[-10:]),
-        "weights_bytes": size, "dev300_micro_f1": score["micro_f1"], "dev300_precision": score["precision"],
-        "dev300_recall": score["recall"], "tokens_per_sequence_mean": score["tokens_per_sequence_mean"],
+        "weights_bytes": size,
+        "dev300_micro_f1": score["micro_f1"],
+        "dev300_precision": score["precision"],
+        "dev300_recall": score["recall"],
+        "tokens_per_sequence_mean": score["tokens_per_sequence_mean"],
         "log": [(r["elapsed_s"] / 60, r["loss"]) for r in log],
     }
 
@@ -38,7 +44,7 @@ def plot(rows: list[dict], path: Path) -> None:
         if not runs:
             continue
         points = max(runs, key=lambda r: r["steps"])["log"]
-        smooth = [statistics.mean(loss for _, loss in points[max(0, i - 9):i + 1]) for i in range(len(points))]
+        smooth = [statistics.mean(loss for _, loss in points[max(0, i - 9) : i + 1]) for i in range(len(points))]
         scores = ", ".join(f"{100 * r['dev300_micro_f1']:.1f} at {r['train_minutes']:.0f} min" for r in runs)
         ax.plot([m for m, _ in points], smooth, color=color, label=f"{ARMS[arm]}; dev-300 F1 {scores}")
         for r in runs:
@@ -60,9 +66,11 @@ def main(folder: str) -> None:
     print("| export | arm | steps | minutes | packed tok/s | loss (last 10) | bytes | dev-300 F1 | P | R |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['export']} | {r['arm']} | {r['steps']} | {r['train_minutes']:.1f} | "
-              f"{r['packed_tokens_per_s_median']:.0f} | {r['loss_last_10_steps']:.3f} | {r['weights_bytes']:,} | "
-              f"{100 * r['dev300_micro_f1']:.2f} | {100 * r['dev300_precision']:.2f} | {100 * r['dev300_recall']:.2f} |")
+        print(
+            f"| {r['export']} | {r['arm']} | {r['steps']} | {r['train_minutes']:.1f} | "
+            f"{r['packed_tokens_per_s_median']:.0f} | {r['loss_last_10_steps']:.3f} | {r['weights_bytes']:,} | "
+            f"{100 * r['dev300_micro_f1']:.2f} | {100 * r['dev300_precision']:.2f} | {100 * r['dev300_recall']:.2f} |"
+        )
     print(f"wrote {root / 'report.json'} and {root / 'loss.png'}")
 
 

@@ -3,6 +3,7 @@ decision.txt): mention k of a label whose string already appeared among the labe
 times as the text contains it (at least once), greedily, constrained to a word-aligned span of the text that is
 not among the label's strings so far. Adds `repairs` (label, k, greedy string, new raw output, log-probability,
 tokens, finish) to each row, as the grounded-redecode experiment's redecode.py, so that its score.py reads the result."""
+
 import json
 import sys
 import time
@@ -16,7 +17,9 @@ from padellm_ner.core import get_schema, parse_count, template_for
 from workers.engine.loading import load_engine_model
 
 # the grounded-redecode experiment's constrained decoding, loaded from its script
-_spec = spec_from_file_location("redecode", Path(__file__).resolve().parents[1] / "grounded-redecode-not-adopted" / "redecode.py")
+_spec = spec_from_file_location(
+    "redecode", Path(__file__).resolve().parents[1] / "grounded-redecode-not-adopted" / "redecode.py"
+)
 redecode = module_from_spec(_spec)
 _spec.loader.exec_module(redecode)
 WordAligned, constrained = redecode.WordAligned, redecode.constrained
@@ -62,7 +65,8 @@ def main():
             for label, k in excess_repeats(row["text"], row["mentions"]):
                 kept = {s for (lab, j), s in strings.items() if lab == label and j < k}
                 prompt = m.encode(template.shared_prefix(row["text"]), special=True) + m.encode(
-                    template.label_branch(schema.prompt_word(label)) + template.mention_suffix(counts[label], k))
+                    template.label_branch(schema.prompt_word(label)) + template.mention_suffix(counts[label], k)
+                )
                 result = constrained(m, stop, WordAlignedExcept(row["text"], kept), prompt)
                 row["repairs"].append([label, k, strings[label, k], *result])
                 strings[label, k] = result[0].strip()  # later re-decodes exclude it

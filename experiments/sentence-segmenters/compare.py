@@ -71,19 +71,28 @@ def main(path: str) -> None:
             inside += sum(1 for p in predicted for s, e in spans if s < p < e)
         seconds = time.perf_counter() - started
         precision, recall = tp / (tp + fp), tp / (tp + fn)
-        report[name] = {"precision": precision, "recall": recall, "f1": 2 * precision * recall / (precision + recall),
-                        "cuts_inside_entities": inside, "ms_per_article": seconds / len(data) * 1000}
+        report[name] = {
+            "precision": precision,
+            "recall": recall,
+            "f1": 2 * precision * recall / (precision + recall),
+            "cuts_inside_entities": inside,
+            "ms_per_article": seconds / len(data) * 1000,
+        }
     long_text = " ".join(text for text, _, _ in data)[:100_000]  # one 100,000-character document
     for name, split in (("sentencex", sentencex_starts), ("pysbd", pysbd_starts), ("syntok", syntok_starts)):
         started = time.perf_counter()
         split(long_text)
         report[name]["ms_per_100k_characters"] = (time.perf_counter() - started) * 1000
     print(json.dumps({"articles": len(data), "segmenters": report}, indent=2))
-    print(f"\n{'segmenter':<10} {'P':>6} {'R':>6} {'F1':>6} {'cuts in entities':>17} {'ms/article':>11} "
-          f"{'ms/100k chars':>14}")
+    print(
+        f"\n{'segmenter':<10} {'P':>6} {'R':>6} {'F1':>6} {'cuts in entities':>17} {'ms/article':>11} "
+        f"{'ms/100k chars':>14}"
+    )
     for name, r in report.items():
-        print(f"{name:<10} {r['precision']*100:6.1f} {r['recall']*100:6.1f} {r['f1']*100:6.1f} "
-              f"{r['cuts_inside_entities']:>17} {r['ms_per_article']:11.2f} {r['ms_per_100k_characters']:14.1f}")
+        print(
+            f"{name:<10} {r['precision'] * 100:6.1f} {r['recall'] * 100:6.1f} {r['f1'] * 100:6.1f} "
+            f"{r['cuts_inside_entities']:>17} {r['ms_per_article']:11.2f} {r['ms_per_100k_characters']:14.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -96,8 +96,9 @@ class DocumentPrediction:
         return out
 
 
-def parse_result(count: CountResult, max_count: int = DEFAULT_MAX_COUNT,
-                 stop_strings: tuple[str, ...] = ()) -> ParsedCount:
+def parse_result(
+    count: CountResult, max_count: int = DEFAULT_MAX_COUNT, stop_strings: tuple[str, ...] = ()
+) -> ParsedCount:
     """A step-1 sequence's count. One cut at its token limit keeps the official fallback's value (its leading
     digit) but says TRUNCATED: the caller sees that the count is not one the model finished."""
     parsed = parse_count(count.raw, max_count, stop_strings)
@@ -157,8 +158,9 @@ def aggregate(
     removed = tuple(m for m, k in zip(candidates, keep) if not k)
     spans = ground(text, [(m.label, m.text) for m in kept], language)
     grounded = tuple(
-        PredictedMention(m.label, m.k, m.text, m.probability, span[0] if span else None, span[1] if span else None,
-                         window=m.window)
+        PredictedMention(
+            m.label, m.k, m.text, m.probability, span[0] if span else None, span[1] if span else None, window=m.window
+        )
         for m, span in zip(kept, spans)
     )
     return DocumentPrediction(text, grounded, label_counts, removed, empty, tuple(absent), tuple(truncated))

@@ -37,7 +37,7 @@ def parse_struct(output: str, schema: LabelSchema) -> list[tuple[str, str]]:
     pairs = []
     for match, following in zip(starts, [*starts[1:], None]):
         end = following.start() if following else len(output)
-        body = output[match.end():end].rstrip()
+        body = output[match.end() : end].rstrip()
         if following:
             body = body.removesuffix(",").rstrip()
             body = body.removesuffix(")")

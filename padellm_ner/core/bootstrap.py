@@ -75,8 +75,9 @@ def _interval(estimate: float, values: np.ndarray, confidence: float, resamples:
     return Interval(float(estimate), float(low), float(high), confidence, resamples, seed)
 
 
-def micro_f1_interval(per_document: Sequence[Counts], resamples: int = 1000, confidence: float = 0.95,
-                      seed: int = 0) -> Interval:
+def micro_f1_interval(
+    per_document: Sequence[Counts], resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> Interval:
     """The percentile bootstrap interval of micro-F1 over documents."""
     _check(len(per_document), resamples, confidence)
     counts = np.asarray(per_document, dtype=np.int64).reshape(-1, 3)
@@ -84,8 +85,9 @@ def micro_f1_interval(per_document: Sequence[Counts], resamples: int = 1000, con
     return _interval(float(_micro_f1(counts.sum(axis=0))), values, confidence, resamples, seed)
 
 
-def paired_comparison(a: Sequence[Counts], b: Sequence[Counts], resamples: int = 1000, confidence: float = 0.95,
-                      seed: int = 0) -> PairedComparison:
+def paired_comparison(
+    a: Sequence[Counts], b: Sequence[Counts], resamples: int = 1000, confidence: float = 0.95, seed: int = 0
+) -> PairedComparison:
     """A against B on the same documents, in the same order: the interval of their micro-F1 difference."""
     if len(a) != len(b):
         raise ValueError(f"a paired comparison needs the same documents: {len(a)} against {len(b)}")

@@ -44,7 +44,7 @@ class Document:
                 raise ValueError(
                     f"document {self.id!r}: entity {entity.label} [{entity.start}, {entity.end}) "
                     f"has text {entity.text!r} but the document holds "
-                    f"{self.text[entity.start:entity.end]!r} there"
+                    f"{self.text[entity.start : entity.end]!r} there"
                 )
         ordered = tuple(sorted(self.entities))
         if ordered != self.entities:

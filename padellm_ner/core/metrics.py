@@ -43,8 +43,13 @@ class LabelScore:
 
     def to_json(self) -> dict:
         return {
-            "precision": self.precision, "recall": self.recall, "f1": self.f1,
-            "tp": self.tp, "fp": self.fp, "fn": self.fn, "support": self.tp + self.fn,
+            "precision": self.precision,
+            "recall": self.recall,
+            "f1": self.f1,
+            "tp": self.tp,
+            "fp": self.fp,
+            "fn": self.fn,
+            "support": self.tp + self.fn,
         }
 
 
@@ -89,8 +94,9 @@ class Scores:
         targets = [self.per_label.setdefault(label, LabelScore()), self.total]
         if by_group:
             size = len(gold)
-            targets.append(self.by_group_size.setdefault(str(size) if size < GROUP_CAP else f"{GROUP_CAP}+",
-                                                         LabelScore()))
+            targets.append(
+                self.by_group_size.setdefault(str(size) if size < GROUP_CAP else f"{GROUP_CAP}+", LabelScore())
+            )
         for s in targets:
             s.tp += tp
             s.fp += fp
@@ -110,8 +116,11 @@ class Scores:
             "fp": self.total.fp,
             "fn": self.total.fn,
             "per_label": {label: self.per_label[label].to_json() for label in sorted(self.per_label)},
-            **({"by_gold_group_size": {size: self.by_group_size[size].to_json() for size in _group_order(self)}}
-               if self.by_group_size else {}),
+            **(
+                {"by_gold_group_size": {size: self.by_group_size[size].to_json() for size in _group_order(self)}}
+                if self.by_group_size
+                else {}
+            ),
         }
 
 
@@ -181,11 +190,18 @@ def scores_table(scores: Scores) -> str:
             f"{label:<{width}}  {s.precision * 100:7.2f} {s.recall * 100:7.2f} {s.f1 * 100:7.2f} "
             f"{s.tp:7d} {s.fp:7d} {s.fn:7d}"
         )
-    lines.append(f"{'macro':<{width}}  {scores.macro_precision * 100:7.2f} {scores.macro_recall * 100:7.2f} "
-                 f"{scores.macro_f1 * 100:7.2f}")
+    lines.append(
+        f"{'macro':<{width}}  {scores.macro_precision * 100:7.2f} {scores.macro_recall * 100:7.2f} "
+        f"{scores.macro_f1 * 100:7.2f}"
+    )
     if scores.by_group_size:
-        lines.append("recall by gold mentions of a label in a document: " + ", ".join(
-            f"{size}: {scores.by_group_size[size].recall * 100:.1f} ({scores.by_group_size[size].fn} missed)"
-            for size in _group_order(scores) if size != "0"))
+        lines.append(
+            "recall by gold mentions of a label in a document: "
+            + ", ".join(
+                f"{size}: {scores.by_group_size[size].recall * 100:.1f} ({scores.by_group_size[size].fn} missed)"
+                for size in _group_order(scores)
+                if size != "0"
+            )
+        )
     lines.append(f"({scores.metric}-based, {scores.documents} documents)")
     return "\n".join(lines)

@@ -55,14 +55,22 @@ class DocumentPlan:
     max_count: int = DEFAULT_MAX_COUNT
 
     @classmethod
-    def of(cls, text: str, schema: LabelSchema, labels: Sequence[str] | None = None,
-           policy: WindowPolicy | None = None, max_count: int = DEFAULT_MAX_COUNT) -> DocumentPlan:
-        return cls(text, schema, tuple(labels or schema.labels), tuple(split_windows(text, schema.language, policy)),
-                   max_count)
+    def of(
+        cls,
+        text: str,
+        schema: LabelSchema,
+        labels: Sequence[str] | None = None,
+        policy: WindowPolicy | None = None,
+        max_count: int = DEFAULT_MAX_COUNT,
+    ) -> DocumentPlan:
+        return cls(
+            text, schema, tuple(labels or schema.labels), tuple(split_windows(text, schema.language, policy)), max_count
+        )
 
     @classmethod
-    def one_window(cls, text: str, schema: LabelSchema, labels: Sequence[str] | None = None,
-                   max_count: int = DEFAULT_MAX_COUNT) -> DocumentPlan:
+    def one_window(
+        cls, text: str, schema: LabelSchema, labels: Sequence[str] | None = None, max_count: int = DEFAULT_MAX_COUNT
+    ) -> DocumentPlan:
         """The plan of a text that is already one window (what a worker call carries): not split again."""
         return cls(text, schema, tuple(labels or schema.labels), (Window.whole(text),), max_count)
 
@@ -86,8 +94,12 @@ class DocumentPlan:
     def all_mention_asks(self, counts: Iterable[CountResult]) -> list[MentionAsk]:
         return [ask for count in counts for ask in self.mention_asks(count)]
 
-    def merge(self, counts: Sequence[CountResult], mentions: Sequence[MentionResult],
-              dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX) -> DocumentPrediction:
+    def merge(
+        self,
+        counts: Sequence[CountResult],
+        mentions: Sequence[MentionResult],
+        dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX,
+    ) -> DocumentPrediction:
         counts_of: dict[int, list[CountResult]] = {}
         mentions_of: dict[int, list[MentionResult]] = {}
         for c in counts:
@@ -98,21 +110,32 @@ class DocumentPlan:
         if unknown:
             raise ValueError(f"results for windows {sorted(unknown)} of a plan with {len(self.windows)} windows")
         per_window = [
-            aggregate(w.text, self.labels, counts_of.get(w.index, []), mentions_of.get(w.index, []),
-                      language=self.language, dedup=dedup, max_count=self.max_count)
+            aggregate(
+                w.text,
+                self.labels,
+                counts_of.get(w.index, []),
+                mentions_of.get(w.index, []),
+                language=self.language,
+                dedup=dedup,
+                max_count=self.max_count,
+            )
             for w in self.windows
         ]
         return merge_windows(self.text, self.labels, self.windows, per_window)
 
 
 def _in_document(window: Window, mention: PredictedMention) -> PredictedMention:
-    start, end = (None, None) if mention.start is None or mention.end is None else window.document_span(
-        mention.start, mention.end)
+    start, end = (
+        (None, None)
+        if mention.start is None or mention.end is None
+        else window.document_span(mention.start, mention.end)
+    )
     return PredictedMention(mention.label, mention.k, mention.text, mention.probability, start, end, window.index)
 
 
-def merge_windows(text: str, labels: Sequence[str], windows: Sequence[Window],
-                  predictions: Sequence[DocumentPrediction]) -> DocumentPrediction:
+def merge_windows(
+    text: str, labels: Sequence[str], windows: Sequence[Window], predictions: Sequence[DocumentPrediction]
+) -> DocumentPrediction:
     """Window predictions as one document prediction: every mention in document offsets (in window order), each
     label's count summed over the windows (its status the first one that is not OK, its probability the least
     sure window's), and what each window set aside, together."""
@@ -122,8 +145,15 @@ def merge_windows(text: str, labels: Sequence[str], windows: Sequence[Window],
         if not of_label:
             continue
         status = next((c.status for c in of_label if c.status is not CountStatus.OK), CountStatus.OK)
-        counts.append(LabelCount(label, sum(c.count for c in of_label), status,
-                                 min(c.probability for c in of_label), " | ".join(c.raw for c in of_label)))
+        counts.append(
+            LabelCount(
+                label,
+                sum(c.count for c in of_label),
+                status,
+                min(c.probability for c in of_label),
+                " | ".join(c.raw for c in of_label),
+            )
+        )
     return DocumentPrediction(
         text,
         tuple(_in_document(w, m) for w, p in zip(windows, predictions) for m in p.mentions),

@@ -35,9 +35,7 @@ def reformulate(document: Document, schema: LabelSchema) -> list[TrainingExample
     by_label = document.mentions_by_label()
     unknown = set(by_label) - set(schema.labels)
     if unknown:
-        raise ValueError(
-            f"document {document.id!r} has labels {sorted(unknown)} outside schema {schema.name}"
-        )
+        raise ValueError(f"document {document.id!r} has labels {sorted(unknown)} outside schema {schema.name}")
     examples: list[TrainingExample] = []
     for label in schema.labels:
         prompt = template.count_prompt(document.text, schema.prompt_word(label))

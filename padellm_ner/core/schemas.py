@@ -68,17 +68,28 @@ SCHEMAS: Mapping[str, LabelSchema] = MappingProxyType(
                 "resume",
                 CHINESE,
                 {
-                    "NAME": "名称", "CONT": "国籍", "RACE": "民族", "TITLE": "职位",
-                    "EDU": "学历", "ORG": "公司", "PRO": "专业", "LOC": "籍贯",
+                    "NAME": "名称",
+                    "CONT": "国籍",
+                    "RACE": "民族",
+                    "TITLE": "职位",
+                    "EDU": "学历",
+                    "ORG": "公司",
+                    "PRO": "专业",
+                    "LOC": "籍贯",
                 },
             ),
             _schema(
                 "weibo",
                 CHINESE,
                 {
-                    "PER.NAM": "名称特指", "PER.NOM": "名称代称", "GPE.NAM": "行政区特指",
-                    "GPE.NOM": "行政区代称", "LOC.NOM": "地点代称", "LOC.NAM": "地点特指",
-                    "ORG.NOM": "组织代称", "ORG.NAM": "组织特指",
+                    "PER.NAM": "名称特指",
+                    "PER.NOM": "名称代称",
+                    "GPE.NAM": "行政区特指",
+                    "GPE.NOM": "行政区代称",
+                    "LOC.NOM": "地点代称",
+                    "LOC.NAM": "地点特指",
+                    "ORG.NOM": "组织代称",
+                    "ORG.NAM": "组织特指",
                 },
             ),
             _schema("ontonotes", CHINESE, {"PER": "名称", "LOC": "地点", "ORG": "组织", "GPE": "地缘"}),
@@ -103,8 +114,7 @@ def infer_schema(labels: set[str], language: str | None = None) -> LabelSchema:
     Falls back to an ad-hoc schema with the labels in sorted order, so any corpus can be reformulated.
     """
     candidates = [
-        s for s in SCHEMAS.values()
-        if labels <= set(s.labels) and (language is None or s.language == language)
+        s for s in SCHEMAS.values() if labels <= set(s.labels) and (language is None or s.language == language)
     ]
     if candidates and labels:
         return min(candidates, key=lambda s: len(s.labels))

@@ -38,6 +38,7 @@ class WindowPolicy:
     """How a document is split. The default, one sentence per window (a longer one cut into pieces of at most 64
     estimated tokens), scores as the corpus's own sentences do; packing sentences together reads fewer tokens but
     the sentence-trained model then misses entities (experiments/document-windows)."""
+
     max_tokens: int = DEFAULT_WINDOW_TOKENS
     unit: WindowUnit = WindowUnit.SENTENCE
 
@@ -133,13 +134,15 @@ _CLAUSE_END = re.compile(r"[,;:，、；：)\]]$")
 def _cut_long(text: str, start: int, end: int, max_tokens: int, language: str) -> Iterator[tuple[int, int]]:
     """A sentence over the budget as pieces within it: each piece ends at the last line break, else the last clause
     mark, else the last space (any character for Chinese) that keeps it within the budget."""
-    units = ([(m.start() + start, m.end() + start) for m in re.finditer(r".", text[start:end], re.S)]
-             if language == CHINESE else
-             [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])])
+    units = (
+        [(m.start() + start, m.end() + start) for m in re.finditer(r".", text[start:end], re.S)]
+        if language == CHINESE
+        else [(m.start() + start, m.end() + start) for m in re.finditer(r"\S+", text[start:end])]
+    )
     piece: list[tuple[int, int]] = []
     tokens = 0
     for unit in units:
-        cost = estimate_tokens(text[unit[0]:unit[1]])
+        cost = estimate_tokens(text[unit[0] : unit[1]])
         if cost > max_tokens:  # one unbroken run longer than a window: cut it by characters
             if piece:
                 yield piece[0][0], piece[-1][1]
@@ -149,7 +152,7 @@ def _cut_long(text: str, start: int, end: int, max_tokens: int, language: str) -
         if piece and tokens + cost + 1 > max_tokens:
             at = _best_break(text, piece)
             yield piece[0][0], piece[at][1]
-            piece = piece[at + 1:]
+            piece = piece[at + 1 :]
             tokens = sum(estimate_tokens(text[s:e]) + 1 for s, e in piece)
         piece.append(unit)
         tokens += cost + 1
@@ -162,10 +165,10 @@ def _best_break(text: str, piece: list[tuple[int, int]]) -> int:
     in the second half of the piece; else the last unit."""
     half = len(piece) // 2
     for i in range(len(piece) - 2, half - 1, -1):
-        if "\n" in text[piece[i][1]:piece[i + 1][0]]:
+        if "\n" in text[piece[i][1] : piece[i + 1][0]]:
             return i
     for i in range(len(piece) - 1, half - 1, -1):
-        if _CLAUSE_END.search(text[piece[i][0]:piece[i][1]]):
+        if _CLAUSE_END.search(text[piece[i][0] : piece[i][1]]):
             return i
     return len(piece) - 1
 

@@ -27,7 +27,7 @@ class PromptTemplate:
 
     def label_branch(self, label_word: str) -> str:
         """What follows the shared prefix in a step-1 prompt: shared_prefix + label_branch == count_prompt."""
-        return self.step1[self.step1.index("{label}"):].format(label=label_word)
+        return self.step1[self.step1.index("{label}") :].format(label=label_word)
 
     def mention_suffix(self, count: int, k: int) -> str:
         """What step 2 appends to the step-1 prompt: the count, a newline and the k-th mention marker."""

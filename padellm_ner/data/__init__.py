@@ -15,8 +15,21 @@ from .predictions import read_padellm_results, read_prediction_jsonl, write_pade
 from .stats import corpus_stats, stats_table
 
 __all__ = [
-    "DOCUMENT_FORMATS", "PREDICTION_FORMATS", "Corpus", "corpus_stats", "detect_format", "read_columns",
-    "read_corpus", "read_jsonl", "read_padellm_json", "read_padellm_results", "read_prediction_jsonl",
-    "read_predictions", "stats_table", "write_columns", "write_jsonl", "write_padellm_json",
+    "DOCUMENT_FORMATS",
+    "PREDICTION_FORMATS",
+    "Corpus",
+    "corpus_stats",
+    "detect_format",
+    "read_columns",
+    "read_corpus",
+    "read_jsonl",
+    "read_padellm_json",
+    "read_padellm_results",
+    "read_prediction_jsonl",
+    "read_predictions",
+    "stats_table",
+    "write_columns",
+    "write_jsonl",
+    "write_padellm_json",
     "write_padellm_results",
 ]

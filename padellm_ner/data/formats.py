@@ -60,7 +60,12 @@ def detect_format(text: str) -> str:
 
 
 def read_corpus(
-    path: str | Path, format: str = "auto", *, scheme: str = "auto", offsets: str = "auto", end: str = "auto",
+    path: str | Path,
+    format: str = "auto",
+    *,
+    scheme: str = "auto",
+    offsets: str = "auto",
+    end: str = "auto",
     encoding: str = "utf-8",
 ) -> Corpus:
     text = read_text(path, encoding)

@@ -48,7 +48,9 @@ def _entity(row: dict, entity: dict, number: int, name: str) -> Entity:
         raise ValueError(f"{name}:{number}: entity {entity} needs integer offsets 0 <= start < end <= {len(text)}")
     made = make_entity(text, start, end, label)
     if "text" in entity and entity["text"] != made.text:
-        raise ValueError(f"{name}:{number}: entity text {entity['text']!r} differs from the text at its offsets {made.text!r}")
+        raise ValueError(
+            f"{name}:{number}: entity text {entity['text']!r} differs from the text at its offsets {made.text!r}"
+        )
     return made
 
 

@@ -19,8 +19,16 @@ from ..core.document import Document, make_entity
 from ..core.schemas import CHINESE, ENGLISH
 
 TOKEN, CHAR = "token", "char"
-PTB_ESCAPES = {"-LRB-": "(", "-RRB-": ")", "-LSB-": "[", "-RSB-": "]", "-LCB-": "{", "-RCB-": "}",
-               "-LPR-": "(", "-RPR-": ")"}
+PTB_ESCAPES = {
+    "-LRB-": "(",
+    "-RRB-": ")",
+    "-LSB-": "[",
+    "-RSB-": "]",
+    "-LCB-": "{",
+    "-RCB-": "}",
+    "-LPR-": "(",
+    "-RPR-": ")",
+}
 
 
 _ESCAPE = re.compile("|".join(map(re.escape, PTB_ESCAPES)))
@@ -30,6 +38,8 @@ def unescape_tokens(text: str) -> str:
     """`text` with every PTB bracket escape replaced by its bracket, also where a token holds one glued to other
     characters (`Austria-RPR-118`); space-separated tokens stay tokens, so token offsets stay valid."""
     return _ESCAPE.sub(lambda match: PTB_ESCAPES[match.group()], text)
+
+
 INCLUSIVE, EXCLUSIVE = "inclusive", "exclusive"
 CONVENTIONS = [(TOKEN, INCLUSIVE), (TOKEN, EXCLUSIVE), (CHAR, INCLUSIVE), (CHAR, EXCLUSIVE)]
 
@@ -64,8 +74,10 @@ def _parse_line(line: str, number: int, name: str) -> tuple[str, list[list]]:
         raise ValueError(f"{name}:{number}: expected [sentence, [start, end, surface, label], ...]")
     for item in row[1:]:
         if (
-            not isinstance(item, list) or len(item) != 4
-            or not all(isinstance(x, int) for x in item[:2]) or not all(isinstance(x, str) for x in item[2:])
+            not isinstance(item, list)
+            or len(item) != 4
+            or not all(isinstance(x, int) for x in item[:2])
+            or not all(isinstance(x, str) for x in item[2:])
         ):
             raise ValueError(f"{name}:{number}: malformed entity {item!r}; expected [start, end, surface, label]")
     return row[0], row[1:]
@@ -81,7 +93,7 @@ def detect_convention(rows: list[tuple[str, list[list]]]) -> tuple[str, str]:
             seen += 1
             for unit, end_mode in CONVENTIONS:
                 span = _char_span(sentence, offsets if unit == TOKEN else None, start, end, end_mode)
-                if span and sentence[span[0]:span[1]] == surface:
+                if span and sentence[span[0] : span[1]] == surface:
                     votes[(unit, end_mode)] += 1
         if seen >= 2000:
             break
@@ -106,8 +118,8 @@ def read_padellm_json(
         entities = []
         for start, stop, surface, label in items:
             span = _char_span(sentence, token_offsets, start, stop, end_mode)
-            if span is None or sentence[span[0]:span[1]] != surface:
-                found = None if span is None else sentence[span[0]:span[1]]
+            if span is None or sentence[span[0] : span[1]] != surface:
+                found = None if span is None else sentence[span[0] : span[1]]
                 raise ValueError(
                     f"{name}:{number}: entity [{start}, {stop}, {surface!r}, {label}] does not match the sentence "
                     f"under {unit} offsets with {end_mode} end (found {found!r})"
@@ -116,7 +128,10 @@ def read_padellm_json(
             entities.append(make_entity(text, span[0], span[1], label))
         documents.append(
             Document(
-                id=f"{name}-{index}", text=text, entities=tuple(entities), language=language,
+                id=f"{name}-{index}",
+                text=text,
+                entities=tuple(entities),
+                language=language,
                 tokens=tuple(text_offsets) if text_offsets else None,
             )
         )

@@ -34,21 +34,30 @@ def read_padellm_results(text: str, name: str = "results") -> list[PredictionRec
             if not isinstance(items, list):
                 raise ValueError(f"{where}: pred[{label!r}] must be a list")
             for item in items:
-                if not (isinstance(item, list) and len(item) == 2 and isinstance(item[0], str)
-                        and (item[1] is None or isinstance(item[1], (int, float)))):
+                if not (
+                    isinstance(item, list)
+                    and len(item) == 2
+                    and isinstance(item[0], str)
+                    and (item[1] is None or isinstance(item[1], (int, float)))
+                ):
                     raise ValueError(f"{where}: pred[{label!r}] item {item!r} is not [mention, probability]")
                 mentions.append(ScoredMention(label, item[0], None if item[1] is None else float(item[1])))
         gold = row.get("gt")
         if gold is not None and not (
-            isinstance(gold, dict) and all(isinstance(v, list) and all(isinstance(x, str) for x in v)
-                                           for v in gold.values())
+            isinstance(gold, dict)
+            and all(isinstance(v, list) and all(isinstance(x, str) for x in v) for v in gold.values())
         ):
             raise ValueError(f"{where}: 'gt' must be {{label: [mention, ...]}}")
         text_ = row.get("texts", "")
         records.append(
             PredictionRecord(
-                id=str(row.get("id", index)), text=text_, mentions=mentions, gold=gold,
-                labels=list(row["pred"]), latency_s=row.get("latency"), language=guess_language(text_),
+                id=str(row.get("id", index)),
+                text=text_,
+                mentions=mentions,
+                gold=gold,
+                labels=list(row["pred"]),
+                latency_s=row.get("latency"),
+                language=guess_language(text_),
             )
         )
     return records
@@ -60,15 +69,18 @@ def write_padellm_results(records: list[PredictionRecord]) -> str:
         pred: dict[str, list] = {label: [] for label in record.labels}
         for mention in record.mentions:
             pred.setdefault(mention.label, []).append([mention.text, mention.probability])
-        rows.append({"id": record.id, "texts": record.text, "pred": pred, "gt": record.gold or {},
-                     "latency": record.latency_s})
+        rows.append(
+            {"id": record.id, "texts": record.text, "pred": pred, "gt": record.gold or {}, "latency": record.latency_s}
+        )
     return json.dumps(rows, ensure_ascii=False, indent=1)
 
 
 def records_from_documents(documents: list[Document]) -> list[PredictionRecord]:
     return [
         PredictionRecord(
-            id=d.id, text=d.text, language=d.language,
+            id=d.id,
+            text=d.text,
+            language=d.language,
             mentions=[ScoredMention(e.label, e.text, None, e.start, e.end) for e in d.entities],
         )
         for d in documents
@@ -99,7 +111,11 @@ def read_prediction_jsonl(text: str, name: str = "predictions") -> list[Predicti
             else:
                 raise ValueError(f"{name}:{number}: entity {entity} needs offsets or a 'text'")
         records.append(
-            PredictionRecord(id=str(row.get("id", f"{name}-{index}")), text=doc_text, mentions=mentions,
-                             language=row.get("language") or guess_language(doc_text))
+            PredictionRecord(
+                id=str(row.get("id", f"{name}-{index}")),
+                text=doc_text,
+                mentions=mentions,
+                language=row.get("language") or guess_language(doc_text),
+            )
         )
     return records

@@ -15,8 +15,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def select_documents(documents: Sequence[T], limit: int | None = None, sample: int | None = None,
-                     seed: int = 0) -> list[T]:
+def select_documents(
+    documents: Sequence[T], limit: int | None = None, sample: int | None = None, seed: int = 0
+) -> list[T]:
     """The first `limit` documents, or `sample` documents drawn uniformly without replacement (seeded, in
     corpus order); all of them when neither is given."""
     if limit is not None and sample is not None:

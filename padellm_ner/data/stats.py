@@ -10,10 +10,7 @@ from .formats import Corpus
 def corpus_stats(corpus: Corpus) -> dict:
     per_label = Counter(e.label for d in corpus.documents for e in d.entities)
     sources = {d.source_document for d in corpus.documents if d.source_document is not None}
-    nested = sum(
-        1 for d in corpus.documents
-        for a, b in zip(d.entities, d.entities[1:]) if b.start < a.end
-    )
+    nested = sum(1 for d in corpus.documents for a, b in zip(d.entities, d.entities[1:]) if b.start < a.end)
     return {
         "path": corpus.path,
         "format": corpus.format,
@@ -30,8 +27,8 @@ def corpus_stats(corpus: Corpus) -> dict:
 def stats_table(stats: dict) -> str:
     lines = [
         f"file        {stats['path']}",
-        f"format      {stats['format']}" + "".join(
-            f", {k}={stats[k]}" for k in ("mode", "scheme", "offsets", "end") if k in stats),
+        f"format      {stats['format']}"
+        + "".join(f", {k}={stats[k]}" for k in ("mode", "scheme", "offsets", "end") if k in stats),
         f"documents   {stats['documents'] if stats['documents'] is not None else '-'}",
         f"sentences   {stats['sentences']:,}",
         f"characters  {stats['characters']:,}",

@@ -36,8 +36,14 @@ def join_sentences(sentences: Sequence[Document]) -> Document:
         entities += [Entity(e.start + offset, e.end + offset, e.label, e.text) for e in sentence.entities]
         text += sentence.text
     first = sentences[0]
-    return Document(id=first.source_document or first.id, text=text, entities=tuple(entities),
-                    language=first.language, source_document=first.source_document, sentences=tuple(spans))
+    return Document(
+        id=first.source_document or first.id,
+        text=text,
+        entities=tuple(entities),
+        language=first.language,
+        source_document=first.source_document,
+        sentences=tuple(spans),
+    )
 
 
 def in_unit(documents: Sequence[Document], unit: Unit | str) -> list[Document]:

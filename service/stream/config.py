@@ -40,22 +40,48 @@ class StreamArgs:
         WorkersArgs.add_cli_args(parser)
         OrchestratorArgs.add_cli_args(parser)
         parser.add_argument("--schema", default=s.default_schema, help="label schema of documents that name none")
-        parser.add_argument("--exactly-once", action="store_true", help="Kafka transactions (read outputs read_committed)")
+        parser.add_argument(
+            "--exactly-once", action="store_true", help="Kafka transactions (read outputs read_committed)"
+        )
         parser.add_argument("--transactional-id", help="stable per instance (default: padellm-ner-GROUP)")
-        parser.add_argument("--max-in-flight", type=at_least(1), default=s.max_in_flight,
-                            help=f"documents in flight, all partitions together (default {s.max_in_flight})")
+        parser.add_argument(
+            "--max-in-flight",
+            type=at_least(1),
+            default=s.max_in_flight,
+            help=f"documents in flight, all partitions together (default {s.max_in_flight})",
+        )
         parser.add_argument("--max-in-flight-per-partition", type=at_least(1), default=s.max_in_flight_per_partition)
-        parser.add_argument("--max-message-bytes", type=at_least(1), default=DEFAULT_MAX_MESSAGE_BYTES,
-                            help=f"the largest input record accepted (default {DEFAULT_MAX_MESSAGE_BYTES:,} bytes)")
-        parser.add_argument("--max-text-chars", type=at_least(1), default=s.max_text_chars,
-                            help=f"the longest document accepted, in characters (default {s.max_text_chars:,})")
-        parser.add_argument("--commit-interval-s", type=float, default=s.commit_interval_s,
-                            help=f"how often completed offsets are committed (default {s.commit_interval_s:g})")
-        parser.add_argument("--overload-backoff-s", type=float, default=s.overload_backoff_s,
-                            help="first pause of a partition whose document met overloaded workers; doubles per try "
-                                 f"(default {s.overload_backoff_s:g})")
-        parser.add_argument("--shutdown-grace-s", type=float, default=s.shutdown_grace_s,
-                            help=f"how long a stop waits for documents in flight (default {s.shutdown_grace_s:g})")
+        parser.add_argument(
+            "--max-message-bytes",
+            type=at_least(1),
+            default=DEFAULT_MAX_MESSAGE_BYTES,
+            help=f"the largest input record accepted (default {DEFAULT_MAX_MESSAGE_BYTES:,} bytes)",
+        )
+        parser.add_argument(
+            "--max-text-chars",
+            type=at_least(1),
+            default=s.max_text_chars,
+            help=f"the longest document accepted, in characters (default {s.max_text_chars:,})",
+        )
+        parser.add_argument(
+            "--commit-interval-s",
+            type=float,
+            default=s.commit_interval_s,
+            help=f"how often completed offsets are committed (default {s.commit_interval_s:g})",
+        )
+        parser.add_argument(
+            "--overload-backoff-s",
+            type=float,
+            default=s.overload_backoff_s,
+            help="first pause of a partition whose document met overloaded workers; doubles per try "
+            f"(default {s.overload_backoff_s:g})",
+        )
+        parser.add_argument(
+            "--shutdown-grace-s",
+            type=float,
+            default=s.shutdown_grace_s,
+            help=f"how long a stop waits for documents in flight (default {s.shutdown_grace_s:g})",
+        )
         parser.add_argument("--create-topics", action="store_true", help="create missing topics (with --partitions)")
         parser.add_argument("--partitions", type=at_least(1), default=StreamArgs.partitions)
         add_metrics_args(parser, StreamArgs.metrics_host)
@@ -69,17 +95,39 @@ class StreamArgs:
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> StreamArgs:
-        security = KafkaSecurity(args.security_protocol, args.sasl_mechanism, args.sasl_username,
-                                 args.sasl_password or environment.kafka_sasl_password(), args.ssl_cafile,
-                                 args.ssl_certfile, args.ssl_keyfile)
+        security = KafkaSecurity(
+            args.security_protocol,
+            args.sasl_mechanism,
+            args.sasl_username,
+            args.sasl_password or environment.kafka_sasl_password(),
+            args.ssl_cafile,
+            args.ssl_certfile,
+            args.ssl_keyfile,
+        )
         stream = StreamConfig(
-            bootstrap=args.bootstrap, input_topic=args.input_topic, output_topic=args.output_topic,
-            dead_letter_topic=args.dead_letter_topic or f"{args.input_topic}.dead-letter", group_id=args.group_id,
-            default_schema=args.schema, exactly_once=args.exactly_once, transactional_id=args.transactional_id,
-            max_in_flight=args.max_in_flight, max_in_flight_per_partition=args.max_in_flight_per_partition,
-            max_message_bytes=args.max_message_bytes, max_text_chars=args.max_text_chars,
-            commit_interval_s=args.commit_interval_s, overload_backoff_s=args.overload_backoff_s,
-            shutdown_grace_s=args.shutdown_grace_s, security=security)
-        return cls(WorkersArgs.from_cli_args(args), stream, OrchestratorArgs.from_cli_args(args),
-                   create_topics=args.create_topics, partitions=args.partitions, metrics_port=args.metrics_port,
-                   metrics_host=args.metrics_host)
+            bootstrap=args.bootstrap,
+            input_topic=args.input_topic,
+            output_topic=args.output_topic,
+            dead_letter_topic=args.dead_letter_topic or f"{args.input_topic}.dead-letter",
+            group_id=args.group_id,
+            default_schema=args.schema,
+            exactly_once=args.exactly_once,
+            transactional_id=args.transactional_id,
+            max_in_flight=args.max_in_flight,
+            max_in_flight_per_partition=args.max_in_flight_per_partition,
+            max_message_bytes=args.max_message_bytes,
+            max_text_chars=args.max_text_chars,
+            commit_interval_s=args.commit_interval_s,
+            overload_backoff_s=args.overload_backoff_s,
+            shutdown_grace_s=args.shutdown_grace_s,
+            security=security,
+        )
+        return cls(
+            WorkersArgs.from_cli_args(args),
+            stream,
+            OrchestratorArgs.from_cli_args(args),
+            create_topics=args.create_topics,
+            partitions=args.partitions,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+        )

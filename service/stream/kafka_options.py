@@ -23,11 +23,15 @@ class KafkaSecurity:
         if self.protocol in ("SSL", "SASL_SSL"):
             from aiokafka.helpers import create_ssl_context
 
-            options["ssl_context"] = create_ssl_context(cafile=self.ssl_cafile, certfile=self.ssl_certfile,
-                                                        keyfile=self.ssl_keyfile)
+            options["ssl_context"] = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
         if self.protocol.startswith("SASL"):
             if not (self.sasl_mechanism and self.sasl_username and self.sasl_password is not None):
                 raise ValueError("SASL needs a mechanism, a username and a password")
-            options.update(sasl_mechanism=self.sasl_mechanism, sasl_plain_username=self.sasl_username,
-                           sasl_plain_password=self.sasl_password)
+            options.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
         return options

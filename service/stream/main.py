@@ -41,15 +41,25 @@ async def run_stream(args: StreamArgs) -> None:
     config = args.stream
     start_metrics_server(args.metrics_port, args.metrics_host)
     if args.create_topics:
-        await ensure_topics(config.bootstrap, [config.input_topic, config.output_topic, config.dead_letter_topic],
-                            args.partitions, config.security)
+        await ensure_topics(
+            config.bootstrap,
+            [config.input_topic, config.output_topic, config.dead_letter_topic],
+            args.partitions,
+            config.security,
+        )
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(worker_pool(args.workers))
         model, version = await worker_model_info(pool)
         orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
         processor = await stack.enter_async_context(StreamProcessor(config, orchestrator))
-        log.info("streaming %s -> %s (dead letters: %s, group %s, %s)", config.input_topic, config.output_topic,
-                 config.dead_letter_topic, config.group_id, "exactly-once" if config.exactly_once else "at-least-once")
+        log.info(
+            "streaming %s -> %s (dead letters: %s, group %s, %s)",
+            config.input_topic,
+            config.output_topic,
+            config.dead_letter_topic,
+            config.group_id,
+            "exactly-once" if config.exactly_once else "at-least-once",
+        )
         print(f"stream ready: {config.input_topic} -> {config.output_topic}", flush=True)
         stopped = asyncio.create_task(shutdown.wait())
         ended = asyncio.create_task(processor.wait())

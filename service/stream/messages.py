@@ -42,8 +42,13 @@ class StreamDocument:
     labels: list[str]
 
 
-def parse_document(value: bytes | None, *, default_schema: str, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-                   max_text_chars: int = DEFAULT_MAX_TEXT_CHARS) -> StreamDocument:
+def parse_document(
+    value: bytes | None,
+    *,
+    default_schema: str,
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+) -> StreamDocument:
     """The document of an input record, or InvalidInput with the reason it goes to the dead-letter topic."""
     if value is None:
         raise InvalidInput("the record has no value (a tombstone)")
@@ -78,13 +83,23 @@ def parse_document(value: bytes | None, *, default_schema: str, max_message_byte
 
 
 def output_headers(record, source: str) -> list[tuple[str, bytes]]:
-    return [("record-version", record.record_version.encode()), ("schema", record.schema.encode()),
-            ("model", record.model.encode()), ("model-version", record.model_version.encode()),
-            ("source", source.encode())]
+    return [
+        ("record-version", record.record_version.encode()),
+        ("schema", record.schema.encode()),
+        ("model", record.model.encode()),
+        ("model-version", record.model_version.encode()),
+        ("source", source.encode()),
+    ]
 
 
-def dead_letter_headers(reason: str, error_type: str, topic: str, partition: int, offset: int,
-                        timestamp_ms: int) -> list[tuple[str, bytes]]:
-    return [("error", reason.encode()), ("error-type", error_type.encode()), ("source-topic", topic.encode()),
-            ("source-partition", str(partition).encode()), ("source-offset", str(offset).encode()),
-            ("timestamp", str(timestamp_ms).encode())]
+def dead_letter_headers(
+    reason: str, error_type: str, topic: str, partition: int, offset: int, timestamp_ms: int
+) -> list[tuple[str, bytes]]:
+    return [
+        ("error", reason.encode()),
+        ("error-type", error_type.encode()),
+        ("source-topic", topic.encode()),
+        ("source-partition", str(partition).encode()),
+        ("source-offset", str(offset).encode()),
+        ("timestamp", str(timestamp_ms).encode()),
+    ]

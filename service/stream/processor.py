@@ -96,17 +96,23 @@ class StreamProcessor(AsyncComponent):
     async def _start(self) -> None:
         security = self.config.security.client_options()
         self._stopping.clear()
-        producer_options = dict(bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True,
-                                linger_ms=2, **security)
+        producer_options = dict(
+            bootstrap_servers=self.config.bootstrap, acks="all", enable_idempotence=True, linger_ms=2, **security
+        )
         if self.config.exactly_once:
             producer_options["transactional_id"] = self.config.transactional_id or f"padellm-ner-{self.config.group_id}"
         producer = AIOKafkaProducer(**producer_options)
         await producer.start()
         self.producer = producer  # set once started: `_stop` closes only what was started
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.config.bootstrap, group_id=self.config.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", isolation_level="read_committed",
-            max_poll_records=self.config.max_in_flight, **security)
+            bootstrap_servers=self.config.bootstrap,
+            group_id=self.config.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            max_poll_records=self.config.max_in_flight,
+            **security,
+        )
         await consumer.start()
         self.consumer = consumer
         self.consumer.subscribe([self.config.input_topic], listener=_Rebalance(self))
@@ -199,9 +205,12 @@ class StreamProcessor(AsyncComponent):
         """(topic, key, value, headers) to write for an input record: its entity record or its dead letter."""
         source = f"{tp.topic}/{tp.partition}/{record.offset}"
         try:
-            document = parse_document(record.value, default_schema=self.config.default_schema,
-                                      max_message_bytes=self.config.max_message_bytes,
-                                      max_text_chars=self.config.max_text_chars)
+            document = parse_document(
+                record.value,
+                default_schema=self.config.default_schema,
+                max_message_bytes=self.config.max_message_bytes,
+                max_text_chars=self.config.max_text_chars,
+            )
         except InvalidInput as error:
             return self._dead_letter(tp, record, str(error), "invalid-input")
         attempt = 0
@@ -209,7 +218,8 @@ class StreamProcessor(AsyncComponent):
             await self._wait_if_overloaded()
             try:
                 entity_record = await self.orchestrator.recognize(
-                    document.id, document.text, get_schema(document.schema), document.labels)
+                    document.id, document.text, get_schema(document.schema), document.labels
+                )
                 break
             except grpc.aio.AioRpcError as error:
                 if error.code() in OVERLOAD:
@@ -217,10 +227,16 @@ class StreamProcessor(AsyncComponent):
                     metrics.ERRORS.labels("stream-overload").inc()
                     backoff = min(30.0, self.config.overload_backoff_s * 2 ** min(attempt, 5))
                     self._overloaded_until = max(self._overloaded_until, time.monotonic() + backoff)
-                    log.warning("workers overloaded or unreachable (%s); pausing for %.1f s", error.code().name, backoff)
+                    log.warning(
+                        "workers overloaded or unreachable (%s); pausing for %.1f s", error.code().name, backoff
+                    )
                     continue
-                return self._dead_letter(tp, record, f"model workers refused the document: {error.code().name}: "
-                                         f"{error.details()}", "worker-error")
+                return self._dead_letter(
+                    tp,
+                    record,
+                    f"model workers refused the document: {error.code().name}: {error.details()}",
+                    "worker-error",
+                )
         self.processed += 1
         value = json.dumps(entity_record.to_json(), ensure_ascii=False).encode()
         return self.config.output_topic, document.id.encode(), value, output_headers(entity_record, source)
@@ -229,8 +245,9 @@ class StreamProcessor(AsyncComponent):
         self.dead_lettered += 1
         metrics.ERRORS.labels(f"dead-letter:{error_type}").inc()
         log.warning("dead letter %s/%d/%d: %s", tp.topic, tp.partition, record.offset, reason)
-        headers = dead_letter_headers(reason, error_type, tp.topic, tp.partition, record.offset,
-                                      int(time.time() * 1000))
+        headers = dead_letter_headers(
+            reason, error_type, tp.topic, tp.partition, record.offset, int(time.time() * 1000)
+        )
         return self.config.dead_letter_topic, record.key, record.value, headers
 
     async def _send_with_retry(self, topic, key, value, headers) -> None:
@@ -254,8 +271,11 @@ class StreamProcessor(AsyncComponent):
         consumer = self._started_consumer()
         assignment = consumer.assignment()
         overloaded = time.monotonic() < self._overloaded_until
-        want_paused = {tp for tp in assignment
-                       if overloaded or len(self.tasks.get(tp, ())) >= self.config.max_in_flight_per_partition}
+        want_paused = {
+            tp
+            for tp in assignment
+            if overloaded or len(self.tasks.get(tp, ())) >= self.config.max_in_flight_per_partition
+        }
         to_pause, to_resume = want_paused - self._paused, (self._paused - want_paused) & assignment
         if to_pause:
             consumer.pause(*to_pause)
@@ -270,8 +290,11 @@ class StreamProcessor(AsyncComponent):
         self._last_commit = time.monotonic()
         # The trackers are taken before the await: a rebalance may revoke (and forget) a partition while the
         # commit is in flight, so the result is recorded on the tracker that was committed, not looked up again.
-        trackers = {tp: t for tp, t in self.offsets.items()
-                    if (partitions is None or tp in partitions) and t.to_commit() is not None}
+        trackers = {
+            tp: t
+            for tp, t in self.offsets.items()
+            if (partitions is None or tp in partitions) and t.to_commit() is not None
+        }
         offsets = {tp: t.to_commit() for tp, t in trackers.items()}
         if not offsets:
             return

@@ -33,8 +33,14 @@ async def produce(bootstrap: str, topic: str, path: str) -> int:
 
 
 async def consume(bootstrap: str, topic: str, count: int, timeout_s: float, pretty: bool) -> int:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest",
-                                isolation_level="read_committed", enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+    )
     await consumer.start()
     seen = 0
     deadline = time.monotonic() + timeout_s
@@ -44,11 +50,17 @@ async def consume(bootstrap: str, topic: str, count: int, timeout_s: float, pret
             for records in batch.values():
                 for record in records:
                     seen += 1
-                    value = json.loads(record.value) if record.value and record.value[:1] == b"{" else record.value.decode(
-                        "utf-8", "replace")
+                    value = (
+                        json.loads(record.value)
+                        if record.value and record.value[:1] == b"{"
+                        else record.value.decode("utf-8", "replace")
+                    )
                     headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
-                    out = {"key": record.key.decode("utf-8", "replace") if record.key else None, "headers": headers,
-                           "value": value}
+                    out = {
+                        "key": record.key.decode("utf-8", "replace") if record.key else None,
+                        "headers": headers,
+                        "value": value,
+                    }
                     print(json.dumps(out, ensure_ascii=False, indent=2 if pretty else None), flush=True)
     finally:
         await consumer.stop()

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
-from padellm_ner.core.aggregate import FinishReason
 from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
@@ -35,6 +34,7 @@ if TYPE_CHECKING:
 @dataclass
 class _Sequence:
     """A Count (k None) or Mention call: one branch after its window's prefix."""
+
     text: str
     language: str
     branch: str
@@ -45,6 +45,7 @@ class _Sequence:
 @dataclass
 class _Window:
     """An Extract call: both steps for the labels of one window."""
+
     text: str
     schema: str
     labels: tuple[str, ...]
@@ -54,8 +55,14 @@ class EmbeddedBackend(AsyncComponent):
     name = "embedded"
 
     def __init__(
-        self, engine_model: EngineModel, *, max_count: int = DEFAULT_MAX_COUNT, max_mention_tokens: int = 48,
-        batch_window_ms: float = 2.0, max_batch: int = 64, prefix_cache_size: int = 64,
+        self,
+        engine_model: EngineModel,
+        *,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_mention_tokens: int = 48,
+        batch_window_ms: float = 2.0,
+        max_batch: int = 64,
+        prefix_cache_size: int = 64,
         lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
     ):
         self.m = engine_model
@@ -67,14 +74,19 @@ class EmbeddedBackend(AsyncComponent):
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.stop_ids = frozenset({engine_model.eos_id, *engine_model.newline_ids})
-        self._engine = PadellmEngine(engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens,
-                                     lookup_tokens=lookup_tokens)
+        self._engine = PadellmEngine(
+            engine_model, max_count=max_count, max_mention_tokens=max_mention_tokens, lookup_tokens=lookup_tokens
+        )
         self._prefixes: OrderedDict[tuple[str, str], tuple[list[int], DynamicCache]] = OrderedDict()
         self._prefix_cache_size = prefix_cache_size
         self._batcher: MicroBatcher[_Sequence | _Window, Timed | Extracted] = MicroBatcher(
-            self._decode, window_ms=batch_window_ms, max_batch=max_batch, name="engine",
+            self._decode,
+            window_ms=batch_window_ms,
+            max_batch=max_batch,
+            name="engine",
             on_error=lambda error: BackendError("INTERNAL", f"decoding failed: {error}"),
-            on_shutdown=lambda: BackendError("UNAVAILABLE", "the worker is not running"))
+            on_shutdown=lambda: BackendError("UNAVAILABLE", "the worker is not running"),
+        )
 
     @property
     def batches(self) -> int:
@@ -100,7 +112,8 @@ class EmbeddedBackend(AsyncComponent):
     async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed[CountResult]:
         language, word = self._word(schema, label)
         outcome = await self._batcher.submit(
-            _Sequence(text, language, template_for(language).label_branch(word), label, None))
+            _Sequence(text, language, template_for(language).label_branch(word), label, None)
+        )
         return cast(Timed[CountResult], outcome)
 
     async def mention(
@@ -113,7 +126,8 @@ class EmbeddedBackend(AsyncComponent):
             raise BackendError("INVALID_ARGUMENT", str(error)) from None
         template = template_for(language)
         outcome = await self._batcher.submit(
-            _Sequence(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k))
+            _Sequence(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k)
+        )
         return cast(Timed[MentionResult], outcome)
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
@@ -145,10 +159,15 @@ class EmbeddedBackend(AsyncComponent):
             decoded = self._engine.decode_windows([batch[i].text for i in indices], check_schema(schema), labels)
             elapsed = time.perf_counter() - started
             for w, i in enumerate(indices):
-                outcomes[i] = Extracted([Timed(c, elapsed) for c in decoded.counts if c.window == w],
-                                        [Timed(m, elapsed) for m in decoded.mentions if m.window == w], elapsed)
+                outcomes[i] = Extracted(
+                    [Timed(c, elapsed) for c in decoded.counts if c.window == w],
+                    [Timed(m, elapsed) for m in decoded.mentions if m.window == w],
+                    elapsed,
+                )
         for is_count in (True, False):
-            indices = [i for i, item in enumerate(batch) if isinstance(item, _Sequence) and (item.k is None) == is_count]
+            indices = [
+                i for i, item in enumerate(batch) if isinstance(item, _Sequence) and (item.k is None) == is_count
+            ]
             if indices:
                 outcomes.update(self._decode_sequences(batch, indices, is_count))
         return [outcomes[i] for i in range(len(batch))]
@@ -166,12 +185,19 @@ class EmbeddedBackend(AsyncComponent):
         entries = [self._prefixes[key] for key in cached]  # taken before the fresh windows may evict them
         generated: dict[int, Generated] = {}
         if fresh:
-            prefixes = [self.m.encode(template_for(language).shared_prefix(text), special=True)
-                        for language, text in fresh]
+            prefixes = [
+                self.m.encode(template_for(language).shared_prefix(text), special=True) for language, text in fresh
+            ]
             lookups = None if is_count else [self._engine.lookup_for(p, text) for p, (_, text) in zip(prefixes, fresh)]
             results, forest = decode_forest(
-                self.m.model, prefixes, [[self.m.encode(batch[i].branch) for i in groups[key]] for key in fresh],
-                stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, lookup=lookups)
+                self.m.model,
+                prefixes,
+                [[self.m.encode(batch[i].branch) for i in groups[key]] for key in fresh],
+                stop_ids=self.stop_ids,
+                max_new_tokens=max_new,
+                pad_id=self.m.pad_id,
+                lookup=lookups,
+            )
             for row, (key, prefix) in enumerate(zip(fresh, prefixes)):
                 self._remember_prefix(key[1], key[0], (prefix, forest.prefix_cache(row)))
                 generated.update(zip(groups[key], results[row]))
@@ -179,12 +205,22 @@ class EmbeddedBackend(AsyncComponent):
             for key in cached:
                 if key in self._prefixes:
                     self._prefixes.move_to_end(key)
-            lookups = None if is_count else [self._engine.lookup_for(prefix, text)
-                                             for (prefix, _), (_, text) in zip(entries, cached)]
+            lookups = (
+                None
+                if is_count
+                else [self._engine.lookup_for(prefix, text) for (prefix, _), (_, text) in zip(entries, cached)]
+            )
             continued = decode_on_caches(
-                self.m.model, [(len(prefix), cache, [self.m.encode(batch[i].branch) for i in groups[key]])
-                               for (prefix, cache), key in zip(entries, cached)],
-                stop_ids=self.stop_ids, max_new_tokens=max_new, pad_id=self.m.pad_id, lookup=lookups)
+                self.m.model,
+                [
+                    (len(prefix), cache, [self.m.encode(batch[i].branch) for i in groups[key]])
+                    for (prefix, cache), key in zip(entries, cached)
+                ],
+                stop_ids=self.stop_ids,
+                max_new_tokens=max_new,
+                pad_id=self.m.pad_id,
+                lookup=lookups,
+            )
             for key, sequences in zip(cached, continued):
                 generated.update(zip(groups[key], sequences))
         elapsed = time.perf_counter() - started
@@ -192,7 +228,9 @@ class EmbeddedBackend(AsyncComponent):
         for i in indices:
             g, p = generated[i], batch[i]
             raw = self.m.decode(g.token_ids)
-            outcomes[i] = (Timed(CountResult(p.label, raw, g.logprob, g.generated_tokens, g.finish), elapsed)
-                           if p.k is None else
-                           Timed(MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens, g.finish), elapsed))
+            outcomes[i] = (
+                Timed(CountResult(p.label, raw, g.logprob, g.generated_tokens, g.finish), elapsed)
+                if p.k is None
+                else Timed(MentionResult(p.label, p.k, raw, g.logprob, g.generated_tokens, g.finish), elapsed)
+            )
         return outcomes

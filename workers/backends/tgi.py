@@ -94,8 +94,17 @@ def sequence_logprob(details) -> tuple[float, int]:
 class TgiBackend(AsyncComponent):
     name = "tgi"
 
-    def __init__(self, url: str, *, timeout_s: float = 30.0, model_name: str = "tgi", max_count: int = DEFAULT_MAX_COUNT,
-                 max_mention_tokens: int = 48, prime_documents: bool = True, schemas: Sequence[str] = ()):
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 30.0,
+        model_name: str = "tgi",
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_mention_tokens: int = 48,
+        prime_documents: bool = True,
+        schemas: Sequence[str] = (),
+    ):
         for name in schemas:
             check_schema(name)  # a clear error for a misspelt schema at start
         self.url = url.rstrip("/")
@@ -117,8 +126,10 @@ class TgiBackend(AsyncComponent):
             raise ValueError(f"TGI serves {model_id}, a model for schema {named}, not {', '.join(self.schemas)}")
         if not self.schemas:
             if not named:
-                raise ValueError(f"cannot tell which label schema TGI's model ({model_id or '/info did not answer'}) "
-                                 "serves: give the worker --schemas")
+                raise ValueError(
+                    f"cannot tell which label schema TGI's model ({model_id or '/info did not answer'}) "
+                    "serves: give the worker --schemas"
+                )
             self.schemas = (named,)
         log.info("TGI at %s serves %s (schemas %s)", self.url, model_id or "an unknown model", ", ".join(self.schemas))
         # base_url is used as is: TGI's /generate endpoint, no path is added by the client
@@ -145,9 +156,11 @@ class TgiBackend(AsyncComponent):
         started = time.perf_counter()
         try:
             output = await asyncio.wait_for(
-                self.client.text_generation(prompt, details=True, max_new_tokens=max_new_tokens, stop=["\n"],
-                                            do_sample=False),
-                self.timeout_s)
+                self.client.text_generation(
+                    prompt, details=True, max_new_tokens=max_new_tokens, stop=["\n"], do_sample=False
+                ),
+                self.timeout_s,
+            )
         except BackendError:
             raise
         except Exception as error:
@@ -216,9 +229,14 @@ class TgiBackend(AsyncComponent):
         async def label_sequences(label: str) -> None:
             count = await self.count(document_id, text, schema, label)
             extracted.counts.append(count)
-            extracted.mentions.extend(await asyncio.gather(*(
-                self.mention(document_id, text, schema, ask.label, ask.count, ask.k)
-                for ask in plan.mention_asks(count.result))))
+            extracted.mentions.extend(
+                await asyncio.gather(
+                    *(
+                        self.mention(document_id, text, schema, ask.label, ask.count, ask.k)
+                        for ask in plan.mention_asks(count.result)
+                    )
+                )
+            )
 
         await asyncio.gather(*(label_sequences(ask.label) for ask in plan.count_asks()))
         extracted.latency_s = time.perf_counter() - started

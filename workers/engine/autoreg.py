@@ -39,8 +39,14 @@ class AutoregResult:
 
 
 class AutoregStructEngine:
-    def __init__(self, engine_model: EngineModel, *, max_new_tokens: int = 256,
-                 lookup_tokens: int = DEFAULT_LOOKUP_TOKENS, window_policy: WindowPolicy | None = None):
+    def __init__(
+        self,
+        engine_model: EngineModel,
+        *,
+        max_new_tokens: int = 256,
+        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
+        window_policy: WindowPolicy | None = None,
+    ):
         """`lookup_tokens`: prompt-lookup drafts as in PadellmEngine (from the prompt and the output so far)."""
         self.m = engine_model
         self.max_new_tokens = max_new_tokens
@@ -53,15 +59,28 @@ class AutoregStructEngine:
         windows = split_windows(text, schema.language, self.window_policy)
         prompts = [self.m.encode(struct_prompt(w.text, schema.language), special=True) for w in windows]
         lookups = [document_lookup(self.m, prompt, w.text, self.lookup_tokens) for prompt, w in zip(prompts, windows)]
-        generated = greedy_decode(self.m.model, prompts, stop_ids=frozenset({self.m.eos_id}),
-                                  max_new_tokens=self.max_new_tokens, pad_id=self.m.pad_id, stats=stats,
-                                  lookup=lookups)
+        generated = greedy_decode(
+            self.m.model,
+            prompts,
+            stop_ids=frozenset({self.m.eos_id}),
+            max_new_tokens=self.max_new_tokens,
+            pad_id=self.m.pad_id,
+            stats=stats,
+            lookup=lookups,
+        )
         raws = [self.m.decode(g.token_ids) for g in generated]
         predictions = [self._window_prediction(w.text, raw, schema) for w, raw in zip(windows, raws)]
         prediction = merge_windows(text, schema.labels, windows, predictions)
-        return AutoregResult(prediction, "\n".join(raws), time.perf_counter() - started,
-                             sum(g.generated_tokens for g in generated), stats.forward_calls, stats.drafted_tokens,
-                             stats.accepted_tokens, len(windows))
+        return AutoregResult(
+            prediction,
+            "\n".join(raws),
+            time.perf_counter() - started,
+            sum(g.generated_tokens for g in generated),
+            stats.forward_calls,
+            stats.drafted_tokens,
+            stats.accepted_tokens,
+            len(windows),
+        )
 
     @staticmethod
     def _window_prediction(text: str, raw: str, schema: LabelSchema) -> DocumentPrediction:
@@ -71,5 +90,6 @@ class AutoregStructEngine:
             PredictedMention(label, 0, mention, None, *(span or (None, None)))
             for (label, mention), span in zip(pairs, spans)
         )
-        return DocumentPrediction(text, mentions, (), absent=tuple(PredictedMention(label, 0, mention, None)
-                                                                    for label, mention in absent))
+        return DocumentPrediction(
+            text, mentions, (), absent=tuple(PredictedMention(label, 0, mention, None) for label, mention in absent)
+        )

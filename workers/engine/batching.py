@@ -29,8 +29,13 @@ class _Queued(Generic[T]):
 
 class MicroBatcher(AsyncComponent, Generic[T, R]):
     def __init__(
-        self, decode: Callable[[list[T]], Sequence[R | BaseException]], *, window_ms: float = 2.0,
-        max_batch: int = 64, name: str = "engine", on_error: Callable[[Exception], BaseException] = lambda e: e,
+        self,
+        decode: Callable[[list[T]], Sequence[R | BaseException]],
+        *,
+        window_ms: float = 2.0,
+        max_batch: int = 64,
+        name: str = "engine",
+        on_error: Callable[[Exception], BaseException] = lambda e: e,
         on_shutdown: Callable[[], BaseException] = lambda: RuntimeError("the batcher is stopped"),
     ):
         self.decode = decode

@@ -69,13 +69,17 @@ def encode_prefix(model, prefix_ids: Sequence[int], device) -> DynamicCache:
 def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Every layer's (keys, values) of a filled cache: [batch, heads, seq, dim] each. (transformers types a layer
     as any kind of cache layer, keys possibly unset; a DynamicCache this module filled has them all.)"""
-    return [(cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values))  # type: ignore[union-attr]
-            for layer in cache.layers]
+    return [
+        (cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values))  # type: ignore[union-attr]
+        for layer in cache.layers
+    ]
 
 
 def _expanded(cache: DynamicCache, batch: int, model) -> DynamicCache:
     return DynamicCache(
-        ddp_cache_data=[(keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)) for keys, values in _kv(cache)],
+        ddp_cache_data=[
+            (keys.expand(batch, -1, -1, -1), values.expand(batch, -1, -1, -1)) for keys, values in _kv(cache)
+        ],
         config=model.config,
     )
 
@@ -100,23 +104,35 @@ def _layout(branches: Sequence[Sequence[int]], prefix_len: int):
     return width, branch_mask, positions
 
 
-def _prefill_on_cache(model, branches, prefix_len: int, prefix_cache: DynamicCache | None, pad_id: int,
-                      device) -> _Prefill:
+def _prefill_on_cache(
+    model, branches, prefix_len: int, prefix_cache: DynamicCache | None, pad_id: int, device
+) -> _Prefill:
     """The branches in one padded batch, continuing a known prefix cache (or none: whole prompts)."""
     batch = len(branches)
     width, branch_mask, positions = _layout(branches, prefix_len)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
     for row, branch in enumerate(branches):
-        input_ids[row, width - len(branch):] = torch.tensor(list(branch))
+        input_ids[row, width - len(branch) :] = torch.tensor(list(branch))
     attention = torch.cat([torch.ones((batch, prefix_len), dtype=torch.long), branch_mask], dim=1).to(device)
-    cache = _expanded(prefix_cache, batch, model) if prefix_len and prefix_cache is not None else DynamicCache(config=model.config)
-    out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
-                cache=cache, use_cache=True, logits_to_keep=1)  # only the last position's logits are needed
+    cache = (
+        _expanded(prefix_cache, batch, model)
+        if prefix_len and prefix_cache is not None
+        else DynamicCache(config=model.config)
+    )
+    out = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention,
+        position_ids=positions.to(device),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )  # only the last position's logits are needed
     return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
 
 
-def _prefill_on_caches(model, groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]], pad_id: int,
-                       device) -> _Prefill:
+def _prefill_on_caches(
+    model, groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]], pad_id: int, device
+) -> _Prefill:
     """Branches of several known prefixes in one padded batch: `groups` holds (prefix length, its cache, its
     branches). Each row is [left padding | its prefix | padding | its branch]; the mask hides both paddings and
     the positions are explicit, so every row decodes as if alone on its prefix."""
@@ -128,10 +144,10 @@ def _prefill_on_caches(model, groups: Sequence[tuple[int, DynamicCache, Sequence
     positions = torch.zeros((len(rows), width), dtype=torch.long)
     for row, (g, branch) in enumerate(rows):
         length = groups[g][0]
-        input_ids[row, width - len(branch):] = torch.tensor(list(branch))
-        attention[row, longest - length:longest] = 1
-        attention[row, longest + width - len(branch):] = 1
-        positions[row, width - len(branch):] = torch.arange(length, length + len(branch))
+        input_ids[row, width - len(branch) :] = torch.tensor(list(branch))
+        attention[row, longest - length : longest] = 1
+        attention[row, longest + width - len(branch) :] = 1
+        positions[row, width - len(branch) :] = torch.arange(length, length + len(branch))
     layers = []
     known = [_kv(cache) for _, cache, _ in groups]
     for index in range(len(known[0])):
@@ -143,15 +159,27 @@ def _prefill_on_caches(model, groups: Sequence[tuple[int, DynamicCache, Sequence
         layers.append((torch.cat(keys), torch.cat(values)))
     cache = DynamicCache(ddp_cache_data=layers, config=model.config)
     attention = attention.to(device)
-    out = model(input_ids=input_ids.to(device), attention_mask=attention, position_ids=positions.to(device),
-                cache=cache, use_cache=True, logits_to_keep=1)
+    out = model(
+        input_ids=input_ids.to(device),
+        attention_mask=attention,
+        position_ids=positions.to(device),
+        cache=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
     return _Prefill(cache, attention, positions[:, -1].to(device) + 1, out.logits[:, -1, :])
 
 
 @torch.inference_mode()
 def decode_on_caches(
-    model, groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]], *, stop_ids, max_new_tokens: int,
-    pad_id: int = 0, stats: DecodeStats | None = None, lookup: Lookups = None,
+    model,
+    groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]],
+    *,
+    stop_ids,
+    max_new_tokens: int,
+    pad_id: int = 0,
+    stats: DecodeStats | None = None,
+    lookup: Lookups = None,
 ) -> list[list[Generated]]:
     """Greedy continuation of the branches of several prefixes whose caches are known (windows read before), in one
     batch: `groups` holds (prefix length, prefix cache, branches). Results per group. `lookup`: one per group."""
@@ -168,8 +196,9 @@ def decode_on_caches(
     stats.prefill_tokens += sum(len(b) for g in live for b in groups[g][2])
     group_lookups = _per_row(lookup, len(groups))
     owners = [g for g in live for _ in groups[g][2]]
-    flat = _decode_loop(model, prefill, len(owners), stop_ids, max_new_tokens, stats,
-                        [group_lookups[g] for g in owners])
+    flat = _decode_loop(
+        model, prefill, len(owners), stop_ids, max_new_tokens, stats, [group_lookups[g] for g in owners]
+    )
     for g, generated in zip(owners, flat):
         out[g].append(generated)
     return out
@@ -184,6 +213,7 @@ class Forest:
     allows, filled evenly, rows right-padded to the longest. A token sees
     only its own tree: a prefix itself, causally; a branch its tree's prefix and, causally, itself; positions
     restart at 0 for every tree and follow the prefix for each branch."""
+
     cache: DynamicCache  # [rows, heads, width, dim]
     trees: list[tuple[int, int, int]]  # (row, start column, length) of every tree's prefix
     spans: list[tuple[int, int, int, int]]  # (tree, row, start column, length) of every branch
@@ -197,9 +227,13 @@ class Forest:
         """Tree `tree`'s prefix alone, for later branches of the same text: its columns saw only the prefix, so it
         equals a prefix-only encoding. A new cache (filling it copies the tensors), built only where needed."""
         row, start, length = self.trees[tree]
-        return DynamicCache(ddp_cache_data=[(keys[row:row + 1, :, start:start + length],
-                                             values[row:row + 1, :, start:start + length])
-                                            for keys, values in _kv(self.cache)], config=self.cache_config)
+        return DynamicCache(
+            ddp_cache_data=[
+                (keys[row : row + 1, :, start : start + length], values[row : row + 1, :, start : start + length])
+                for keys, values in _kv(self.cache)
+            ],
+            config=self.cache_config,
+        )
 
     def prefix_len(self, branch: int) -> int:
         return self.trees[self.spans[branch][0]][2]
@@ -233,8 +267,9 @@ def _pack_rows(sizes: Sequence[int]) -> tuple[list[tuple[int, int]], list[int]]:
     return placement, used
 
 
-def _read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]],
-                 pad_id: int, device) -> tuple[Forest, torch.Tensor]:
+def _read_forest(
+    model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]], pad_id: int, device
+) -> tuple[Forest, torch.Tensor]:
     """One forward over every prefix followed by its branches, trees packed into rows with a block mask. Returns
     the forest and the logits at each branch's last token (branches in tree order)."""
     sizes = [len(p) + sum(len(b) for b in bs) for p, bs in zip(prefixes, branches)]
@@ -247,47 +282,62 @@ def _read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Se
     spans: list[tuple[int, int, int, int]] = []
     for tree, ((row, offset), prefix, tree_branches) in enumerate(zip(placement, prefixes, branches)):
         prefix_len = len(prefix)
-        ids[row, offset:offset + sizes[tree]] = torch.tensor(list(prefix) + [t for b in tree_branches for t in b])
-        mask[row, offset:offset + prefix_len, offset:offset + prefix_len] = torch.ones(
-            (prefix_len, prefix_len), dtype=torch.bool).tril()
-        positions[row, offset:offset + prefix_len] = torch.arange(prefix_len)
+        ids[row, offset : offset + sizes[tree]] = torch.tensor(list(prefix) + [t for b in tree_branches for t in b])
+        mask[row, offset : offset + prefix_len, offset : offset + prefix_len] = torch.ones(
+            (prefix_len, prefix_len), dtype=torch.bool
+        ).tril()
+        positions[row, offset : offset + prefix_len] = torch.arange(prefix_len)
         trees.append((row, offset, prefix_len))
         column = offset + prefix_len
         for branch in tree_branches:
             length = len(branch)
-            mask[row, column:column + length, offset:offset + prefix_len] = True
-            mask[row, column:column + length, column:column + length] = torch.ones(
-                (length, length), dtype=torch.bool).tril()
-            positions[row, column:column + length] = torch.arange(prefix_len, prefix_len + length)
+            mask[row, column : column + length, offset : offset + prefix_len] = True
+            mask[row, column : column + length, column : column + length] = torch.ones(
+                (length, length), dtype=torch.bool
+            ).tril()
+            positions[row, column : column + length] = torch.arange(prefix_len, prefix_len + length)
             spans.append((tree, row, column, length))
             column += length
     cache = DynamicCache(config=model.config)
-    hidden = model.model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
-                         position_ids=positions.to(device), cache=cache, use_cache=True).last_hidden_state
-    last = hidden[torch.tensor([row for _, row, _, _ in spans], device=device),
-                  torch.tensor([start + length - 1 for _, _, start, length in spans], device=device)]
+    hidden = model.model(
+        input_ids=ids.to(device),
+        attention_mask=mask[:, None].to(device),
+        position_ids=positions.to(device),
+        cache=cache,
+        use_cache=True,
+    ).last_hidden_state
+    last = hidden[
+        torch.tensor([row for _, row, _, _ in spans], device=device),
+        torch.tensor([start + length - 1 for _, _, start, length in spans], device=device),
+    ]
     logits = model.get_output_embeddings()(last)  # the vocabulary only where needed
     return Forest(cache, trees, spans, model.config), logits
 
 
-def _gather_rows(model, forest: Forest, rows: Sequence[tuple[int, list[int]]], logits: torch.Tensor,
-                 device) -> _Prefill:
+def _gather_rows(
+    model, forest: Forest, rows: Sequence[tuple[int, list[int]]], logits: torch.Tensor, device
+) -> _Prefill:
     """One batch row per entry of `rows`: (the forest row it reads, the columns its sequence consists of: prefix,
     branch, continuation), left-padded (masked) to the longest, ready to decode from `logits` (one row each)."""
     width = max(len(columns) for _, columns in rows)
     gather = torch.zeros((len(rows), width), dtype=torch.long)
     attention = torch.zeros((len(rows), width), dtype=torch.long)
     for row, (_, columns) in enumerate(rows):
-        gather[row, width - len(columns):] = torch.tensor(columns)
-        attention[row, width - len(columns):] = 1
+        gather[row, width - len(columns) :] = torch.tensor(columns)
+        attention[row, width - len(columns) :] = 1
     source = torch.tensor([r for r, _ in rows], device=device)[:, None]
     gather = gather.to(device)
     next_position = torch.tensor([len(columns) for _, columns in rows])
     cache = DynamicCache(
-        ddp_cache_data=[(keys[source, :, gather].transpose(1, 2).contiguous(),
-                         values[source, :, gather].transpose(1, 2).contiguous())
-                        for keys, values in _kv(forest.cache)],  # [batch, seq, heads, dim] -> [batch, heads, seq, dim]
-        config=model.config)
+        ddp_cache_data=[
+            (
+                keys[source, :, gather].transpose(1, 2).contiguous(),
+                values[source, :, gather].transpose(1, 2).contiguous(),
+            )
+            for keys, values in _kv(forest.cache)
+        ],  # [batch, seq, heads, dim] -> [batch, heads, seq, dim]
+        config=model.config,
+    )
     return _Prefill(cache, attention.to(device), next_position.to(device), logits)
 
 
@@ -306,8 +356,15 @@ def _forest_forward(model, prefixes, branches, pad_id: int, stats: DecodeStats):
 
 @torch.inference_mode()
 def decode_forest(
-    model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]], *, stop_ids,
-    max_new_tokens: int, pad_id: int = 0, stats: DecodeStats | None = None, lookup: Lookups = None,
+    model,
+    prefixes: Sequence[Sequence[int]],
+    branches: Sequence[Sequence[Sequence[int]]],
+    *,
+    stop_ids,
+    max_new_tokens: int,
+    pad_id: int = 0,
+    stats: DecodeStats | None = None,
+    lookup: Lookups = None,
 ) -> tuple[list[list[Generated]], Forest]:
     """Greedy continuation of every branch of every prefix (`branches[r]` continue `prefixes[r]`): all prefixes
     and branches are read in one forward (trees packed into rows), then decoded in one batch. Returns the results
@@ -319,25 +376,39 @@ def decode_forest(
     if forest.spans:
         rows = [(forest.branch_row(b), forest.branch_columns(b)) for b in range(len(forest.spans))]
         tree_lookups = _per_row(lookup, len(prefixes))
-        flat = _decode_loop(model, _gather_rows(model, forest, rows, logits, device), len(rows), stop_ids,
-                            max_new_tokens, stats, [tree_lookups[tree] for tree, _, _, _ in forest.spans])
+        flat = _decode_loop(
+            model,
+            _gather_rows(model, forest, rows, logits, device),
+            len(rows),
+            stop_ids,
+            max_new_tokens,
+            stats,
+            [tree_lookups[tree] for tree, _, _, _ in forest.spans],
+        )
     out, at = [], 0
     for row_branches in branches:
-        out.append(flat[at:at + len(row_branches)])
+        out.append(flat[at : at + len(row_branches)])
         at += len(row_branches)
     return out, forest
 
 
 def decode_tree(
-    model, prefix_ids: Sequence[int], branches: Sequence[Sequence[int]], *, stop_ids, max_new_tokens: int,
-    stats: DecodeStats | None = None, lookup: PromptLookup | None = None,
+    model,
+    prefix_ids: Sequence[int],
+    branches: Sequence[Sequence[int]],
+    *,
+    stop_ids,
+    max_new_tokens: int,
+    stats: DecodeStats | None = None,
+    lookup: PromptLookup | None = None,
 ) -> tuple[list[Generated], DynamicCache]:
     """Greedy continuation of every branch after a prefix that has no cache yet: the prefix and the branches
     are read in one forward. Also returns the prefix's cache, for later branches of the same document."""
     if not prefix_ids:
         raise ValueError("decode_tree needs a prefix")
-    generated, forest = decode_forest(model, [prefix_ids], [branches], stop_ids=stop_ids,
-                                      max_new_tokens=max_new_tokens, stats=stats, lookup=lookup)
+    generated, forest = decode_forest(
+        model, [prefix_ids], [branches], stop_ids=stop_ids, max_new_tokens=max_new_tokens, stats=stats, lookup=lookup
+    )
     return generated[0], forest.prefix_cache(0)
 
 
@@ -363,27 +434,35 @@ def greedy_decode(
     if prefix_ids and prefix_cache is None:
         if not (lookup is None or isinstance(lookup, PromptLookup)):
             raise ValueError("a prefix without a cache takes one lookup for all its branches")
-        return decode_tree(model, prefix_ids, branches, stop_ids=stop_ids, max_new_tokens=max_new_tokens,
-                           stats=stats, lookup=lookup)[0]
+        return decode_tree(
+            model, prefix_ids, branches, stop_ids=stop_ids, max_new_tokens=max_new_tokens, stats=stats, lookup=lookup
+        )[0]
     stats = stats or DecodeStats()
-    prefill = _prefill_on_cache(model, branches, len(prefix_ids), prefix_cache, pad_id,
-                                next(model.parameters()).device)
+    prefill = _prefill_on_cache(model, branches, len(prefix_ids), prefix_cache, pad_id, next(model.parameters()).device)
     stats.forward_calls += 1
     stats.prefill_tokens += sum(len(b) for b in branches)
     return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats, lookup)
 
 
 @torch.inference_mode()
-def read_forest(model, prefixes: Sequence[Sequence[int]], branches: Sequence[Sequence[Sequence[int]]], *,
-                stop_ids, pad_id: int = 0, stats: DecodeStats | None = None) -> tuple[list[Generated], Forest]:
+def read_forest(
+    model,
+    prefixes: Sequence[Sequence[int]],
+    branches: Sequence[Sequence[Sequence[int]]],
+    *,
+    stop_ids,
+    pad_id: int = 0,
+    stats: DecodeStats | None = None,
+) -> tuple[list[Generated], Forest]:
     """The forest forward of `decode_forest` without decoding: each branch's greedy first token (a stop token ends
     it), branches in row order, and the forest, to be continued by `continue_forest`."""
     if any(not tree_branches for tree_branches in branches):
         raise ValueError("read_forest needs at least one branch in every tree")
     stats = stats or DecodeStats()
     forest, logits, _ = _forest_forward(model, prefixes, branches, pad_id, stats)
-    first = _decode_loop(model, _Prefill(None, torch.empty(0), torch.empty(0), logits), len(forest.spans), stop_ids,
-                         1, stats)  # the first tokens come from the forest's logits: no forward
+    first = _decode_loop(
+        model, _Prefill(None, torch.empty(0), torch.empty(0), logits), len(forest.spans), stop_ids, 1, stats
+    )  # the first tokens come from the forest's logits: no forward
     return first, forest
 
 
@@ -433,38 +512,62 @@ def continue_forest(
     for parent, suffix, (row, offset) in zip(parents, suffixes, placed):
         _, _, start, length = forest.spans[parent]
         prefix, prefix_len, n = forest.prefix_columns(parent), forest.prefix_len(parent), len(suffix)
-        ids[row, offset:offset + n] = torch.tensor(list(suffix))
-        block = mask[row, offset:offset + n]
-        block[:, prefix.start:prefix.stop] = True
-        block[:, start:start + length] = True
-        block[:, past + offset:past + offset + n] = torch.ones((n, n), dtype=torch.bool).tril()
-        positions[row, offset:offset + n] = torch.arange(prefix_len + length, prefix_len + length + n)
-    hidden = model.model(input_ids=ids.to(device), attention_mask=mask[:, None].to(device),
-                         position_ids=positions.to(device), cache=forest.cache, use_cache=True).last_hidden_state
+        ids[row, offset : offset + n] = torch.tensor(list(suffix))
+        block = mask[row, offset : offset + n]
+        block[:, prefix.start : prefix.stop] = True
+        block[:, start : start + length] = True
+        block[:, past + offset : past + offset + n] = torch.ones((n, n), dtype=torch.bool).tril()
+        positions[row, offset : offset + n] = torch.arange(prefix_len + length, prefix_len + length + n)
+    hidden = model.model(
+        input_ids=ids.to(device),
+        attention_mask=mask[:, None].to(device),
+        position_ids=positions.to(device),
+        cache=forest.cache,
+        use_cache=True,
+    ).last_hidden_state
     stats.forward_calls += 1
     stats.prefill_tokens += sum(len(suffix) for suffix in suffixes)
     checked = [(i, at) for i, at in enumerate(check_at) if at is not None]
     pick_rows = [row for row, _ in placed] + [placed[i][0] for i, _ in checked]
-    pick_columns = ([offset + len(suffix) - 1 for (_, offset), suffix in zip(placed, suffixes)]
-                    + [placed[i][1] + at for i, at in checked])
-    picked = model.get_output_embeddings()(hidden[torch.tensor(pick_rows, device=device),
-                                                  torch.tensor(pick_columns, device=device)])
+    pick_columns = [offset + len(suffix) - 1 for (_, offset), suffix in zip(placed, suffixes)] + [
+        placed[i][1] + at for i, at in checked
+    ]
+    picked = model.get_output_embeddings()(
+        hidden[torch.tensor(pick_rows, device=device), torch.tensor(pick_columns, device=device)]
+    )
     checks: list[tuple[int, float] | None] = [None] * len(parents)
     if checked:
-        logprobs = torch.log_softmax(picked[len(parents):].float(), dim=-1)
+        logprobs = torch.log_softmax(picked[len(parents) :].float(), dim=-1)
         best = logprobs.argmax(dim=-1)
         for (i, _), token, logprob in zip(checked, best.tolist(), logprobs.gather(1, best[:, None])[:, 0].tolist()):
             checks[i] = (token, logprob)
     keep = [i for i, go_on in enumerate(decide(checks)) if go_on]
     results: list[Generated | None] = [None] * len(parents)
     if keep:
-        gathered = [(placed[i][0], forest.branch_columns(parents[i])
-                     + list(range(past + placed[i][1], past + placed[i][1] + len(suffixes[i])))) for i in keep]
-        prefill = _gather_rows(model, forest, gathered, picked.index_select(0, torch.tensor(keep, device=device)),
-                               device)
+        gathered = [
+            (
+                placed[i][0],
+                forest.branch_columns(parents[i])
+                + list(range(past + placed[i][1], past + placed[i][1] + len(suffixes[i]))),
+            )
+            for i in keep
+        ]
+        prefill = _gather_rows(
+            model, forest, gathered, picked.index_select(0, torch.tensor(keep, device=device)), device
+        )
         tree_lookups = _per_row(lookup, len(forest.trees))
-        for i, generated in zip(keep, _decode_loop(model, prefill, len(keep), stop_ids, max_new_tokens, stats,
-                                                   [tree_lookups[forest.spans[parents[i]][0]] for i in keep])):
+        for i, generated in zip(
+            keep,
+            _decode_loop(
+                model,
+                prefill,
+                len(keep),
+                stop_ids,
+                max_new_tokens,
+                stats,
+                [tree_lookups[forest.spans[parents[i]][0]] for i in keep],
+            ),
+        ):
             results[i] = generated
     return results, checks
 
@@ -482,8 +585,9 @@ def _check(branches) -> None:
         raise ValueError("every branch needs at least one token")
 
 
-def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens: int,
-                 stats: DecodeStats, lookup: Lookups = None) -> list[Generated]:
+def _decode_loop(
+    model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens: int, stats: DecodeStats, lookup: Lookups = None
+) -> list[Generated]:
     """Greedy tokens of every row from its logits on, until a stop token or max_new_tokens.
 
     With `lookup`, a row's next token is fed together with a draft of the tokens after it (workers.engine.lookup)
@@ -521,20 +625,25 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
             next_position = next_position.index_select(0, select)
             chosen = chosen.index_select(0, select)
             live = [live[row] for row in keep_rows]
-        drafts = [lookup_.draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1, stop_ids)
-                  if (lookup_ := lookups[index]) else [] for index in live]
+        drafts = [
+            lookup_.draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1, stop_ids)
+            if (lookup_ := lookups[index])
+            else []
+            for index in live
+        ]
         width = 1 + max(len(d) for d in drafts)
         fed = chosen[:, None].expand(len(live), width).clone()  # draft-less columns repeat the token, masked out
         new_columns = torch.zeros((len(live), width), dtype=attention.dtype)
         new_columns[:, 0] = 1
         for row, draft in enumerate(drafts):
             if draft:
-                fed[row, 1:1 + len(draft)] = torch.tensor(draft, device=device)
-                new_columns[row, 1:1 + len(draft)] = 1
+                fed[row, 1 : 1 + len(draft)] = torch.tensor(draft, device=device)
+                new_columns[row, 1 : 1 + len(draft)] = 1
         attention = torch.cat([attention, new_columns.to(device)], dim=1)
         positions = next_position[:, None] + torch.arange(width, device=device)
-        hidden = model.model(input_ids=fed, attention_mask=attention, position_ids=positions, cache=cache,
-                             use_cache=True).last_hidden_state
+        hidden = model.model(
+            input_ids=fed, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True
+        ).last_hidden_state
         stats.forward_calls += 1
         stats.drafted_tokens += sum(len(d) for d in drafts)
         # the vocabulary only where a token is checked: after the fed token and after each drafted one (without
@@ -549,11 +658,12 @@ def _decode_loop(model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens:
             while taken < len(draft) and greedy[at + taken] == draft[taken]:
                 taken += 1
             if taken:
-                draft_logprobs = torch.log_softmax(checked[at:at + taken].float(), dim=-1)
+                draft_logprobs = torch.log_softmax(checked[at : at + taken].float(), dim=-1)
                 results[index].token_ids.extend(draft[:taken])
                 results[index].logprobs.extend(
-                    draft_logprobs.gather(1, torch.tensor(draft[:taken], device=device)[:, None])[:, 0].tolist())
-            attention[row, attention.shape[1] - width + 1 + taken:] = 0  # the rejected rest of the draft
+                    draft_logprobs.gather(1, torch.tensor(draft[:taken], device=device)[:, None])[:, 0].tolist()
+                )
+            attention[row, attention.shape[1] - width + 1 + taken :] = 0  # the rejected rest of the draft
             accepted.append(taken)
             offsets.append(at + taken)  # the logits after the last kept token: where decoding goes on
             at += 1 + len(draft)

@@ -105,8 +105,12 @@ def _with_folder_weights(network, model_dir: Path):
 
 
 def load_engine_model(
-    model: str | Path | None = None, *, base_model: str | Path | None = None, device: str | None = None,
-    adapter: bool = True, dtype: str | None = None,
+    model: str | Path | None = None,
+    *,
+    base_model: str | Path | None = None,
+    device: str | None = None,
+    adapter: bool = True,
+    dtype: str | None = None,
 ) -> EngineModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -121,14 +125,20 @@ def load_engine_model(
         run_weights = model_dir / "final.safetensors"
         if not run_weights.exists():
             run_weights = model_dir / "checkpoint" / "trainable.safetensors"
-        info = {"objective": run_config["objective"], "schema": run_config["schema"], "version": "run",
-                "format": f"{run_config['method']}-run-weights"}
+        info = {
+            "objective": run_config["objective"],
+            "schema": run_config["schema"],
+            "version": "run",
+            "format": f"{run_config['method']}-run-weights",
+        }
         base_model = base_model or run_config["base_model"]
     elif model_dir is not None:
         info = json.loads((model_dir / "padellm.json").read_text())
     base = ensure_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    network: PreTrainedModel = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32, attn_implementation="sdpa")
+    network: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
+        base, dtype=torch.float32, attn_implementation="sdpa"
+    )
     if run_weights is not None:
         from safetensors.torch import load_file
 
@@ -144,7 +154,11 @@ def load_engine_model(
     # Module.to moves in place; transformers' decorator on it hides its signature from mypy
     network.to(device=target, dtype=weights_dtype)  # type: ignore[call-arg]
     network.eval()
-    info = {"name": model_dir.name if model_dir else Path(base).name, "base_model": str(base), **info,
-            "dtype": str(weights_dtype).removeprefix("torch.")}
+    info = {
+        "name": model_dir.name if model_dir else Path(base).name,
+        "base_model": str(base),
+        **info,
+        "dtype": str(weights_dtype).removeprefix("torch."),
+    }
     texts = token_texts(tokenizer, network.get_output_embeddings().weight.shape[0])
     return EngineModel(network, tokenizer, target, info, newline_token_ids(texts), lookup_keys(texts))

@@ -37,13 +37,15 @@ def document_lookup(engine_model, prompt_ids: Sequence[int], text: str, max_toke
     (its lookup keys and tokenizer); None where drafting is off (max_tokens 0)."""
     if max_tokens <= 0:
         return None
-    return PromptLookup(prompt_ids, engine_model.lookup_keys, max_tokens, text, engine_model.encode,
-                        engine_model.decode)
+    return PromptLookup(
+        prompt_ids, engine_model.lookup_keys, max_tokens, text, engine_model.encode, engine_model.decode
+    )
 
 
 @dataclass
 class PromptLookup:
     """Drafts for the sequences that continue one prompt (a document's prompt, shared by all its branches)."""
+
     source_ids: Sequence[int]  # the prompt's token ids: where drafts are copied from
     keys: Sequence[int]  # lookup_keys of the tokenizer
     max_tokens: int = DEFAULT_LOOKUP_TOKENS
@@ -65,8 +67,8 @@ class PromptLookup:
         for n in range(min(MAX_NGRAM, len(generated)), 0, -1):
             tail = keys[-n:]
             for start in range(len(keys) - n):
-                if keys[start:start + n] == tail:
-                    draft = _before_stop(ids[start + n:start + n + limit], stop_ids)
+                if keys[start : start + n] == tail:
+                    draft = _before_stop(ids[start + n : start + n + limit], stop_ids)
                     if draft:
                         return draft
         return self._copy_word(generated, limit, stop_ids)
@@ -80,10 +82,10 @@ class PromptLookup:
         word = words[0]
         start = self.text.find(word)
         while start >= 0:
-            ids = self.encode(self.text[start:start + len(word) + COPY_CHARS])
+            ids = self.encode(self.text[start : start + len(word) + COPY_CHARS])
             spelled = next((j for j in range(1, len(ids) + 1) if len(self.decode(ids[:j])) >= len(word)), 0)
             if spelled and self.decode(ids[:spelled]) == word and list(generated[-spelled:]) == ids[:spelled]:
-                return _before_stop(ids[spelled:spelled + limit], stop_ids)
+                return _before_stop(ids[spelled : spelled + limit], stop_ids)
             start = self.text.find(word, start + 1)
         return []
 

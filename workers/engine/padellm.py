@@ -80,6 +80,7 @@ class EngineResult:
 @dataclass
 class WindowsDecoded:
     """The sequences of a batch of windows (indices 0..n-1 in the order given)."""
+
     counts: list[CountResult]
     mentions: list[MentionResult]
     count_step_s: float
@@ -88,9 +89,16 @@ class WindowsDecoded:
 
 class PadellmEngine:
     def __init__(
-        self, engine_model: EngineModel, *, prefix_sharing: bool = True, max_count: int = DEFAULT_MAX_COUNT,
-        max_mention_tokens: int = 48, dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX, one_call: bool = True,
-        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS, window_policy: WindowPolicy | None = None,
+        self,
+        engine_model: EngineModel,
+        *,
+        prefix_sharing: bool = True,
+        max_count: int = DEFAULT_MAX_COUNT,
+        max_mention_tokens: int = 48,
+        dedup: DedupPolicy | str = DedupPolicy.KEEP_MAX,
+        one_call: bool = True,
+        lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
+        window_policy: WindowPolicy | None = None,
     ):
         """`one_call=False` decodes as the service's multi mode must, where a Count call returns its counts
         before any Mention call is asked: every count decoded to its stop token, every mention branch read on
@@ -136,10 +144,19 @@ class PadellmEngine:
         finished = time.perf_counter()
         stats = decoded.stats
         return EngineResult(
-            prediction, decoded.counts, decoded.mentions, finished - started,
-            {"count": decoded.count_step_s - started, "mention": step2 - decoded.count_step_s,
-             "aggregate": finished - step2},
-            stats.forward_calls, stats.prefill_tokens, stats.drafted_tokens, stats.accepted_tokens,
+            prediction,
+            decoded.counts,
+            decoded.mentions,
+            finished - started,
+            {
+                "count": decoded.count_step_s - started,
+                "mention": step2 - decoded.count_step_s,
+                "aggregate": finished - step2,
+            },
+            stats.forward_calls,
+            stats.prefill_tokens,
+            stats.drafted_tokens,
+            stats.accepted_tokens,
         )
 
     def decode_windows(self, texts: Sequence[str], schema: LabelSchema, labels: Sequence[str]) -> WindowsDecoded:
@@ -158,8 +175,11 @@ class PadellmEngine:
             steps = self._shared_steps if self.one_call else self._count_then_mention_steps
         count_generated, mention_generated, step1 = steps(prefixes, label_ids, labels, schema, stats, lookups)
         counts = [self._result((w, label), count_generated[(w, label)]) for w in range(len(texts)) for label in labels]
-        mentions = [self._result((c.window, c.label), mention_generated[(c.window, c.label, k)], k)
-                    for c in counts for k in range(1, parse_result(c, self.max_count).value + 1)]
+        mentions = [
+            self._result((c.window, c.label), mention_generated[(c.window, c.label, k)], k)
+            for c in counts
+            for k in range(1, parse_result(c, self.max_count).value + 1)
+        ]
         return WindowsDecoded(counts, mentions, step1, stats)
 
     def _mention_asks(self, label: str, schema: LabelSchema, count: int) -> list[tuple[tuple[str, int], list[int]]]:
@@ -172,9 +192,14 @@ class PadellmEngine:
         """Without prefix sharing (the paper's batch mode): every count prompt of every window in one batch,
         decoded to its stop token; then every mention prompt, each encoded on its own, in one batch."""
         asks = [(w, label) for w in range(len(prefixes)) for label in labels]
-        generated = greedy_decode(self.m.model, [prefixes[w] + label_ids[label] for w, label in asks],
-                                  stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS, pad_id=self.m.pad_id,
-                                  stats=stats)
+        generated = greedy_decode(
+            self.m.model,
+            [prefixes[w] + label_ids[label] for w, label in asks],
+            stop_ids=self.stop_ids,
+            max_new_tokens=COUNT_MAX_NEW_TOKENS,
+            pad_id=self.m.pad_id,
+            stats=stats,
+        )
         counts = dict(zip(asks, generated))
         step1 = time.perf_counter()
         keys, prompts, prompt_lookups = [], [], []
@@ -183,31 +208,61 @@ class PadellmEngine:
                 keys.append((w, label, k))
                 prompts.append(prefixes[w] + ids)
                 prompt_lookups.append(lookups[w])
-        mentions = greedy_decode(self.m.model, prompts, stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens,
-                                 pad_id=self.m.pad_id, stats=stats, lookup=prompt_lookups) if prompts else []
+        mentions = (
+            greedy_decode(
+                self.m.model,
+                prompts,
+                stop_ids=self.stop_ids,
+                max_new_tokens=self.max_mention_tokens,
+                pad_id=self.m.pad_id,
+                stats=stats,
+                lookup=prompt_lookups,
+            )
+            if prompts
+            else []
+        )
         return counts, dict(zip(keys, mentions)), step1
 
     def _mentions_on_cache(self, window: int, counts: dict[Ask, Generated], prefix, cache, schema, stats, lookup):
         """Step 2 of one window's decoded counts: every (label, k) branch in one batch on the window's cache."""
-        asks = [((window, label, k), ids) for (w, label), g in counts.items() if w == window
-                for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g))]
-        generated = greedy_decode(self.m.model, [ids for _, ids in asks], prefix_ids=prefix, prefix_cache=cache,
-                                  stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens,
-                                  pad_id=self.m.pad_id, stats=stats, lookup=lookup)
+        asks = [
+            ((window, label, k), ids)
+            for (w, label), g in counts.items()
+            if w == window
+            for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g))
+        ]
+        generated = greedy_decode(
+            self.m.model,
+            [ids for _, ids in asks],
+            prefix_ids=prefix,
+            prefix_cache=cache,
+            stop_ids=self.stop_ids,
+            max_new_tokens=self.max_mention_tokens,
+            pad_id=self.m.pad_id,
+            stats=stats,
+            lookup=lookup,
+        )
         return {key: g for (key, _), g in zip(asks, generated)}
 
     def _count_then_mention_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
         """With prefix sharing, as two separate calls: every window and its count branches in one forward (a row
         each), the counts decoded to their stop token; then each window's mention branches on its cache."""
-        generated, forest = decode_forest(self.m.model, prefixes, [[label_ids[label] for label in labels]] * len(prefixes),
-                                          stop_ids=self.stop_ids, max_new_tokens=COUNT_MAX_NEW_TOKENS,
-                                          pad_id=self.m.pad_id, stats=stats)
+        generated, forest = decode_forest(
+            self.m.model,
+            prefixes,
+            [[label_ids[label] for label in labels]] * len(prefixes),
+            stop_ids=self.stop_ids,
+            max_new_tokens=COUNT_MAX_NEW_TOKENS,
+            pad_id=self.m.pad_id,
+            stats=stats,
+        )
         counts = {(w, label): g for w, row in enumerate(generated) for label, g in zip(labels, row)}
         step1 = time.perf_counter()
         mentions: dict[MentionKey, Generated] = {}
         for w, prefix in enumerate(prefixes):
-            mentions.update(self._mentions_on_cache(w, counts, prefix, forest.prefix_cache(w), schema, stats,
-                                                    lookups[w]))
+            mentions.update(
+                self._mentions_on_cache(w, counts, prefix, forest.prefix_cache(w), schema, stats, lookups[w])
+            )
         return counts, mentions, step1
 
     def _shared_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
@@ -221,8 +276,14 @@ class PadellmEngine:
         its mentions asked in a second round. Every count and mention equals plain greedy decoding of its prompt
         (tests/test_engine.py); a document takes one forward fewer.
         """
-        first, forest = read_forest(self.m.model, prefixes, [[label_ids[label] for label in labels]] * len(prefixes),
-                                    stop_ids=self.stop_ids, pad_id=self.m.pad_id, stats=stats)
+        first, forest = read_forest(
+            self.m.model,
+            prefixes,
+            [[label_ids[label] for label in labels]] * len(prefixes),
+            stop_ids=self.stop_ids,
+            pad_id=self.m.pad_id,
+            stats=stats,
+        )
         step1 = time.perf_counter()
         asked = [(w, label) for w in range(len(prefixes)) for label in labels]  # the forest's branches, in order
         parents, suffixes, check_at, asks = [], [], [], []  # asks: (window, label, k); k None: a check only
@@ -239,7 +300,7 @@ class PadellmEngine:
                 for (_, k), ids in self._mention_asks(label, schema, digit):
                     if ids[: len(branch_ids) + 1] != branch_ids + generated.token_ids:
                         break  # the digit is not a token of its own after the branch: take the general path
-                    continuations.append(((w, label, k), ids[len(branch_ids):]))
+                    continuations.append(((w, label, k), ids[len(branch_ids) :]))
                 if len(continuations) < digit:
                     continue
             assumed[(w, label)] = generated
@@ -256,9 +317,19 @@ class PadellmEngine:
                     confirmed.add(ask[:2])
             return [ask[2] is not None and ask[:2] in confirmed for ask in asks]
 
-        decoded, checks = continue_forest(self.m.model, forest, parents, suffixes, check_at, decide=decide,
-                                          stop_ids=self.stop_ids, max_new_tokens=self.max_mention_tokens,
-                                          pad_id=self.m.pad_id, stats=stats, lookup=lookups)
+        decoded, checks = continue_forest(
+            self.m.model,
+            forest,
+            parents,
+            suffixes,
+            check_at,
+            decide=decide,
+            stop_ids=self.stop_ids,
+            max_new_tokens=self.max_mention_tokens,
+            pad_id=self.m.pad_id,
+            stats=stats,
+            lookup=lookups,
+        )
         counts: dict[Ask, Generated] = {}
         mentions: dict[MentionKey, Generated] = {}
         for ask, at, check, generated in zip(asks, check_at, checks, decoded):
@@ -275,9 +346,16 @@ class PadellmEngine:
         for w in sorted({w for w, _ in pending}):  # counts not confirmed: decoded in full, then their mentions
             of_window = [label for v, label in pending if v == w]
             prefix_cache = forest.prefix_cache(w)
-            full = greedy_decode(self.m.model, [label_ids[label] for label in of_window], prefix_ids=prefixes[w],
-                                 prefix_cache=prefix_cache, stop_ids=self.stop_ids,
-                                 max_new_tokens=COUNT_MAX_NEW_TOKENS, pad_id=self.m.pad_id, stats=stats)
+            full = greedy_decode(
+                self.m.model,
+                [label_ids[label] for label in of_window],
+                prefix_ids=prefixes[w],
+                prefix_cache=prefix_cache,
+                stop_ids=self.stop_ids,
+                max_new_tokens=COUNT_MAX_NEW_TOKENS,
+                pad_id=self.m.pad_id,
+                stats=stats,
+            )
             late = {(w, label): g for label, g in zip(of_window, full)}
             counts.update(late)
             mentions.update(self._mentions_on_cache(w, late, prefixes[w], prefix_cache, schema, stats, lookups[w]))

@@ -51,12 +51,16 @@ def _overlapping(document: Document) -> bool:
     return any(a.end > b.start for a, b in zip(document.entities, document.entities[1:]))
 
 
-def replace_mentions(document: Document, inventory: dict[str, list[str]], rng: random.Random,
-                     suffix: str) -> Document:
+def replace_mentions(document: Document, inventory: dict[str, list[str]], rng: random.Random, suffix: str) -> Document:
     """A copy of `document` (id + suffix) with every mention replaced by a drawn mention of its label."""
     if not document.entities or _overlapping(document):
-        return Document(id=document.id + suffix, text=document.text, entities=document.entities,
-                        language=document.language, source_document=document.source_document)
+        return Document(
+            id=document.id + suffix,
+            text=document.text,
+            entities=document.entities,
+            language=document.language,
+            source_document=document.source_document,
+        )
     outside = _text_outside_mentions(document)
     chosen: dict[tuple[str, str], str] = {}
     for entity in document.entities:
@@ -72,7 +76,7 @@ def replace_mentions(document: Document, inventory: dict[str, list[str]], rng: r
                 break
     pieces, spans, cursor, length = [], [], 0, 0
     for entity in document.entities:
-        pieces.append(document.text[cursor:entity.start])
+        pieces.append(document.text[cursor : entity.start])
         length += entity.start - cursor
         replacement = chosen[(entity.label, entity.text)]
         spans.append((length, length + len(replacement), entity.label))
@@ -81,16 +85,20 @@ def replace_mentions(document: Document, inventory: dict[str, list[str]], rng: r
         cursor = entity.end
     pieces.append(document.text[cursor:])
     text = "".join(pieces)
-    return Document(id=document.id + suffix, text=text,
-                    entities=tuple(make_entity(text, start, end, label) for start, end, label in spans),
-                    language=document.language, source_document=document.source_document)
+    return Document(
+        id=document.id + suffix,
+        text=text,
+        entities=tuple(make_entity(text, start, end, label) for start, end, label in spans),
+        language=document.language,
+        source_document=document.source_document,
+    )
 
 
 def _text_outside_mentions(document: Document) -> str:
     """The text with its mentions blanked out, to test where else a string occurs."""
     chars = list(document.text)
     for entity in document.entities:
-        chars[entity.start:entity.end] = "\0" * (entity.end - entity.start)
+        chars[entity.start : entity.end] = "\0" * (entity.end - entity.start)
     return "".join(chars)
 
 
@@ -100,5 +108,8 @@ def augmented_documents(documents: Sequence[Document], replacement: MentionRepla
         return []
     inventory = mention_inventory(documents)
     rng = random.Random(replacement.seed)
-    return [replace_mentions(document, inventory, rng, f"#mr{copy + 1}")
-            for copy in range(replacement.copies) for document in documents]
+    return [
+        replace_mentions(document, inventory, rng, f"#mr{copy + 1}")
+        for copy in range(replacement.copies)
+        for document in documents
+    ]

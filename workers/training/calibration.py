@@ -43,7 +43,9 @@ def calibration_rows(config: dict, tokenizer, documents: int, seed: int, data: l
     `train_config.json`); and how many documents they hold."""
     corpus = [d for path in (data or config["data"]) for d in read_corpus(path).documents]
     if not corpus:
-        raise ValueError(f"no calibration documents: the run names no training files ({config['output']}); give --calibration-data")
+        raise ValueError(
+            f"no calibration documents: the run names no training files ({config['output']}); give --calibration-data"
+        )
     chosen = random.Random(seed).sample(corpus, min(documents, len(corpus)))
     schema = get_schema(config["schema"])
     tokenized = [tokenize_document(tokenizer, d, schema, config["objective"]) for d in chosen]
@@ -51,8 +53,9 @@ def calibration_rows(config: dict, tokenizer, documents: int, seed: int, data: l
 
 
 @torch.no_grad()
-def input_moments(model: PreTrainedModel, rows, pad_id: int, rows_per_batch: int = 8,
-                  progress=None) -> tuple[dict[str, torch.Tensor], int]:
+def input_moments(
+    model: PreTrainedModel, rows, pad_id: int, rows_per_batch: int = 8, progress=None
+) -> tuple[dict[str, torch.Tensor], int]:
     """({weight name: E[x x^T]} (float64) of every projection's inputs over the rows' real (non-padding) tokens,
     the number of those tokens)."""
     sums: dict[str, torch.Tensor] = {}
@@ -64,19 +67,27 @@ def input_moments(model: PreTrainedModel, rows, pad_id: int, rows_per_batch: int
             x = inputs[0][valid].float()
             product = (x.T @ x).double()  # fp32 matmul (fast), summed in fp64 across batches
             sums[name] = sums[name] + product if name in sums else product
+
         return hook
 
-    handles = [module.register_forward_pre_hook(hook_for(f"{name}.weight"))
-               for name, module in model.named_modules() if name.rsplit(".", 1)[-1] in MEASURED]
+    handles = [
+        module.register_forward_pre_hook(hook_for(f"{name}.weight"))
+        for name, module in model.named_modules()
+        if name.rsplit(".", 1)[-1] in MEASURED
+    ]
     try:
         for start in range(0, len(rows), rows_per_batch):
-            chunk = rows[start:start + rows_per_batch]
+            chunk = rows[start : start + rows_per_batch]
             batch = collate(chunk, pad_id)
             lengths = torch.tensor([len(r) for r in chunk])
             valid = torch.arange(batch["input_ids"].shape[1])[None, :] < lengths[:, None]
             tokens += int(valid.sum())
-            model.model(input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-                        attention_mask=batch["attention_mask"], use_cache=False)
+            model.model(
+                input_ids=batch["input_ids"],
+                position_ids=batch["position_ids"],
+                attention_mask=batch["attention_mask"],
+                use_cache=False,
+            )
             if progress:
                 progress(len(chunk))
     finally:
@@ -91,8 +102,9 @@ def input_moments(model: PreTrainedModel, rows, pad_id: int, rows_per_batch: int
     return moments, tokens
 
 
-def run_input_moments(config: dict, weights: Path, documents: int, seed: int = 0,
-                      data: list[str] | None = None) -> tuple[dict[str, torch.Tensor], dict]:
+def run_input_moments(
+    config: dict, weights: Path, documents: int, seed: int = 0, data: list[str] | None = None
+) -> tuple[dict[str, torch.Tensor], dict]:
     """The input moments of a run's fine-tuned model (its base model + `weights`; `config`: the run's
     `train_config.json`) on `documents` calibration documents, and a record of what they were measured on."""
     from safetensors.torch import load_file
@@ -104,8 +116,13 @@ def run_input_moments(config: dict, weights: Path, documents: int, seed: int = 0
     rows, chosen = calibration_rows(config, tokenizer, documents, seed, data)
     with tqdm(total=len(rows), desc="export: calibration", unit="row", disable=None) as bar:
         moments, tokens = input_moments(model.eval(), rows, tokenizer.pad_token_id or 0, progress=bar.update)
-    return moments, {"documents": chosen, "seed": seed, "data": list(data or config["data"]), "tokens": tokens,
-                     "damping": WHITENING_DAMPING}
+    return moments, {
+        "documents": chosen,
+        "seed": seed,
+        "data": list(data or config["data"]),
+        "tokens": tokens,
+        "damping": WHITENING_DAMPING,
+    }
 
 
 def whitening(moments: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:

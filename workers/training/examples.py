@@ -52,7 +52,9 @@ def tokenize_document(tokenizer, document: Document, schema: LabelSchema, object
         branches = []
         for example in reformulate(document, schema):
             if example.label not in branch_prompts:
-                branch_prompts[example.label] = encode(tokenizer, template.label_branch(schema.prompt_word(example.label)))
+                branch_prompts[example.label] = encode(
+                    tokenizer, template.label_branch(schema.prompt_word(example.label))
+                )
             branches.append(Branch(branch_prompts[example.label], encode(tokenizer, example.target) + eos))
         return TokenizedDocument(prefix, tuple(branches))
     if objective == AUTOREG_STRUCT:

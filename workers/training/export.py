@@ -40,8 +40,17 @@ def _peft_model(base_model: str, rank: int, alpha: int | None = None):
     base = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
     # the base weights by their plain names, taken before PEFT wraps the projections (and renames them)
     weights = {n: p.detach().clone() for n, p in base.named_parameters()}
-    return get_peft_model(base, LoraConfig(r=rank, lora_alpha=alpha or rank, lora_dropout=0.0, target_modules=list(PROJECTIONS),
-                                           bias="none", task_type="CAUSAL_LM")), weights
+    return get_peft_model(
+        base,
+        LoraConfig(
+            r=rank,
+            lora_alpha=alpha or rank,
+            lora_dropout=0.0,
+            target_modules=list(PROJECTIONS),
+            bias="none",
+            task_type="CAUSAL_LM",
+        ),
+    ), weights
 
 
 def low_rank_factors(delta: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,8 +88,9 @@ def export_full_as_lora(base_model: str, weights: Path, rank: int, output: Path,
 RANK_ALLOCATIONS = ("uniform", "energy")
 
 
-def allocate_ranks(spectra: dict[str, tuple[torch.Tensor, tuple[int, int]]], rank: int,
-                   allocation: str = "uniform") -> dict[str, int]:
+def allocate_ranks(
+    spectra: dict[str, tuple[torch.Tensor, tuple[int, int]]], rank: int, allocation: str = "uniform"
+) -> dict[str, int]:
     """How many SVD components each delta keeps, given {name: (singular values, (rows, cols))}.
 
     `uniform`: `rank` each (fewer where a matrix is narrower). `energy`: the same number of stored values
@@ -125,9 +135,17 @@ def delta_components(delta: torch.Tensor, moments: torch.Tensor | None = None):
     return u, s, vh @ inverse_root
 
 
-def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, output: Path, info: dict,
-                                     bits: int = 8, group: int | None = None, allocation: str = "uniform",
-                                     moments: dict[str, torch.Tensor] | None = None) -> dict:
+def export_full_as_quantized_lowrank(
+    base_model: str,
+    weights: Path,
+    rank: int,
+    output: Path,
+    info: dict,
+    bits: int = 8,
+    group: int | None = None,
+    allocation: str = "uniform",
+    moments: dict[str, torch.Tensor] | None = None,
+) -> dict:
     """The leading SVD components of every weight delta (`rank` each, or as `allocate_ranks` spreads the same
     budget), U_r and V_r^T quantised (int8 with one scale per component, or int4 with a scale per `group`
     values), S_r in fp32, in `delta_lowrank.safetensors`. With `moments` ({weight name: E[x x^T] of its
@@ -147,8 +165,10 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
     # two passes, so that one delta's factors are in memory at a time (all of them: gigabytes): the singular
     # values first, to spread the ranks (by the plain spectra: whitened ones are in each layer's own output
     # units), then each delta's components, quantised and dropped
-    spectra = {name: (torch.linalg.svdvals(delta_of(name)), (trained[name].shape[0], trained[name].shape[1]))
-               for name in tqdm(trained, desc="export: spectra of the deltas", unit="matrix", disable=None)}
+    spectra = {
+        name: (torch.linalg.svdvals(delta_of(name)), (trained[name].shape[0], trained[name].shape[1]))
+        for name in tqdm(trained, desc="export: spectra of the deltas", unit="matrix", disable=None)
+    }
     ranks = allocate_ranks(spectra, rank, allocation)
     for name in tqdm(trained, desc="export: SVD of the deltas", unit="matrix", disable=None):
         delta, r = delta_of(name), ranks[name]
@@ -161,10 +181,20 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
         u_q, u_scale = quantize(u[:, :r].T.float(), bits, group)  # stored as rows: one component per row
         v_q, v_scale = quantize(vh[:r].float(), bits, group)
         key = name.removesuffix(".weight")
-        tensors.update({f"{key}.u": u_q, f"{key}.u_scale": u_scale.half(), f"{key}.s": s[:r].float(),
-                        f"{key}.vh": v_q, f"{key}.vh_scale": v_scale.half()})
-        approx = (dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T @ torch.diag(s[:r])
-                  @ dequantize(v_q, v_scale, bits, group, delta.shape[1]).double())
+        tensors.update(
+            {
+                f"{key}.u": u_q,
+                f"{key}.u_scale": u_scale.half(),
+                f"{key}.s": s[:r].float(),
+                f"{key}.vh": v_q,
+                f"{key}.vh_scale": v_scale.half(),
+            }
+        )
+        approx = (
+            dequantize(u_q, u_scale, bits, group, delta.shape[0]).double().T
+            @ torch.diag(s[:r])
+            @ dequantize(v_q, v_scale, bits, group, delta.shape[1]).double()
+        )
         energy_kept += float(delta.pow(2).sum() - (delta - approx).pow(2).sum())
         if moments is not None:
             output_kept += delta_output - _output_error(delta - approx, moments[name])
@@ -174,19 +204,29 @@ def export_full_as_quantized_lowrank(base_model: str, weights: Path, rank: int, 
         form += f"-{allocation}"
     if moments is not None:
         form += "-whitened"
-    save_file(tensors, output / LOWRANK_DELTA,
-              metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"})
+    save_file(
+        tensors,
+        output / LOWRANK_DELTA,
+        metadata={"bits": str(bits), "group": str(group or 0), "layout": "components-as-rows"},
+    )
     size = (output / LOWRANK_DELTA).stat().st_size
-    stats: dict[str, object] = {"rank": rank, "bits": bits, "group": group, "weights_bytes": size, "rank_allocation": allocation,
-             "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0}
+    stats: dict[str, object] = {
+        "rank": rank,
+        "bits": bits,
+        "group": group,
+        "weights_bytes": size,
+        "rank_allocation": allocation,
+        "delta_energy_kept": energy_kept / energy_total if energy_total else 1.0,
+    }
     if moments is not None:  # the share of the deltas' effect on the calibration inputs that the export keeps
         stats["output_energy_kept"] = output_kept / output_total if output_total else 1.0
     if allocation != "uniform":
         by_projection: dict[str, list[int]] = {}
         for name, r in ranks.items():
             by_projection.setdefault(name.rsplit(".", 2)[-2], []).append(r)
-        stats["ranks_by_projection"] = {p: {"min": min(v), "mean": round(sum(v) / len(v), 1), "max": max(v)}
-                                        for p, v in by_projection.items()}
+        stats["ranks_by_projection"] = {
+            p: {"min": min(v), "mean": round(sum(v) / len(v), 1), "max": max(v)} for p, v in by_projection.items()
+        }
     (output / "padellm.json").write_text(json.dumps({**info, "format": form, **stats}, indent=2, sort_keys=True))
     return stats
 
@@ -218,9 +258,25 @@ def _save(peft_model, output: Path, info: dict) -> None:
 # What a model card needs to say how the shipped weights were trained: the schedule, the batch, and the data
 # (which files, which documents were repeated, and the run it continued from, if any); not where this run and the
 # base model sat, nor its time budget.
-TRAINING_KEYS = ("data", "epochs", "lr", "min_lr_ratio", "warmup_steps", "weight_decay", "row_tokens", "rows_per_step",
-                 "grad_accum", "seed", "bf16", "lora_rank", "oversample_min_mentions", "oversample_times",
-                 "mention_replacement_copies", "init_from", "max_steps")
+TRAINING_KEYS = (
+    "data",
+    "epochs",
+    "lr",
+    "min_lr_ratio",
+    "warmup_steps",
+    "weight_decay",
+    "row_tokens",
+    "rows_per_step",
+    "grad_accum",
+    "seed",
+    "bf16",
+    "lora_rank",
+    "oversample_min_mentions",
+    "oversample_times",
+    "mention_replacement_copies",
+    "init_from",
+    "max_steps",
+)
 
 
 def _training_record(config: dict) -> dict:
@@ -230,9 +286,17 @@ def _training_record(config: dict) -> dict:
     return {k: config[k] for k in TRAINING_KEYS if k in config and k not in skip}
 
 
-def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lora",
-               rank_allocation: str = "uniform", calibration_docs: int = 0, calibration_seed: int = 0,
-               calibration_data: list[str] | None = None) -> dict:
+def export_run(
+    run: Path,
+    output: Path,
+    rank: int,
+    version: str,
+    form: str = "lora",
+    rank_allocation: str = "uniform",
+    calibration_docs: int = 0,
+    calibration_seed: int = 0,
+    calibration_data: list[str] | None = None,
+) -> dict:
     config = json.loads((run / "train_config.json").read_text())
     final = json.loads((run / "final.json").read_text()) if (run / "final.json").exists() else {}
     weights = run / "final.safetensors"
@@ -241,11 +305,18 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
         weights = checkpoints.weights
         # a model taken from an unfinished run says how far the run had come, as a finished one does
         state = checkpoints.state()
-        final = {**final, "steps": state["step"], "trained_s": state["elapsed_s"],
-                 "note": "exported from the latest checkpoint, training not finished"}
+        final = {
+            **final,
+            "steps": state["step"],
+            "trained_s": state["elapsed_s"],
+            "note": "exported from the latest checkpoint, training not finished",
+        }
     info = {
-        "objective": config["objective"], "schema": config["schema"], "method": config["method"],
-        "base_model_name": Path(config["base_model"]).name, "version": version,
+        "objective": config["objective"],
+        "schema": config["schema"],
+        "method": config["method"],
+        "base_model_name": Path(config["base_model"]).name,
+        "version": version,
         "training": _training_record(config) | final,
     }
     if config["method"] == "full" and form in QUANTIZED_FORMS:
@@ -254,13 +325,16 @@ def export_run(run: Path, output: Path, rank: int, version: str, form: str = "lo
         if calibration_docs:
             from .calibration import run_input_moments
 
-            moments, info["calibration"] = run_input_moments(config, weights, calibration_docs, calibration_seed,
-                                                             calibration_data)
-        return export_full_as_quantized_lowrank(config["base_model"], weights, rank, output, info, bits, group,
-                                                rank_allocation, moments)
+            moments, info["calibration"] = run_input_moments(
+                config, weights, calibration_docs, calibration_seed, calibration_data
+            )
+        return export_full_as_quantized_lowrank(
+            config["base_model"], weights, rank, output, info, bits, group, rank_allocation, moments
+        )
     if rank_allocation != "uniform" or calibration_docs:
-        raise ValueError("--rank-allocation and --calibration-docs apply to the quantised low-rank forms of full "
-                         "fine-tuning runs")
+        raise ValueError(
+            "--rank-allocation and --calibration-docs apply to the quantised low-rank forms of full fine-tuning runs"
+        )
     if config["method"] == "full":
         return export_full_as_lora(config["base_model"], weights, rank, output, info)
     return export_lora(config["base_model"], weights, config["lora_rank"], config["lora_alpha"], output, info)

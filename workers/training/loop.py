@@ -86,8 +86,14 @@ def load_model(base_model: str, config: TrainConfig):
 
         peft_model = get_peft_model(
             model,
-            LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=0.0,
-                       target_modules=list(PROJECTIONS), bias="none", task_type="CAUSAL_LM"),
+            LoraConfig(
+                r=config.lora_rank,
+                lora_alpha=config.lora_alpha,
+                lora_dropout=0.0,
+                target_modules=list(PROJECTIONS),
+                bias="none",
+                task_type="CAUSAL_LM",
+            ),
         )
         return peft_model, peft_model.get_base_model()
     raise ValueError(f"unknown training method {config.method!r}; expected full or lora")
@@ -114,8 +120,10 @@ def batch_loss(causal_lm, batch: dict[str, torch.Tensor], bf16: bool) -> tuple[t
     """Mean cross-entropy over target positions; the vocabulary projection runs on those positions only."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         hidden = causal_lm.model(
-            input_ids=batch["input_ids"], position_ids=batch["position_ids"],
-            attention_mask=batch["attention_mask"], use_cache=False,
+            input_ids=batch["input_ids"],
+            position_ids=batch["position_ids"],
+            attention_mask=batch["attention_mask"],
+            use_cache=False,
         ).last_hidden_state
         selected = batch["targets"] != IGNORE
         logits = causal_lm.lm_head(hidden[selected])
@@ -143,10 +151,13 @@ class Checkpoints:
         staging = self.run / "checkpoint.tmp"
         staging.mkdir(parents=True, exist_ok=True)
         save_file(trainable_state(model), staging / self.weights.name)
-        torch.save({"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(),
-                    "python_rng": random.getstate()}, staging / "optimizer.pt")
-        (staging / "state.json").write_text(json.dumps(
-            {"step": step, "epoch": epoch, "position": position, "elapsed_s": elapsed}))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "python_rng": random.getstate()},
+            staging / "optimizer.pt",
+        )
+        (staging / "state.json").write_text(
+            json.dumps({"step": step, "epoch": epoch, "position": position, "elapsed_s": elapsed})
+        )
         if self.path.exists():
             old = self.run / "checkpoint.old"
             self.path.rename(old)
@@ -179,11 +190,16 @@ def init_weights(model, source: str, objective: str | None = None) -> Path:
     if path.is_dir() and not (path / "final.safetensors").exists() and (path / LOWRANK_DELTA).is_file():
         card = json.loads((path / "padellm.json").read_text()) if (path / "padellm.json").is_file() else {}
         if objective is not None and card.get("objective", objective) != objective:
-            raise ValueError(f"--init-from {source}: that model was trained for {card['objective']!r}, "
-                             f"this run trains {objective!r}")
-        if not lowrank_delta_targets(path / LOWRANK_DELTA) <= {n for n, p in model.named_parameters() if p.requires_grad}:
-            raise ValueError(f"--init-from {source}: its delta is to weights this run does not train; "
-                             "a low-rank full fine-tune continues with --method full")
+            raise ValueError(
+                f"--init-from {source}: that model was trained for {card['objective']!r}, this run trains {objective!r}"
+            )
+        if not lowrank_delta_targets(path / LOWRANK_DELTA) <= {
+            n for n, p in model.named_parameters() if p.requires_grad
+        }:
+            raise ValueError(
+                f"--init-from {source}: its delta is to weights this run does not train; "
+                "a low-rank full fine-tune continues with --method full"
+            )
         apply_quantized_lowrank(model, path / LOWRANK_DELTA)
         return path / LOWRANK_DELTA
     if path.is_dir():
@@ -193,13 +209,17 @@ def init_weights(model, source: str, objective: str | None = None) -> Path:
     weights = load_file(path)
     differ = names_that_differ(weights, model)
     if differ:
-        raise ValueError(f"--init-from {source}: its weights are not this run's trainable parameters "
-                         f"({len(differ)} names differ, e.g. {differ[0]}); use the same --method and base model")
+        raise ValueError(
+            f"--init-from {source}: its weights are not this run's trainable parameters "
+            f"({len(differ)} names differ, e.g. {differ[0]}); use the same --method and base model"
+        )
     parameters = dict(model.named_parameters())
     for name, tensor in weights.items():
         if tensor.shape != parameters[name].shape:
-            raise ValueError(f"--init-from {source}: {name} has shape {tuple(tensor.shape)}, "
-                             f"the model {tuple(parameters[name].shape)}")
+            raise ValueError(
+                f"--init-from {source}: {name} has shape {tuple(tensor.shape)}, "
+                f"the model {tuple(parameters[name].shape)}"
+            )
     model.load_state_dict(weights, strict=False)
     return path
 
@@ -213,23 +233,29 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
     oversampling = Oversampling(config.oversample_min_mentions, config.oversample_times)
     copies = augmented_documents(documents, MentionReplacement(config.mention_replacement_copies, config.seed))
     if copies:
-        log(f"mention replacement: {config.mention_replacement_copies} x the corpus added, its mentions swapped for "
-            f"others of their label ({len(documents)} -> {len(documents) + len(copies)} documents)")
+        log(
+            f"mention replacement: {config.mention_replacement_copies} x the corpus added, its mentions swapped for "
+            f"others of their label ({len(documents)} -> {len(documents) + len(copies)} documents)"
+        )
     documents = list(documents) + copies
     corpus_size = len(documents)
     documents, repeated = epoch_documents(documents, oversampling)
     if oversampling.active:
-        log(f"oversampling: {repeated} documents with a label of >= {oversampling.min_mentions} mentions appear "
-            f"{oversampling.times}x per epoch ({corpus_size} -> {len(documents)} documents)")
+        log(
+            f"oversampling: {repeated} documents with a label of >= {oversampling.min_mentions} mentions appear "
+            f"{oversampling.times}x per epoch ({corpus_size} -> {len(documents)} documents)"
+        )
     tokenized: list[TokenizedDocument] = [tokenize_document(tokenizer, d, schema, config.objective) for d in documents]
     shared = sum(d.tokens for d in tokenized)
     unshared = sum(d.unshared_tokens for d in tokenized)
     rows_per_epoch = len(pack(tokenized, config.row_tokens, seed=config.seed))
     steps_per_epoch = math.ceil(rows_per_epoch / (config.rows_per_step * config.grad_accum))
     total_steps = config.max_steps or math.ceil(steps_per_epoch * config.epochs)
-    log(f"{len(documents)} documents -> {shared:,} tokens with prefix sharing ({unshared:,} without: "
+    log(
+        f"{len(documents)} documents -> {shared:,} tokens with prefix sharing ({unshared:,} without: "
         f"{unshared / shared:.2f}x); {rows_per_epoch} rows of {config.row_tokens}; {steps_per_epoch} steps/epoch; "
-        f"{total_steps} steps")
+        f"{total_steps} steps"
+    )
 
     model, causal_lm = load_model(config.base_model, config)
     parameters = [p for p in model.parameters() if p.requires_grad]
@@ -261,7 +287,7 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
             group["lr"] = lr
         loss_sum, targets_sum, tokens = 0.0, 0, 0
         for _ in range(config.grad_accum):
-            chunk = rows[position:position + config.rows_per_step]
+            chunk = rows[position : position + config.rows_per_step]
             position += config.rows_per_step
             if not chunk:
                 break
@@ -281,8 +307,14 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
         if now - window_start > 60:
             window_tokens, window_start = 0, now
         elapsed = elapsed_before + now - started
-        record = {"step": step, "epoch": epoch + position / max(1, len(rows)), "loss": loss_sum / max(1, targets_sum),
-                  "lr": lr, "tokens_per_s": tokens_per_s, "elapsed_s": elapsed}
+        record = {
+            "step": step,
+            "epoch": epoch + position / max(1, len(rows)),
+            "loss": loss_sum / max(1, targets_sum),
+            "lr": lr,
+            "tokens_per_s": tokens_per_s,
+            "elapsed_s": elapsed,
+        }
         log_file.write(json.dumps(record) + "\n")
         log_file.flush()
         bar.set_postfix(loss=f"{record['loss']:.3f}", tok_s=f"{tokens_per_s:.0f}", ep=f"{record['epoch']:.2f}")
@@ -298,7 +330,15 @@ def train(config: TrainConfig, documents, schema: LabelSchema, tokenizer, log=pr
     log_file.close()
     if step >= total_steps:
         save_file(trainable_state(model), run / "final.safetensors")
-        (run / "final.json").write_text(json.dumps({"steps": step, "trained_s": elapsed_before + time.monotonic() - started,
-                                                   "method": config.method, "objective": config.objective}))
+        (run / "final.json").write_text(
+            json.dumps(
+                {
+                    "steps": step,
+                    "trained_s": elapsed_before + time.monotonic() - started,
+                    "method": config.method,
+                    "objective": config.objective,
+                }
+            )
+        )
         log(f"finished: {run / 'final.safetensors'}")
     return run

@@ -1,6 +1,7 @@
 """`python mix.py OUT.txt`: the continuation's corpus, as a CoNLL file: the 303 CoNLL-2003 training sentences in
 which one label has 4 or more mentions, and a seeded random 1,200 (seed 20) of the other training sentences, in
 corpus order (`train --oversample-min-mentions 4 --oversample-times 2` then repeats the first kind once)."""
+
 import random
 import sys
 from collections import Counter

@@ -5,6 +5,7 @@ usage: merge.py FIRST_HALF.jsonl SECOND_HALF.jsonl OFFSET REFERENCE.jsonl OUT.js
 OFFSET: the sentences in the first half. REFERENCE: any predictions on the whole file (here PaDeLLM's), used only
 to check that every merged id carries the same sentence text as in the whole file.
 """
+
 import json
 import sys
 

@@ -4,6 +4,7 @@ for AutoReg_Struct's batch-1 decoding).
 
 usage: split.py TEST.txt FIRST_DIR SECOND_DIR   (writes FIRST_DIR/test.txt, SECOND_DIR/test.txt; prints the offset)
 """
+
 import sys
 from pathlib import Path
 
