@@ -1,18 +1,23 @@
 """What both gRPC servers (worker and public API) and their clients share: TLS from certificate files,
-health checking, reflection, and a graceful lifecycle."""
+health checking, reflection, the mapping of errors to statuses, and a graceful lifecycle."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
+from .errors import ErrorCode, PadellmError
 from .lifecycle import AsyncComponent
 
 log = logging.getLogger(__name__)
@@ -54,15 +59,102 @@ def channel(target: str, tls: TlsFiles | None = None, options: list | None = Non
     return grpc.aio.insecure_channel(target, options=options)
 
 
+Observer = Callable[[str, str, BaseException | None], None]  # (method, status code name, error or None)
+
+
+def _status_details(error: PadellmError) -> list[any_pb2.Any]:
+    details = []
+    if error.code is ErrorCode.INVALID_ARGUMENT and error.field:
+        violation = error_details_pb2.BadRequest.FieldViolation(field=error.field, description=str(error))
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    if error.retry_after_s is not None:
+        delay = duration_pb2.Duration()
+        delay.FromTimedelta(timedelta(seconds=error.retry_after_s))
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    packed = []
+    for detail in details:
+        message = any_pb2.Any()
+        message.Pack(detail)
+        packed.append(message)
+    return packed
+
+
+class ErrorInterceptor(grpc.aio.ServerInterceptor):
+    """The one place errors become gRPC statuses. A `PadellmError` gets its code, its message and google.rpc
+    details (BadRequest with the field at fault, RetryInfo); a failed call to a downstream gRPC service keeps that
+    call's code; anything else is INTERNAL (and logged). `observe` sees every call's outcome (metrics)."""
+
+    def __init__(self, observe: Observer | None = None):
+        self._observe = observe or (lambda method, code, error: None)
+
+    async def intercept_service(self, continuation, handler_call_details):
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        options = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(self._unary(method, handler.unary_unary), **options)
+        if handler.stream_stream:
+            return grpc.stream_stream_rpc_method_handler(self._streaming(method, handler.stream_stream), **options)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(self._streaming(method, handler.unary_stream), **options)
+        return grpc.stream_unary_rpc_method_handler(self._unary(method, handler.stream_unary), **options)
+
+    def _unary(self, method: str, behaviour):
+        async def call(request, context):
+            try:
+                response = await behaviour(request, context)
+            except Exception as error:
+                await self._abort(method, context, error)
+            self._observe(method, "OK", None)
+            return response
+
+        return call
+
+    def _streaming(self, method: str, behaviour):
+        async def call(request, context):
+            try:
+                async for response in behaviour(request, context):
+                    yield response
+            except Exception as error:
+                await self._abort(method, context, error)
+            self._observe(method, "OK", None)
+
+        return call
+
+    async def _abort(self, method: str, context: grpc.aio.ServicerContext, error: Exception) -> None:
+        if isinstance(error, grpc.aio.AbortError):  # the handler aborted with its own status
+            self._observe(method, context.code().name if context.code() else "UNKNOWN", error)
+            raise error
+        if isinstance(error, PadellmError):
+            code, message, details = grpc.StatusCode[error.code.value], str(error), _status_details(error)
+        elif isinstance(error, grpc.aio.AioRpcError):  # a downstream call failed after its retries
+            code, message, details = error.code(), f"model worker call failed: {error.details()}", []
+        else:
+            log.exception("%s failed", method)
+            code, message, details = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", []
+        self._observe(method, code.name, error)
+        status = rpc_status.to_status(status_pb2.Status(code=code.value[0], message=message, details=details))
+        await context.abort(status.code, status.details, status.trailing_metadata)
+
+
 async def start_server(
     add_services,
     service_names: list[str],
     host: str,
     port: int,
     tls: TlsFiles | None = None,
+    observe: Observer | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
     """A started grpc.aio server with the given services, health checking and reflection; returns its port."""
-    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)])
+    server = grpc.aio.server(
+        interceptors=[ErrorInterceptor(observe)],
+        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
+    )
     add_services(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -95,16 +187,17 @@ class GrpcServer(AsyncComponent):
         port: int,
         tls: TlsFiles | None = None,
         grace_s: float = 10.0,
+        observe: Observer | None = None,
     ):
         self._add_services, self._names, self._host, self._requested_port = add_services, service_names, host, port
-        self._tls, self._grace_s = tls, grace_s
+        self._tls, self._grace_s, self._observe = tls, grace_s, observe
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
         self.port = 0
 
     async def _start(self) -> None:
         self._server, self.port, self._health = await start_server(
-            self._add_services, self._names, self._host, self._requested_port, self._tls
+            self._add_services, self._names, self._host, self._requested_port, self._tls, self._observe
         )
 
     async def _stop(self) -> None:

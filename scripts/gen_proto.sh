@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 rm -rf padellm
 mkdir -p padellm/v1
 .venv/bin/python -m grpc_tools.protoc -I proto --python_out=. --pyi_out=. --grpc_python_out=. \
-  proto/padellm/v1/worker.proto proto/padellm/v1/ner.proto
+  proto/padellm/v1/types.proto proto/padellm/v1/worker.proto proto/padellm/v1/ner.proto
 touch padellm/__init__.py padellm/v1/__init__.py

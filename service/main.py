@@ -12,7 +12,7 @@ from padellm_ner.lifecycle import shutdown_requested
 
 from .config import ServeArgs, WorkersArgs
 from .orchestrator import Orchestrator
-from .server import SERVICE_NAME, NerService, add_to_server
+from .server import SERVICE_NAME, NerService, add_to_server, observe
 from .worker_pool import WorkerPool
 
 log = logging.getLogger("padellm.service")
@@ -47,7 +47,7 @@ async def run_service(args: ServeArgs) -> None:
         orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
         service = NerService(orchestrator, default_schema=args.default_schema, max_text_chars=args.max_text_chars)
         server = await stack.enter_async_context(
-            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls)
+            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls, observe=observe)
         )
         log.info(
             "NER service on %s:%d (mode %s, workers %s, model %s)",

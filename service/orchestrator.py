@@ -21,9 +21,9 @@ from enum import Enum
 
 from padellm.v1 import worker_pb2
 from padellm_ner.core import DEFAULT_MAX_COUNT, CountResult, DedupPolicy, LabelSchema, MentionResult
-from padellm_ner.core.aggregate import FinishReason
 from padellm_ner.core.plan import CountAsk, DocumentPlan, MentionAsk
 from padellm_ner.core.segment import Window, WindowPolicy
+from padellm_ner.wire import finish_of
 
 from . import metrics
 from .records import EntityRecord, Timings
@@ -51,16 +51,13 @@ class OrchestratorConfig:
     mention_start: MentionStart = MentionStart.PER_LABEL
 
 
-_FINISH = {worker_pb2.FINISH_REASON_LENGTH: FinishReason.LENGTH}  # unspecified (an older worker) and stop: STOP
-
-
 def _count_result(response: worker_pb2.CountResponse, window: int) -> CountResult:
     return CountResult(
         response.label,
         response.raw,
         response.logprob,
         response.generated_tokens,
-        _FINISH.get(response.finish_reason, FinishReason.STOP),
+        finish_of(response.finish_reason),
         window,
     )
 
@@ -72,7 +69,7 @@ def _mention_result(response: worker_pb2.MentionResponse, window: int) -> Mentio
         response.raw,
         response.logprob,
         response.generated_tokens,
-        _FINISH.get(response.finish_reason, FinishReason.STOP),
+        finish_of(response.finish_reason),
         window,
     )
 

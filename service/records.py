@@ -11,8 +11,8 @@ JSON form (the Kafka value; gRPC `padellm.v1.EntityRecord` carries the same fiel
      "timings": {"wall_ms": 412.0, "count_step_ms": 150.2, "mention_step_ms": 250.1, "paper_latency_ms": 380.0},
      "removed_by_dedup": 0, "ungrounded": 0, "truncated": 0, "windows": 1}
 
-`start`/`end` are character offsets into the document as sent (end exclusive), or null (JSON) / -1 (gRPC) for a
-mention that could not be placed in the text. A document is read as `windows` runs of whole sentences; `k` is
+`start`/`end` are character offsets into the document as sent (end exclusive), or null (JSON) / absent (gRPC)
+for a mention that could not be placed in the text. A document is read as `windows` runs of whole sentences; `k` is
 a mention's index among its label's mentions in its `window`, and each label's count is summed over the
 windows. A new field may be added within v1; a change of meaning gets a new version.
 """
@@ -22,7 +22,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 from padellm.v1 import ner_pb2
-from padellm_ner.core import DocumentPrediction
+from padellm_ner.core import CountStatus, DocumentPrediction
+from padellm_ner.wire import COUNT_STATUS_TO_PROTO, count_status_of
 
 RECORD_VERSION = "padellm-ner.entity-record/v1"
 SCHEMA_VERSION = "1"
@@ -37,10 +38,29 @@ class Timings:
 
 
 @dataclass(frozen=True)
+class RecordEntity:
+    label: str
+    text: str
+    start: int | None  # None: not placed in the text
+    end: int | None
+    probability: float | None
+    k: int
+    window: int
+
+
+@dataclass(frozen=True)
+class RecordCount:
+    label: str
+    count: int
+    probability: float
+    status: CountStatus  # a str enum: "ok", "empty", ... in JSON
+
+
+@dataclass(frozen=True)
 class EntityRecord:
     id: str
-    entities: list[dict]
-    counts: list[dict]
+    entities: list[RecordEntity]
+    counts: list[RecordCount]
     model: str
     model_version: str
     schema: str
@@ -66,21 +86,9 @@ class EntityRecord:
         return cls(
             id=document_id,
             entities=[
-                {
-                    "label": m.label,
-                    "text": m.text,
-                    "start": m.start,
-                    "end": m.end,
-                    "probability": m.probability,
-                    "k": m.k,
-                    "window": m.window,
-                }
-                for m in prediction.mentions
+                RecordEntity(m.label, m.text, m.start, m.end, m.probability, m.k, m.window) for m in prediction.mentions
             ],
-            counts=[
-                {"label": c.label, "count": c.count, "probability": c.probability, "status": c.status.value}
-                for c in prediction.counts
-            ],
+            counts=[RecordCount(c.label, c.count, c.probability, c.status) for c in prediction.counts],
             model=model,
             model_version=model_version,
             schema=schema,
@@ -100,17 +108,25 @@ class EntityRecord:
             id=self.id,
             entities=[
                 ner_pb2.Entity(
-                    label=e["label"],
-                    text=e["text"],
-                    start=-1 if e["start"] is None else e["start"],
-                    end=-1 if e["end"] is None else e["end"],
-                    probability=e["probability"],
-                    k=e["k"],
-                    window=e["window"],
+                    label=e.label,
+                    text=e.text,
+                    start=e.start,  # None leaves the optional field absent
+                    end=e.end,
+                    probability=e.probability or 0.0,
+                    k=e.k,
+                    window=e.window,
                 )
                 for e in self.entities
             ],
-            counts=[ner_pb2.LabelCount(**c) for c in self.counts],
+            counts=[
+                ner_pb2.LabelCount(
+                    label=c.label,
+                    count=c.count,
+                    probability=c.probability,
+                    status=COUNT_STATUS_TO_PROTO[c.status],
+                )
+                for c in self.counts
+            ],
             model=self.model,
             model_version=self.model_version,
             schema=self.schema,
@@ -127,21 +143,18 @@ class EntityRecord:
         return cls(
             id=message.id,
             entities=[
-                {
-                    "label": e.label,
-                    "text": e.text,
-                    "start": None if e.start < 0 else e.start,
-                    "end": None if e.end < 0 else e.end,
-                    "probability": e.probability,
-                    "k": e.k,
-                    "window": e.window,
-                }
+                RecordEntity(
+                    e.label,
+                    e.text,
+                    e.start if e.HasField("start") else None,
+                    e.end if e.HasField("end") else None,
+                    e.probability,
+                    e.k,
+                    e.window,
+                )
                 for e in message.entities
             ],
-            counts=[
-                {"label": c.label, "count": c.count, "probability": c.probability, "status": c.status}
-                for c in message.counts
-            ],
+            counts=[RecordCount(c.label, c.count, c.probability, count_status_of(c.status)) for c in message.counts],
             model=message.model,
             model_version=message.model_version,
             schema=message.schema,

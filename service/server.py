@@ -1,4 +1,5 @@
-"""The public gRPC NER service (padellm.v1.NerService) on the orchestrator."""
+"""The public gRPC NER service (padellm.v1.NerService) on the orchestrator: thin; its errors become statuses in
+the server's interceptor (`padellm_ner.grpc_common.ErrorInterceptor`), which also counts every call's outcome."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import logging
 import grpc
 
 from padellm.v1 import ner_pb2, ner_pb2_grpc
+from padellm_ner.core import DEFAULT_SCHEMA, LabelSchema
 from padellm_ner.validation import (
     DEFAULT_MAX_TEXT_CHARS,
     InvalidInput,
@@ -22,6 +24,14 @@ from .orchestrator import Orchestrator
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ner_pb2.DESCRIPTOR.services_by_name["NerService"].full_name
+MAX_BATCH = 256
+
+
+def observe(method: str, code: str, error: BaseException | None) -> None:
+    """The interceptor's view of each call: counted by method and status; failed worker calls also as errors."""
+    metrics.REQUESTS.labels(method, code).inc()
+    if isinstance(error, grpc.aio.AioRpcError):  # a worker call that failed after its retries
+        metrics.ERRORS.labels("worker").inc()
 
 
 class NerService(ner_pb2_grpc.NerServiceServicer):
@@ -29,9 +39,9 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         self,
         orchestrator: Orchestrator,
         *,
-        default_schema: str = "conll03",
+        default_schema: str = DEFAULT_SCHEMA,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
-        max_batch: int = 256,
+        max_batch: int = MAX_BATCH,
         stream_window: int = 32,
     ):
         self.orchestrator = orchestrator
@@ -40,76 +50,58 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         self.max_batch = max_batch
         self.stream_window = stream_window
 
-    def _validate(self, request: ner_pb2.RecognizeRequest):
-        check_id(request.id)
-        check_text(request.text, self.max_text_chars)
-        schema = check_schema(request.schema or self.default_schema)
-        return schema, check_labels(schema, list(request.labels))
+    def _validate(self, document: ner_pb2.Document, where: str) -> tuple[LabelSchema, list[str]]:
+        try:
+            check_id(document.id)
+            check_text(document.text, self.max_text_chars)
+            schema = check_schema(document.schema or self.default_schema)
+            return schema, check_labels(schema, list(document.labels))
+        except InvalidInput as error:
+            raise error.in_field(where) from None
 
-    async def _recognize(self, request: ner_pb2.RecognizeRequest) -> ner_pb2.EntityRecord:
-        schema, labels = self._validate(request)
-        record = await self.orchestrator.recognize(request.id, request.text, schema, labels)
+    async def _recognize(self, document: ner_pb2.Document, where: str) -> ner_pb2.EntityRecord:
+        schema, labels = self._validate(document, where)
+        record = await self.orchestrator.recognize(document.id, document.text, schema, labels)
         return record.to_proto()
 
-    async def _guard(self, method: str, context, work):
-        try:
-            result = await work()
-            metrics.REQUESTS.labels(method, "OK").inc()
-            return result
-        except InvalidInput as error:
-            metrics.REQUESTS.labels(method, "INVALID_ARGUMENT").inc()
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except grpc.aio.AioRpcError as error:  # a worker call failed after its retries
-            metrics.REQUESTS.labels(method, error.code().name).inc()
-            metrics.ERRORS.labels("worker").inc()
-            await context.abort(error.code(), f"model worker call failed: {error.details()}")
-
     async def Recognize(self, request, context):
-        return await self._guard("Recognize", context, lambda: self._recognize(request))
+        return ner_pb2.RecognizeResponse(record=await self._recognize(request.document, "document"))
 
     async def RecognizeBatch(self, request, context):
-        async def work():
-            if len(request.documents) > self.max_batch:
-                raise InvalidInput(f"{len(request.documents)} documents in one batch; the limit is {self.max_batch}")
-            for index, document in enumerate(request.documents):  # reject a bad batch before any work
-                try:
-                    self._validate(document)
-                except InvalidInput as error:
-                    raise InvalidInput(f"document {index}: {error}") from None
-            records = await asyncio.gather(*(self._recognize(d) for d in request.documents))
-            return ner_pb2.RecognizeBatchResponse(records=records)
-
-        return await self._guard("RecognizeBatch", context, work)
+        if len(request.documents) > self.max_batch:
+            raise InvalidInput(
+                f"{len(request.documents)} documents in one batch; the limit is {self.max_batch}", field="documents"
+            )
+        for index, document in enumerate(request.documents):  # reject a bad batch before any work
+            self._validate(document, f"documents[{index}]")
+        records = await asyncio.gather(
+            *(self._recognize(d, f"documents[{i}]") for i, d in enumerate(request.documents))
+        )
+        return ner_pb2.RecognizeBatchResponse(records=records)
 
     async def RecognizeStream(self, request_iterator, context):
-        """Requests are processed concurrently (at most `stream_window` at a time); records leave in order."""
+        """Requests are processed concurrently (at most `stream_window` at a time); records leave in order. An
+        invalid request ends the stream with INVALID_ARGUMENT after the records of the requests before it."""
         pending: asyncio.Queue = asyncio.Queue(maxsize=self.stream_window)
 
         async def feed():
+            index = 0
             async for request in request_iterator:
                 try:
-                    self._validate(request)
+                    self._validate(request.document, "document")
                 except InvalidInput as error:
-                    await pending.put(error)
+                    await pending.put(InvalidInput(f"request {index}: {error}", field=error.field))
                     return
-                await pending.put(asyncio.ensure_future(self._recognize(request)))
+                await pending.put(asyncio.ensure_future(self._recognize(request.document, "document")))
+                index += 1
             await pending.put(None)
 
         feeder = asyncio.create_task(feed())
         try:
-            while True:
-                item = await pending.get()
-                if item is None:
-                    break
+            while (item := await pending.get()) is not None:
                 if isinstance(item, InvalidInput):
-                    metrics.REQUESTS.labels("RecognizeStream", "INVALID_ARGUMENT").inc()
-                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(item))
-                try:
-                    yield await item
-                except grpc.aio.AioRpcError as error:
-                    metrics.REQUESTS.labels("RecognizeStream", error.code().name).inc()
-                    await context.abort(error.code(), f"model worker call failed: {error.details()}")
-            metrics.REQUESTS.labels("RecognizeStream", "OK").inc()
+                    raise item
+                yield ner_pb2.RecognizeStreamResponse(record=await item)
         finally:
             feeder.cancel()
             while not pending.empty():

@@ -46,7 +46,7 @@ class RetryPolicy:
 class Endpoint:
     target: str
     channel: grpc.aio.Channel
-    stub: worker_pb2_grpc.ModelWorkerStub
+    stub: worker_pb2_grpc.ModelWorkerServiceStub
     down_until: float = 0.0
     calls: int = 0
     failures: int = 0
@@ -80,7 +80,7 @@ class WorkerPool(AsyncComponent):
     async def _start(self) -> None:
         for target in self.targets:
             ch = channel(target, self.tls)
-            self.endpoints.append(Endpoint(target, ch, worker_pb2_grpc.ModelWorkerStub(ch)))
+            self.endpoints.append(Endpoint(target, ch, worker_pb2_grpc.ModelWorkerServiceStub(ch)))
 
     async def _stop(self) -> None:
         await asyncio.gather(*(e.channel.close() for e in self.endpoints))
@@ -99,7 +99,9 @@ class WorkerPool(AsyncComponent):
         up = [e for e in ordered if e.down_until <= now]
         return up + [e for e in ordered if e.down_until > now]  # cooling-down endpoints as a last resort
 
-    async def call(self, document_id: str, invoke: Callable[[worker_pb2_grpc.ModelWorkerStub], Awaitable[T]]) -> T:
+    async def call(
+        self, document_id: str, invoke: Callable[[worker_pb2_grpc.ModelWorkerServiceStub], Awaitable[T]]
+    ) -> T:
         """`invoke(stub)` on an endpoint, retried on other endpoints for retryable errors."""
         last_error: grpc.aio.AioRpcError | None = None
         for attempt in range(self.retry.attempts):

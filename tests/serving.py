@@ -63,8 +63,17 @@ async def ner_client(target: str, tls: TlsFiles | None = None):
         yield ner_pb2_grpc.NerServiceStub(ch)
 
 
+def document(doc_id: str, text: str, **kw) -> ner_pb2.Document:
+    return ner_pb2.Document(id=doc_id, text=text, **kw)
+
+
 def request(doc_id: str, text: str, **kw) -> ner_pb2.RecognizeRequest:
-    return ner_pb2.RecognizeRequest(id=doc_id, text=text, **kw)
+    return ner_pb2.RecognizeRequest(document=document(doc_id, text, **kw))
+
+
+async def recognize(stub, doc_id: str, text: str, *, deadline: float, **kw) -> ner_pb2.EntityRecord:
+    """One document through the public API; `deadline`: the call's gRPC timeout in seconds."""
+    return (await stub.Recognize(request(doc_id, text, **kw), timeout=deadline)).record
 
 
 class Probability(float):

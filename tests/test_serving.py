@@ -4,7 +4,7 @@ import asyncio
 
 import grpc
 import pytest
-from serving import SlowBackend, entities, ner_client, ner_service, request, worker
+from serving import SlowBackend, document, entities, ner_client, ner_service, recognize, worker
 
 from padellm.v1 import ner_pb2, worker_pb2, worker_pb2_grpc
 from padellm_ner.grpc_common import channel
@@ -26,12 +26,12 @@ def backend(serving_engine_model):
 
 async def test_recognize_end_to_end(backend):
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
-        record = await stub.Recognize(request("doc-1", TEXTS[0]), timeout=120)
+        record = await recognize(stub, "doc-1", TEXTS[0], deadline=120)
     assert record.id == "doc-1" and record.record_version == "padellm-ner.entity-record/v1"
     assert [c.label for c in record.counts] == ["ORG", "MISC", "PER", "LOC"]
     assert record.schema == "conll03" and record.timings.wall_ms > 0
     for entity in record.entities:
-        if entity.start >= 0:
+        if entity.HasField("start"):
             assert TEXTS[0][entity.start : entity.end] == entity.text
         assert 0 < entity.probability <= 1
 
@@ -41,26 +41,24 @@ async def test_multi_and_batch_modes_return_identical_entities(backend):
         results = {}
         for mode in ("multi", "batch"):
             async with ner_service([target], mode) as (service, _), ner_client(service) as stub:
-                results[mode] = [
-                    entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS)
-                ]
+                results[mode] = [entities(await recognize(stub, f"d{i}", t, deadline=120)) for i, t in enumerate(TEXTS)]
     assert results["multi"] == results["batch"]
 
 
 async def test_batch_and_stream_calls(backend):
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
-        single = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS)]
+        single = [entities(await recognize(stub, f"d{i}", t, deadline=120)) for i, t in enumerate(TEXTS)]
         batch = await stub.RecognizeBatch(
-            ner_pb2.RecognizeBatchRequest(documents=[request(f"d{i}", t) for i, t in enumerate(TEXTS)]), timeout=120
+            ner_pb2.RecognizeBatchRequest(documents=[document(f"d{i}", t) for i, t in enumerate(TEXTS)]), timeout=120
         )
         assert [r.id for r in batch.records] == [f"d{i}" for i in range(len(TEXTS))]
         assert [entities(r) for r in batch.records] == single
 
         async def requests():
             for i, t in enumerate(TEXTS):
-                yield request(f"s{i}", t)
+                yield ner_pb2.RecognizeStreamRequest(document=document(f"s{i}", t))
 
-        streamed = [r async for r in stub.RecognizeStream(requests(), timeout=120)]
+        streamed = [r.record async for r in stub.RecognizeStream(requests(), timeout=120)]
         assert [r.id for r in streamed] == [f"s{i}" for i in range(len(TEXTS))]
         assert [entities(r) for r in streamed] == single
 
@@ -68,12 +66,12 @@ async def test_batch_and_stream_calls(backend):
 async def test_many_concurrent_clients(backend):
     async with worker(backend()) as (a, _), worker(backend()) as (b, _), ner_service([a, b]) as (service, _):
         async with ner_client(service) as stub:
-            expected = {t: entities(await stub.Recognize(request("warm", t), timeout=120)) for t in TEXTS}
+            expected = {t: entities(await recognize(stub, "warm", t, deadline=120)) for t in TEXTS}
 
         async def one_client(n: int):
             async with ner_client(service) as own:
                 text = TEXTS[n % len(TEXTS)]
-                return text, entities(await own.Recognize(request(f"c{n}", text), timeout=300))
+                return text, entities(await recognize(own, f"c{n}", text, deadline=300))
 
         results = await asyncio.gather(*(one_client(n) for n in range(24)))
     assert all(got == expected[text] for text, got in results)
@@ -82,9 +80,9 @@ async def test_many_concurrent_clients(backend):
 async def test_worker_down_mid_run_is_retried_on_another(backend):
     async with worker(backend()) as (a, server_a), worker(backend()) as (b, _):
         async with ner_service([a, b], affinity=False) as (service, orchestrator), ner_client(service) as stub:
-            before = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS[:2])]
+            before = [entities(await recognize(stub, f"d{i}", t, deadline=120)) for i, t in enumerate(TEXTS[:2])]
             await server_a.stop(0)  # one worker goes away
-            after = [entities(await stub.Recognize(request(f"d{i}", t), timeout=120)) for i, t in enumerate(TEXTS[:2])]
+            after = [entities(await recognize(stub, f"d{i}", t, deadline=120)) for i, t in enumerate(TEXTS[:2])]
             assert after == before
             assert orchestrator.pool.stats.retries >= 1 and orchestrator.pool.stats.failures.get("UNAVAILABLE")
 
@@ -94,7 +92,7 @@ async def test_all_workers_down_gives_a_clear_error(backend):
         async with ner_service([a], attempts=2) as (service, _), ner_client(service) as stub:
             await server_a.stop(0)
             with pytest.raises(grpc.aio.AioRpcError) as error:
-                await stub.Recognize(request("d", TEXTS[0]), timeout=60)
+                await recognize(stub, "d", TEXTS[0], deadline=60)
     assert error.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "model worker call failed" in error.value.details()
 
@@ -104,42 +102,57 @@ async def test_deadlines(serving_engine_model):
     async with worker(slow) as (target, _), ner_service([target], deadline_s=0.2) as (service, _):
         async with ner_client(service) as stub:
             with pytest.raises(grpc.aio.AioRpcError) as error:
-                await stub.Recognize(request("d", TEXTS[0]), timeout=30)
+                await recognize(stub, "d", TEXTS[0], deadline=30)
             assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             with pytest.raises(grpc.aio.AioRpcError) as error:  # the caller's own deadline
-                await stub.Recognize(request("d", TEXTS[0]), timeout=0.05)
+                await recognize(stub, "d", TEXTS[0], deadline=0.05)
             assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
+    """The fields named by the google.rpc.BadRequest detail of an error's status."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    trailer = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    fields = []
+    for detail in status_pb2.Status.FromString(trailer).details:
+        bad = error_details_pb2.BadRequest()
+        if detail.Unpack(bad):
+            fields += [v.field for v in bad.field_violations]
+    return fields
 
 
 @pytest.mark.parametrize(
-    "bad, message",
+    "bad, field, message",
     [
-        (dict(id="d", text=""), "text is empty"),
-        (dict(id="d", text="x" * 100_001), "limit is 100000"),
-        (dict(id="d", text="EU", schema="nope"), "unknown label schema"),
-        (dict(id="d", text="EU", labels=["GPE"]), "not in schema conll03"),
-        (dict(id="", text="EU"), "document id"),
-        (dict(id="bad id with spaces", text="EU"), "document id"),
+        (dict(id="d", text=""), "text", "text is empty"),
+        (dict(id="d", text="x" * 100_001), "text", "limit is 100000"),
+        (dict(id="d", text="EU", schema="nope"), "schema", "unknown label schema"),
+        (dict(id="d", text="EU", labels=["GPE"]), "labels", "not in schema conll03"),
+        (dict(id="", text="EU"), "id", "document id"),
+        (dict(id="bad id with spaces", text="EU"), "id", "document id"),
     ],
 )
-async def test_invalid_requests_get_invalid_argument(backend, bad, message):
+async def test_invalid_requests_get_invalid_argument(backend, bad, field, message):
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await stub.Recognize(ner_pb2.RecognizeRequest(**bad), timeout=30)
+            await stub.Recognize(ner_pb2.RecognizeRequest(document=ner_pb2.Document(**bad)), timeout=30)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert message in error.value.details()
+        assert bad_request_fields(error.value) == [f"document.{field}"]
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await stub.RecognizeBatch(
-                ner_pb2.RecognizeBatchRequest(documents=[request("ok", TEXTS[0]), ner_pb2.RecognizeRequest(**bad)]),
+                ner_pb2.RecognizeBatchRequest(documents=[document("ok", TEXTS[0]), ner_pb2.Document(**bad)]),
                 timeout=30,
             )
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "document 1" in error.value.details()
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "documents[1]" in error.value.details()
+        assert bad_request_fields(error.value) == [f"documents[1].{field}"]
 
 
 async def test_worker_validates_its_own_calls(backend):
     async with worker(backend()) as (target, _):
         async with channel(target) as ch:
-            stub = worker_pb2_grpc.ModelWorkerStub(ch)
+            stub = worker_pb2_grpc.ModelWorkerServiceStub(ch)
             for call in (
                 stub.Mention(
                     worker_pb2.MentionRequest(document_id="d", text="EU", schema="conll03", label="ORG", count=2, k=3),
@@ -156,7 +169,7 @@ async def test_worker_validates_its_own_calls(backend):
                     await call
                 assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             info = await stub.Info(worker_pb2.InfoRequest(), timeout=30)
-            assert info.backend == "embedded" and "conll03" in info.schemas
+            assert info.backend == worker_pb2.BACKEND_EMBEDDED and "conll03" in info.schemas
 
 
 async def test_concurrent_calls_of_one_document_share_a_batch(serving_engine_model):
@@ -173,7 +186,7 @@ async def test_health_and_reflection(backend):
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _):
-        for address, name in ((target, "padellm.v1.ModelWorker"), (service, "padellm.v1.NerService")):
+        for address, name in ((target, "padellm.v1.ModelWorkerService"), (service, "padellm.v1.NerService")):
             async with channel(address) as ch:
                 health = health_pb2_grpc.HealthStub(ch)
                 for service_name in ("", name):
@@ -212,12 +225,12 @@ async def test_a_document_is_read_as_windows_in_both_modes_as_the_engine_reads_i
     async with worker(backend()) as (target, _):
         for mode in ("multi", "batch"):
             async with ner_service([target], mode) as (service, _), ner_client(service) as stub:
-                record = await stub.Recognize(request("article", ARTICLE), timeout=120)
+                record = await recognize(stub, "article", ARTICLE, deadline=120)
             assert record.windows == expected.windows
             assert [e[:4] for e in entities(record)] == want, mode
             assert {e.window for e in record.entities} <= set(range(record.windows))
             for entity in record.entities:
-                if entity.start >= 0:
+                if entity.HasField("start"):
                     assert ARTICLE[entity.start : entity.end] == entity.text
             assert [c.count for c in record.counts] == [c.count for c in expected.counts]
 
@@ -228,11 +241,11 @@ async def test_a_schema_the_model_was_not_trained_for_is_refused(backend, servin
         pytest.skip("the bare base model serves every schema")
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
-            await stub.Recognize(request("d", "张三毕业于北京大学", schema="resume"), timeout=60)
+            await recognize(stub, "d", "张三毕业于北京大学", schema="resume", deadline=60)
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "resume" in error.value.details() and served in error.value.details()
         async with channel(target) as ch:  # the worker itself says what it serves, and refuses the rest
-            stub = worker_pb2_grpc.ModelWorkerStub(ch)
+            stub = worker_pb2_grpc.ModelWorkerServiceStub(ch)
             assert list((await stub.Info(worker_pb2.InfoRequest())).schemas) == [served]
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await stub.Count(worker_pb2.CountRequest(document_id="d", text="张三", schema="resume", label="NAME"))
@@ -241,7 +254,7 @@ async def test_a_schema_the_model_was_not_trained_for_is_refused(backend, servin
 
 async def test_a_worker_call_carries_one_window(backend):
     async with worker(backend()) as (target, _), channel(target) as ch:
-        stub = worker_pb2_grpc.ModelWorkerStub(ch)
+        stub = worker_pb2_grpc.ModelWorkerServiceStub(ch)
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await stub.Count(worker_pb2.CountRequest(document_id="d", text=ARTICLE * 10, schema="conll03", label="PER"))
         assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "one window" in error.value.details()
@@ -256,9 +269,9 @@ async def test_a_document_of_100000_characters(backend):
     text += " " * (100_000 - len(text))
     assert len(text) == 100_000
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
-        record = await stub.Recognize(request("long", text), timeout=300)
+        record = await recognize(stub, "long", text, deadline=300)
     assert record.windows == len(pieces) and record.entities
     for entity in record.entities:
-        if entity.start >= 0:
+        if entity.HasField("start"):
             assert text[entity.start : entity.end] == entity.text
     assert {"Peter Blackburn", "Japan", "Syria"} <= {e.text for e in record.entities}

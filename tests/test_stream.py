@@ -60,7 +60,7 @@ async def test_n_documents_in_n_records_out(kafka_bootstrap, worker_process):
             doc_text = document(int(value["id"].removeprefix("doc-")))["text"]
             expected = await direct.recognize(value["id"], doc_text, get_schema("conll03"))
             assert [(e["label"], e["text"], e["start"], e["end"]) for e in value["entities"]] == [
-                (e["label"], e["text"], e["start"], e["end"]) for e in expected.entities
+                (e.label, e.text, e.start, e.end) for e in expected.entities
             ]
             assert dict(record.headers)["record-version"] == b"padellm-ner.entity-record/v1"
             assert value["record_version"] == "padellm-ner.entity-record/v1"

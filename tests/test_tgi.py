@@ -5,9 +5,9 @@ import asyncio
 import aiohttp
 import grpc
 import pytest
-from serving import entities, ner_client, ner_service, request, worker
+from serving import entities, ner_client, ner_service, recognize, worker
 
-from workers.backends.base import BackendError
+from padellm_ner.errors import ErrorCode, PadellmError
 from workers.backends.embedded import EmbeddedBackend
 from workers.backends.tgi import TgiBackend
 from workers.tgi_api import TgiApiServer
@@ -70,7 +70,7 @@ async def test_service_over_tgi_workers_matches_embedded_workers(serving_engine_
             for name, target in (("tgi", tgi_target), ("embedded", embedded_target)):
                 async with ner_service([target]) as (service, _), ner_client(service) as stub:
                     results[name] = [
-                        [e[:4] for e in entities(await stub.Recognize(request(f"d{i}", t), timeout=120))]
+                        [e[:4] for e in entities(await recognize(stub, f"d{i}", t, deadline=120))]
                         for i, t in enumerate(texts)
                     ]
     assert results["tgi"] == results["embedded"]
@@ -81,24 +81,24 @@ async def test_tgi_errors_map_to_grpc_statuses(serving_engine_model):
     async with TgiApiServer(serving_engine_model, max_concurrent_requests=0) as api:
         tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
         await tgi.start()
-        with pytest.raises(BackendError) as error:
+        with pytest.raises(PadellmError) as error:
             await tgi.count("d", TEXT, "conll03", "ORG")
-        assert error.value.status == "RESOURCE_EXHAUSTED"
+        assert error.value.code is ErrorCode.RESOURCE_EXHAUSTED
         await tgi.stop()
     # 422 (too long for max_input_tokens) -> INVALID_ARGUMENT
     async with TgiApiServer(serving_engine_model, max_input_tokens=5) as api:
         tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
         await tgi.start()
-        with pytest.raises(BackendError) as error:
+        with pytest.raises(PadellmError) as error:
             await tgi.count("d", TEXT, "conll03", "ORG")
-        assert error.value.status == "INVALID_ARGUMENT"
+        assert error.value.code is ErrorCode.INVALID_ARGUMENT
         await tgi.stop()
     # nothing listening -> UNAVAILABLE; a server that never answers -> DEADLINE_EXCEEDED
     tgi = TgiBackend("http://127.0.0.1:9", schemas=["conll03"])
     await tgi.start()
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(PadellmError) as error:
         await tgi.count("d", TEXT, "conll03", "ORG")
-    assert error.value.status == "UNAVAILABLE"
+    assert error.value.code is ErrorCode.UNAVAILABLE
     await tgi.stop()
 
     async def silent(reader, writer):
@@ -108,9 +108,9 @@ async def test_tgi_errors_map_to_grpc_statuses(serving_engine_model):
     port = server.sockets[0].getsockname()[1]
     tgi = TgiBackend(f"http://127.0.0.1:{port}", timeout_s=0.3, schemas=["conll03"])
     await tgi.start()
-    with pytest.raises(BackendError) as error:
+    with pytest.raises(PadellmError) as error:
         await tgi.count("d", TEXT, "conll03", "ORG")
-    assert error.value.status == "DEADLINE_EXCEEDED"
+    assert error.value.code is ErrorCode.DEADLINE_EXCEEDED
     await tgi.stop()
     server.close()
 
@@ -150,7 +150,7 @@ async def test_tgi_schemas_come_from_its_model_and_others_are_refused(serving_en
             ner_client(service) as stub,
         ):
             with pytest.raises(grpc.aio.AioRpcError) as error:
-                await stub.Recognize(request("d", "张三毕业于北京大学", schema="resume"), timeout=60)
+                await recognize(stub, "d", "张三毕业于北京大学", schema="resume", deadline=60)
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "resume" in error.value.details()
 
 
@@ -166,7 +166,7 @@ async def test_a_mention_cut_at_its_token_limit_is_never_an_entity(serving_engin
                 ner_service([target]) as (service, _),
                 ner_client(service) as stub,
             ):
-                records[limit] = await stub.Recognize(request("d", text), timeout=120)
+                records[limit] = await recognize(stub, "d", text, deadline=120)
     whole = {e.text for e in records[48].entities}
     assert "Asian Cup" in whole, "the model finds the two-token mention when it may finish it"
     assert records[48].truncated == 0

@@ -22,7 +22,7 @@ async def test_mutual_tls_on_worker_and_service(serving_engine_model, pki):
         async with ner_service([target], tls=server_tls, worker_tls=client_tls) as (service, _):
             service = service.replace("127.0.0.1", "localhost")
             async with ner_client(service, client_tls) as stub:
-                record = await stub.Recognize(request("d", "EU rejects German call ."), timeout=120)
+                record = (await stub.Recognize(request("d", "EU rejects German call ."), timeout=120)).record
                 assert record.id == "d"
             # without a client certificate the handshake is refused
             async with ner_client(service, TlsFiles(ca=pki["ca"])) as stub:
@@ -40,5 +40,5 @@ async def test_server_tls_without_client_certificates(serving_engine_model, pki)
     async with worker(EmbeddedBackend(serving_engine_model)) as (target, _):
         async with ner_service([target], tls=tls) as (service, _):
             async with ner_client(service.replace("127.0.0.1", "localhost"), TlsFiles(ca=pki["ca"])) as stub:
-                record = await stub.Recognize(request("d", "Peter Blackburn"), timeout=120)
+                record = (await stub.Recognize(request("d", "Peter Blackburn"), timeout=120)).record
                 assert record.id == "d"

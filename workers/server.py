@@ -1,28 +1,27 @@
-"""The model worker's gRPC server (padellm.v1.ModelWorker) over a pluggable backend."""
+"""The model worker's gRPC servicer (padellm.v1.ModelWorkerService) over a pluggable backend: thin, its errors
+mapped to statuses by the server's interceptor (`padellm_ner.grpc_common.ErrorInterceptor`)."""
 
 from __future__ import annotations
 
 import logging
 import time
 
-import grpc
-
 from padellm.v1 import worker_pb2, worker_pb2_grpc
 from padellm_ner.core import DEFAULT_MAX_COUNT
-from padellm_ner.core.aggregate import FinishReason, parse_result
+from padellm_ner.core.aggregate import parse_result
 from padellm_ner.core.segment import estimate_tokens
 from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS, InvalidInput, check_text
+from padellm_ner.wire import COUNT_STATUS_TO_PROTO, FINISH_TO_PROTO
 
-from .backends.base import Backend, BackendError
+from .backends.base import Backend
+from .config import BackendKind
 
 log = logging.getLogger(__name__)
-SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorker"].full_name
+SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorkerService"].full_name
+_BACKEND = {BackendKind.EMBEDDED.value: worker_pb2.BACKEND_EMBEDDED, BackendKind.TGI.value: worker_pb2.BACKEND_TGI}
 
 
-_FINISH = {FinishReason.STOP: worker_pb2.FINISH_REASON_STOP, FinishReason.LENGTH: worker_pb2.FINISH_REASON_LENGTH}
-
-
-class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
+class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
     """Every call carries one window of a document: texts over the window limits are refused, as are schemas the
     backend's model was not trained for."""
 
@@ -53,15 +52,6 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
                 f"{schema!r} is not one of them"
             )
 
-    async def _call(self, context: grpc.aio.ServicerContext, request, make):
-        try:
-            self._check(request.text, request.schema)
-            return await make()
-        except InvalidInput as error:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(error))
-        except BackendError as error:
-            await context.abort(getattr(grpc.StatusCode, error.status, grpc.StatusCode.INTERNAL), str(error))
-
     def _count_response(self, timed) -> worker_pb2.CountResponse:
         c = timed.result
         parsed = parse_result(c, self.max_count)
@@ -69,11 +59,11 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             label=c.label,
             raw=c.raw,
             count=parsed.value,
-            count_status=parsed.status.value,
+            count_status=COUNT_STATUS_TO_PROTO[parsed.status],
             logprob=c.logprob,
             generated_tokens=c.generated_tokens,
             latency_ms=timed.latency_s * 1000,
-            finish_reason=_FINISH[c.finish],
+            finish_reason=FINISH_TO_PROTO[c.finish],
         )
 
     @staticmethod
@@ -86,44 +76,34 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
             logprob=m.logprob,
             generated_tokens=m.generated_tokens,
             latency_ms=timed.latency_s * 1000,
-            finish_reason=_FINISH[m.finish],
+            finish_reason=FINISH_TO_PROTO[m.finish],
         )
 
     async def Count(self, request, context):
-        async def make():
-            return self._count_response(
-                await self.backend.count(request.document_id, request.text, request.schema, request.label)
-            )
-
-        return await self._call(context, request, make)
+        self._check(request.text, request.schema)
+        timed = await self.backend.count(request.document_id, request.text, request.schema, request.label)
+        return self._count_response(timed)
 
     async def Mention(self, request, context):
-        async def make():
-            return self._mention_response(
-                await self.backend.mention(
-                    request.document_id, request.text, request.schema, request.label, request.count, request.k
-                )
-            )
-
-        return await self._call(context, request, make)
+        self._check(request.text, request.schema)
+        timed = await self.backend.mention(
+            request.document_id, request.text, request.schema, request.label, request.count, request.k
+        )
+        return self._mention_response(timed)
 
     async def Extract(self, request, context):
-        async def make():
-            started = time.perf_counter()
-            extracted = await self.backend.extract(
-                request.document_id, request.text, request.schema, list(request.labels)
-            )
-            return worker_pb2.ExtractResponse(
-                counts=[self._count_response(c) for c in extracted.counts],
-                mentions=[self._mention_response(m) for m in extracted.mentions],
-                latency_ms=(time.perf_counter() - started) * 1000,
-            )
-
-        return await self._call(context, request, make)
+        self._check(request.text, request.schema)
+        started = time.perf_counter()
+        extracted = await self.backend.extract(request.document_id, request.text, request.schema, list(request.labels))
+        return worker_pb2.ExtractResponse(
+            counts=[self._count_response(c) for c in extracted.counts],
+            mentions=[self._mention_response(m) for m in extracted.mentions],
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
 
     async def Info(self, request, context):
         return worker_pb2.InfoResponse(
-            backend=self.backend.name,
+            backend=_BACKEND.get(self.backend.name, worker_pb2.BACKEND_UNSPECIFIED),
             model=self.backend.model_name,
             model_version=self.backend.model_version,
             schemas=list(self.backend.schemas),
@@ -133,4 +113,4 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServicer):
 
 
 def add_to_server(service: WorkerService):
-    return lambda server: worker_pb2_grpc.add_ModelWorkerServicer_to_server(service, server)
+    return lambda server: worker_pb2_grpc.add_ModelWorkerServiceServicer_to_server(service, server)

@@ -86,7 +86,9 @@ async def overhead(
 
             async def through_grpc(i: int, text: str) -> float:
                 started = time.perf_counter()
-                await stub.Recognize(ner_pb2.RecognizeRequest(id=f"d{i}", text=text, schema=schema.name))
+                await stub.Recognize(
+                    ner_pb2.RecognizeRequest(document=ner_pb2.Document(id=f"d{i}", text=text, schema=schema.name))
+                )
                 return time.perf_counter() - started
 
             for i, text in enumerate(WARMUP):  # warm-up texts outside the measured set: no cached prefix is reused
@@ -153,7 +155,9 @@ async def throughput(
                 stub = ner_pb2_grpc.NerServiceStub(ch)
                 await asyncio.gather(
                     *(
-                        stub.Recognize(ner_pb2.RecognizeRequest(id=f"w{i}", text=t, schema=schema.name))
+                        stub.Recognize(
+                            ner_pb2.RecognizeRequest(document=ner_pb2.Document(id=f"w{i}", text=t, schema=schema.name))
+                        )
                         for i, t in enumerate(WARMUP * workers)
                     )
                 )
@@ -162,7 +166,11 @@ async def throughput(
 
                 async def one(i: int, text: str):
                     async with slots:
-                        await stub.Recognize(ner_pb2.RecognizeRequest(id=f"t{i}", text=text, schema=schema.name))
+                        await stub.Recognize(
+                            ner_pb2.RecognizeRequest(
+                                document=ner_pb2.Document(id=f"t{i}", text=text, schema=schema.name)
+                            )
+                        )
                         bar.update(1)
 
                 started = time.perf_counter()

@@ -74,13 +74,14 @@ def _recognize_remote(args: argparse.Namespace) -> int:
     async def call():
         async with channel(args.endpoint, TlsFiles(args.tls_cert, args.tls_key, args.tls_ca)) as ch:
             stub = ner_pb2_grpc.NerServiceStub(ch)
-            request = ner_pb2.RecognizeRequest(
+            document = ner_pb2.Document(
                 id=args.id,
                 text=args.text,
                 schema=args.schema or "",
                 labels=args.labels.split(",") if args.labels else [],
             )
-            return await stub.Recognize(request, timeout=args.timeout)
+            response = await stub.Recognize(ner_pb2.RecognizeRequest(document=document), timeout=args.timeout)
+            return response.record
 
     try:
         record = EntityRecord.from_proto(asyncio.run(call())).to_json()

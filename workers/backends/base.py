@@ -2,7 +2,7 @@
 
 Requests carry label tags; backends build prompts with the core's templates, so every backend sends the
 same bytes a released PaDeLLM checkpoint expects. Errors that the caller should see with a gRPC status are
-raised as `BackendError` with a status name.
+raised as `padellm_ner.errors.PadellmError` with their status code (invalid input as `InvalidInput`).
 """
 
 from __future__ import annotations
@@ -12,16 +12,6 @@ from dataclasses import dataclass, field
 from typing import Generic, Protocol, Self, TypeVar
 
 from padellm_ner.core import CountResult, MentionResult
-
-
-class BackendError(Exception):
-    """An error with the gRPC status it maps to: INVALID_ARGUMENT, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED,
-    UNAVAILABLE or INTERNAL."""
-
-    def __init__(self, status: str, message: str):
-        super().__init__(message)
-        self.status = status
-
 
 R = TypeVar("R", CountResult, MentionResult)
 

@@ -17,15 +17,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, cast
 
 from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
+from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.lifecycle import AsyncComponent
-from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
+from padellm_ner.validation import check_labels, check_mention_index, check_schema
 
 from ..engine.batching import MicroBatcher
 from ..engine.decoder import Generated, decode_forest, decode_on_caches
 from ..engine.loading import EngineModel
 from ..engine.lookup import DEFAULT_LOOKUP_TOKENS
 from ..engine.padellm import COUNT_MAX_NEW_TOKENS, PadellmEngine
-from .base import BackendError, Extracted, Timed
+from .base import Extracted, Timed
 
 if TYPE_CHECKING:
     from transformers import DynamicCache
@@ -84,8 +85,8 @@ class EmbeddedBackend(AsyncComponent):
             window_ms=batch_window_ms,
             max_batch=max_batch,
             name="engine",
-            on_error=lambda error: BackendError("INTERNAL", f"decoding failed: {error}"),
-            on_shutdown=lambda: BackendError("UNAVAILABLE", "the worker is not running"),
+            on_error=lambda error: PadellmError(f"decoding failed: {error}", code=ErrorCode.INTERNAL),
+            on_shutdown=lambda: PadellmError("the worker is not running", code=ErrorCode.UNAVAILABLE),
         )
 
     @property
@@ -102,11 +103,8 @@ class EmbeddedBackend(AsyncComponent):
     # --- the calls ------------------------------------------------------------------------------------------
 
     def _word(self, schema_name: str, label: str) -> tuple[str, str]:
-        try:
-            schema = check_schema(schema_name)
-            check_labels(schema, [label])
-        except InvalidInput as error:
-            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        schema = check_schema(schema_name)
+        check_labels(schema, [label])
         return schema.language, schema.prompt_word(label)
 
     async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed[CountResult]:
@@ -120,10 +118,7 @@ class EmbeddedBackend(AsyncComponent):
         self, document_id: str, text: str, schema: str, label: str, count: int, k: int
     ) -> Timed[MentionResult]:
         language, word = self._word(schema, label)
-        try:
-            check_mention_index(count, k, self.max_count)
-        except InvalidInput as error:
-            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        check_mention_index(count, k, self.max_count)
         template = template_for(language)
         outcome = await self._batcher.submit(
             _Sequence(text, language, template.label_branch(word) + template.mention_suffix(count, k), label, k)
@@ -131,11 +126,8 @@ class EmbeddedBackend(AsyncComponent):
         return cast(Timed[MentionResult], outcome)
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
-        try:
-            label_schema = check_schema(schema)
-            labels = check_labels(label_schema, list(labels))
-        except InvalidInput as error:
-            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        label_schema = check_schema(schema)
+        labels = check_labels(label_schema, list(labels))
         return cast(Extracted, await self._batcher.submit(_Window(text, label_schema.name, tuple(labels))))
 
     # --- decoding (on the engine thread) -----------------------------------------------------------------

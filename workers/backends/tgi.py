@@ -25,6 +25,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import aiohttp
+import httpx2
 from huggingface_hub import AsyncInferenceClient
 from huggingface_hub.errors import (
     HfHubHTTPError,
@@ -37,10 +38,11 @@ from huggingface_hub.errors import (
 from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
 from padellm_ner.core.aggregate import FinishReason
 from padellm_ner.core.plan import DocumentPlan
+from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
-from .base import BackendError, Extracted, Timed
+from .base import Extracted, Timed
 
 log = logging.getLogger(__name__)
 COUNT_MAX_NEW_TOKENS = 10
@@ -55,29 +57,30 @@ def schema_of_model_id(model_id: str) -> str | None:
     return None
 
 
-def _status_of(error: Exception) -> BackendError:
+def _status_of(error: Exception) -> PadellmError:
+    """A failed TGI call as the error the worker's caller sees, by the types of huggingface_hub and of the HTTP
+    client it uses (httpx2)."""
     if isinstance(error, OverloadedError):
-        return BackendError("RESOURCE_EXHAUSTED", f"TGI is overloaded: {error}")
+        return PadellmError(f"TGI is overloaded: {error}", code=ErrorCode.RESOURCE_EXHAUSTED, retry_after_s=1.0)
     if isinstance(error, ValidationError):
-        return BackendError("INVALID_ARGUMENT", f"TGI rejected the request: {error}")
-    if isinstance(error, (InferenceTimeoutError, asyncio.TimeoutError, TimeoutError)):
-        return BackendError("DEADLINE_EXCEEDED", f"TGI did not answer in time: {error}")
+        return InvalidInput(f"TGI rejected the request: {error}")
+    if isinstance(error, InferenceTimeoutError | asyncio.TimeoutError | httpx2.TimeoutException):
+        return PadellmError(f"TGI did not answer in time: {error}", code=ErrorCode.DEADLINE_EXCEEDED)
     if isinstance(error, HfHubHTTPError) and error.response is not None:
         status = error.response.status_code
         if status == 429:
-            return BackendError("RESOURCE_EXHAUSTED", f"TGI is overloaded (429): {error}")
+            return PadellmError(
+                f"TGI is overloaded (429): {error}", code=ErrorCode.RESOURCE_EXHAUSTED, retry_after_s=1.0
+            )
         if status == 422:
-            return BackendError("INVALID_ARGUMENT", f"TGI rejected the request (422): {error}")
+            return InvalidInput(f"TGI rejected the request (422): {error}")
         if status in (502, 503, 504):
-            return BackendError("UNAVAILABLE", f"TGI is unavailable ({status}): {error}")
+            return PadellmError(f"TGI is unavailable ({status}): {error}", code=ErrorCode.UNAVAILABLE)
     if isinstance(error, TextGenerationError):
-        return BackendError("INTERNAL", f"TGI generation failed: {error}")
-    name = type(error).__name__
-    if "Timeout" in name:
-        return BackendError("DEADLINE_EXCEEDED", f"TGI did not answer in time: {error}")
-    if "Connect" in name or "Network" in name or "Transport" in name or isinstance(error, OSError):
-        return BackendError("UNAVAILABLE", f"TGI cannot be reached: {error}")
-    return BackendError("INTERNAL", f"TGI call failed: {name}: {error}")
+        return PadellmError(f"TGI generation failed: {error}", code=ErrorCode.INTERNAL)
+    if isinstance(error, httpx2.TransportError | OSError):
+        return PadellmError(f"TGI cannot be reached: {error}", code=ErrorCode.UNAVAILABLE)
+    return PadellmError(f"TGI call failed: {type(error).__name__}: {error}", code=ErrorCode.INTERNAL)
 
 
 def sequence_logprob(details) -> tuple[float, int]:
@@ -152,7 +155,7 @@ class TgiBackend(AsyncComponent):
 
     async def _generate(self, prompt: str, max_new_tokens: int) -> tuple[str, float, int, FinishReason, float]:
         if self.client is None:
-            raise BackendError("UNAVAILABLE", "the backend is not started")
+            raise PadellmError("the backend is not started", code=ErrorCode.UNAVAILABLE)
         started = time.perf_counter()
         try:
             output = await asyncio.wait_for(
@@ -161,22 +164,21 @@ class TgiBackend(AsyncComponent):
                 ),
                 self.timeout_s,
             )
-        except BackendError:
+        except PadellmError:
             raise
         except Exception as error:
             raise _status_of(error) from error
         if output.details is None:  # asked with details=True: a server that drops them is not TGI-compatible
-            raise BackendError("INTERNAL", "the TGI server answered without details (token log-probabilities)")
+            raise PadellmError(
+                "the TGI server answered without details (token log-probabilities)", code=ErrorCode.INTERNAL
+            )
         logprob, tokens = sequence_logprob(output.details)
         finish = FinishReason.LENGTH if output.details.finish_reason == "length" else FinishReason.STOP
         return output.generated_text, logprob, tokens, finish, time.perf_counter() - started
 
     def _resolve(self, schema_name: str, labels: Sequence[str]):
-        try:
-            schema = check_schema(schema_name)
-            return schema, check_labels(schema, list(labels))
-        except InvalidInput as error:
-            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        schema = check_schema(schema_name)
+        return schema, check_labels(schema, list(labels))
 
     async def _primed_count(self, document_id: str, text: str, prompt: str, label: str) -> Timed:
         """The first count of a document runs alone; later calls of the document wait for it to finish."""
@@ -207,10 +209,7 @@ class TgiBackend(AsyncComponent):
 
     async def mention(self, document_id: str, text: str, schema: str, label: str, count: int, k: int) -> Timed:
         label_schema, _ = self._resolve(schema, [label])
-        try:
-            check_mention_index(count, k, self.max_count)
-        except InvalidInput as error:
-            raise BackendError("INVALID_ARGUMENT", str(error)) from None
+        check_mention_index(count, k, self.max_count)
         prompt = template_for(label_schema.language).mention_prompt(text, label_schema.prompt_word(label), count, k)
         key = (document_id, text)
         if key in self._primed:
