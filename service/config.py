@@ -14,7 +14,7 @@ from padellm_ner.core.segment import WindowPolicy
 from padellm_ner.grpc_common import TlsFiles
 from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS
 
-from .orchestrator import BATCH, MULTI, MentionStart, OrchestratorConfig
+from .orchestrator import MentionStart, Mode, OrchestratorConfig
 
 _ORCHESTRATOR = OrchestratorConfig()
 
@@ -55,7 +55,7 @@ class WorkersArgs:
 class OrchestratorArgs:
     """How documents are fanned out: mode, deadlines, windows, de-duplication."""
 
-    mode: str = _ORCHESTRATOR.mode
+    mode: Mode = _ORCHESTRATOR.mode
     call_deadline_s: float = _ORCHESTRATOR.call_deadline_s
     max_in_flight: int = _ORCHESTRATOR.max_in_flight
     dedup: str = _ORCHESTRATOR.dedup
@@ -66,8 +66,8 @@ class OrchestratorArgs:
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             "--mode",
-            default=_ORCHESTRATOR.mode,
-            choices=(MULTI, BATCH),
+            default=_ORCHESTRATOR.mode.value,
+            choices=[m.value for m in Mode],
             help="multi: Count and Mention calls; batch: one Extract call per window",
         )
         parser.add_argument(
@@ -94,7 +94,7 @@ class OrchestratorArgs:
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> OrchestratorArgs:
         return cls(
-            mode=args.mode,
+            mode=Mode(args.mode),
             call_deadline_s=args.deadline_s,
             max_in_flight=args.max_calls_in_flight,
             dedup=args.dedup,

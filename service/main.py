@@ -53,7 +53,7 @@ async def run_service(args: ServeArgs) -> None:
             "NER service on %s:%d (mode %s, workers %s, model %s)",
             args.host,
             server.port,
-            args.orchestrator.mode,
+            args.orchestrator.mode.value,
             ",".join(args.workers.addresses),
             model,
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from padellm.v1 import worker_pb2
@@ -29,7 +29,13 @@ from . import metrics
 from .records import EntityRecord, Timings
 from .worker_pool import WorkerPool
 
-MULTI, BATCH = "multi", "batch"
+
+class Mode(str, Enum):
+    MULTI = "multi"  # PaDeLLM-Multi: a Count call per (window, label), a Mention call per (window, label, k)
+    BATCH = "batch"  # PaDeLLM-Batch: one Extract call per window
+
+
+MULTI, BATCH = Mode.MULTI, Mode.BATCH
 _PLAN_ON_THREAD_CHARS = 5_000
 
 
@@ -40,7 +46,7 @@ class MentionStart(str, Enum):
 
 @dataclass
 class OrchestratorConfig:
-    mode: str = MULTI
+    mode: Mode = Mode.MULTI
     call_deadline_s: float = 30.0
     max_in_flight: int = 256
     max_count: int = DEFAULT_MAX_COUNT
@@ -88,9 +94,8 @@ class _Decoded:
 class Orchestrator:
     def __init__(self, pool: WorkerPool, config: OrchestratorConfig | None = None):
         self.pool = pool
-        self.config = config or OrchestratorConfig()
-        if self.config.mode not in (MULTI, BATCH):
-            raise ValueError(f"unknown mode {self.config.mode!r}; expected multi or batch")
+        config = config or OrchestratorConfig()
+        self.config = replace(config, mode=Mode(config.mode))  # a mode given by name is checked here
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
 
     async def _bounded(self, affinity: str, invoke):
@@ -108,7 +113,7 @@ class Orchestrator:
             plan = await asyncio.to_thread(self.plan, text, schema, labels)
         else:
             plan = self.plan(text, schema, labels)
-        if self.config.mode == BATCH:
+        if self.config.mode is Mode.BATCH:
             decoded = await self._extract_windows(document_id, plan)
         else:
             decoded = await self._count_and_mention(document_id, plan)
@@ -126,7 +131,7 @@ class Orchestrator:
             mention_step_ms=(mention_done - decoded.counts_done) * 1000,
             paper_latency_ms=paper,
         )
-        metrics.observe_document(self.config.mode, timings, decoded.counts, decoded.mentions, prediction)
+        metrics.observe_document(self.config.mode.value, timings, decoded.counts, decoded.mentions, prediction)
         return EntityRecord.from_prediction(
             document_id,
             prediction,

@@ -52,7 +52,7 @@ class TgiApiServer(AsyncComponent):
         max_total_tokens: int = 4608,
         batch_window_ms: float = 2.0,
     ):
-        self.m: EngineModel = getattr(backend_or_model, "m", backend_or_model)
+        self.engine_model: EngineModel = getattr(backend_or_model, "engine_model", backend_or_model)
         self.host, self.port = host, port
         self.max_concurrent_requests = max_concurrent_requests
         self.max_input_tokens = max_input_tokens
@@ -95,10 +95,10 @@ class TgiApiServer(AsyncComponent):
     async def info(self, request: web.Request) -> web.Response:
         return web.json_response(
             {
-                "model_id": self.m.info.get("name"),
+                "model_id": self.engine_model.info.get("name"),
                 "model_sha": None,
-                "model_dtype": str(next(self.m.model.parameters()).dtype).removeprefix("torch."),
-                "model_device_type": self.m.device.type,
+                "model_dtype": str(next(self.engine_model.model.parameters()).dtype).removeprefix("torch."),
+                "model_device_type": self.engine_model.device.type,
                 "model_pipeline_tag": "text-generation",
                 "max_concurrent_requests": self.max_concurrent_requests,
                 "max_best_of": 1,
@@ -149,7 +149,7 @@ class TgiApiServer(AsyncComponent):
             return _error(422, "Failed to deserialize the JSON body", "validation")
         try:
             prompt, params = self._parse(body)
-            ids = self.m.encode(prompt, special=True)
+            ids = self.engine_model.encode(prompt, special=True)
             if len(ids) > self.max_input_tokens:
                 raise TgiValidationError(
                     f"`inputs` must have less than {self.max_input_tokens} tokens. Given: {len(ids)}"
@@ -175,17 +175,17 @@ class TgiApiServer(AsyncComponent):
 
     def _response(self, generated, params) -> dict:
         tokens = [
-            {"id": t, "text": self.m.tokenizer.decode([t]), "logprob": lp, "special": False}
+            {"id": t, "text": self.engine_model.tokenizer.decode([t]), "logprob": lp, "special": False}
             for t, lp in zip(generated.token_ids, generated.logprobs)
         ]
         text_ids = list(generated.token_ids)
         finish = "length"
         if generated.finish is FinishReason.STOP:
-            eos = generated.stop_token_id == self.m.eos_id
+            eos = generated.stop_token_id == self.engine_model.eos_id
             tokens.append(
                 {
                     "id": generated.stop_token_id,
-                    "text": self.m.tokenizer.decode([generated.stop_token_id]),
+                    "text": self.engine_model.tokenizer.decode([generated.stop_token_id]),
                     "logprob": generated.stop_logprob,
                     "special": eos,
                 }
@@ -193,7 +193,7 @@ class TgiApiServer(AsyncComponent):
             finish = "eos_token" if eos else "stop_sequence"
             if not eos:
                 text_ids.append(generated.stop_token_id)
-        text = self.m.decode(text_ids)
+        text = self.engine_model.decode(text_ids)
         for stop in params["stops"]:  # cut after the first matched stop string, which stays in the text
             index = text.find(stop)
             if index != -1:
@@ -215,9 +215,9 @@ class TgiApiServer(AsyncComponent):
 
     def _stop_ids(self, stops: tuple[str, ...]) -> frozenset[int]:
         if stops not in self._stop_ids_cache:
-            ids = {self.m.eos_id}
+            ids = {self.engine_model.eos_id}
             if any("\n" in s for s in stops):
-                ids |= self.m.newline_ids
+                ids |= self.engine_model.newline_ids
             self._stop_ids_cache[stops] = frozenset(ids)
         return self._stop_ids_cache[stops]
 
@@ -230,11 +230,11 @@ class TgiApiServer(AsyncComponent):
         for (stops, max_new), indices in groups.items():
             try:
                 results = greedy_decode(
-                    self.m.model,
+                    self.engine_model.model,
                     [jobs[i].prompt_ids for i in indices],
                     stop_ids=self._stop_ids(stops),
                     max_new_tokens=max_new,
-                    pad_id=self.m.pad_id,
+                    pad_id=self.engine_model.pad_id,
                 )
             except Exception as error:  # fails this group's requests only
                 outcomes.update(dict.fromkeys(indices, error))

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.core import LabelSchema
 from padellm_ner.grpc_common import channel, start_server
-from service.orchestrator import MentionStart, Orchestrator, OrchestratorConfig
+from service.orchestrator import MentionStart, Mode, Orchestrator, OrchestratorConfig
 from service.server import SERVICE_NAME, NerService, add_to_server
 from service.worker_pool import WorkerPool
 
@@ -71,7 +71,7 @@ async def overhead(
     worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
     pool = WorkerPool([f"127.0.0.1:{worker_port}"])
     await pool.start()
-    service = NerService(Orchestrator(pool, OrchestratorConfig(mode=mode, mention_start=mention_start)))
+    service = NerService(Orchestrator(pool, OrchestratorConfig(mode=Mode(mode), mention_start=mention_start)))
     server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
     direct, served, batches = [], [], []
     try:
@@ -148,7 +148,7 @@ async def throughput(
     try:
         pool = WorkerPool([address for _, address in processes])
         await pool.start()
-        service = NerService(Orchestrator(pool, OrchestratorConfig(mode="multi", mention_start=mention_start)))
+        service = NerService(Orchestrator(pool, OrchestratorConfig(mode=Mode.MULTI, mention_start=mention_start)))
         server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
         try:
             async with channel(f"127.0.0.1:{port}") as ch:

@@ -9,7 +9,7 @@ from pathlib import Path
 from padellm_ner.data import read_corpus
 from padellm_ner.logs import configure_logging
 from service.config import ServeArgs
-from service.orchestrator import BATCH, MULTI, MentionStart
+from service.orchestrator import MentionStart, Mode
 from service.stream.config import StreamArgs
 from workers.config import EngineArgs, WorkerArgs
 
@@ -126,7 +126,7 @@ def register(commands) -> None:
     add_reader_options(bs)
     bs.add_argument("--limit", type=int, default=100)
     EngineArgs.add_cli_args(bs)
-    bs.add_argument("--mode", default=MULTI, choices=(MULTI, BATCH))
+    bs.add_argument("--mode", default=Mode.MULTI.value, choices=[m.value for m in Mode])
     bs.add_argument("--worker-counts", default="1,2", help="comma-separated numbers of worker processes")
     bs.add_argument("--mention-start", default=MentionStart.PER_LABEL.value, choices=[m.value for m in MentionStart])
     bs.add_argument(

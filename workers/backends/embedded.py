@@ -66,7 +66,7 @@ class EmbeddedBackend(AsyncComponent):
         prefix_cache_size: int = 64,
         lookup_tokens: int = DEFAULT_LOOKUP_TOKENS,
     ):
-        self.m = engine_model
+        self.engine_model = engine_model
         self.model_name = engine_model.info.get("name", "embedded")
         self.model_version = str(engine_model.info.get("version", "base"))
         # a trained model serves the schema it was trained for; the bare base model (tests) any
@@ -178,16 +178,17 @@ class EmbeddedBackend(AsyncComponent):
         generated: dict[int, Generated] = {}
         if fresh:
             prefixes = [
-                self.m.encode(template_for(language).shared_prefix(text), special=True) for language, text in fresh
+                self.engine_model.encode(template_for(language).shared_prefix(text), special=True)
+                for language, text in fresh
             ]
             lookups = None if is_count else [self._engine.lookup_for(p, text) for p, (_, text) in zip(prefixes, fresh)]
             results, forest = decode_forest(
-                self.m.model,
+                self.engine_model.model,
                 prefixes,
-                [[self.m.encode(batch[i].branch) for i in groups[key]] for key in fresh],
+                [[self.engine_model.encode(batch[i].branch) for i in groups[key]] for key in fresh],
                 stop_ids=self.stop_ids,
                 max_new_tokens=max_new,
-                pad_id=self.m.pad_id,
+                pad_id=self.engine_model.pad_id,
                 lookup=lookups,
             )
             for row, (key, prefix) in enumerate(zip(fresh, prefixes)):
@@ -203,14 +204,14 @@ class EmbeddedBackend(AsyncComponent):
                 else [self._engine.lookup_for(prefix, text) for (prefix, _), (_, text) in zip(entries, cached)]
             )
             continued = decode_on_caches(
-                self.m.model,
+                self.engine_model.model,
                 [
-                    (len(prefix), cache, [self.m.encode(batch[i].branch) for i in groups[key]])
+                    (len(prefix), cache, [self.engine_model.encode(batch[i].branch) for i in groups[key]])
                     for (prefix, cache), key in zip(entries, cached)
                 ],
                 stop_ids=self.stop_ids,
                 max_new_tokens=max_new,
-                pad_id=self.m.pad_id,
+                pad_id=self.engine_model.pad_id,
                 lookup=lookups,
             )
             for key, sequences in zip(cached, continued):
@@ -219,7 +220,7 @@ class EmbeddedBackend(AsyncComponent):
         outcomes: dict[int, Timed] = {}
         for i in indices:
             g, p = generated[i], batch[i]
-            raw = self.m.decode(g.token_ids)
+            raw = self.engine_model.decode(g.token_ids)
             outcomes[i] = (
                 Timed(CountResult(p.label, raw, g.logprob, g.generated_tokens, g.finish), elapsed)
                 if p.k is None

@@ -48,7 +48,7 @@ class AutoregStructEngine:
         window_policy: WindowPolicy | None = None,
     ):
         """`lookup_tokens`: prompt-lookup drafts as in PadellmEngine (from the prompt and the output so far)."""
-        self.m = engine_model
+        self.engine_model = engine_model
         self.max_new_tokens = max_new_tokens
         self.lookup_tokens = lookup_tokens
         self.window_policy = window_policy or WindowPolicy()
@@ -57,18 +57,21 @@ class AutoregStructEngine:
         stats = DecodeStats()
         started = time.perf_counter()
         windows = split_windows(text, schema.language, self.window_policy)
-        prompts = [self.m.encode(struct_prompt(w.text, schema.language), special=True) for w in windows]
-        lookups = [document_lookup(self.m, prompt, w.text, self.lookup_tokens) for prompt, w in zip(prompts, windows)]
+        prompts = [self.engine_model.encode(struct_prompt(w.text, schema.language), special=True) for w in windows]
+        lookups = [
+            document_lookup(self.engine_model, prompt, w.text, self.lookup_tokens)
+            for prompt, w in zip(prompts, windows)
+        ]
         generated = greedy_decode(
-            self.m.model,
+            self.engine_model.model,
             prompts,
-            stop_ids=frozenset({self.m.eos_id}),
+            stop_ids=frozenset({self.engine_model.eos_id}),
             max_new_tokens=self.max_new_tokens,
-            pad_id=self.m.pad_id,
+            pad_id=self.engine_model.pad_id,
             stats=stats,
             lookup=lookups,
         )
-        raws = [self.m.decode(g.token_ids) for g in generated]
+        raws = [self.engine_model.decode(g.token_ids) for g in generated]
         predictions = [self._window_prediction(w.text, raw, schema) for w, raw in zip(windows, raws)]
         prediction = merge_windows(text, schema.labels, windows, predictions)
         return AutoregResult(

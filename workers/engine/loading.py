@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 import torch
 
@@ -29,12 +29,25 @@ log = logging.getLogger(__name__)
 SHIPPED_MODEL = config.REPO_ROOT / "models" / "padellm-conll03"
 
 
+class ModelInfo(TypedDict, total=False):
+    """A model folder's `padellm.json` as the engine reads it, with what loading adds (name, base model, dtype).
+    `padellm.json` holds more (the export form, the training settings); those stay in the file."""
+
+    name: str  # the model folder's name, or the base model's for a bare base model
+    base_model: str
+    dtype: str  # the weights' torch dtype, e.g. "float32"
+    objective: str  # "padellm" or "autoreg-struct"
+    schema: str  # the label schema it was trained for
+    version: str
+    format: str  # how the weights are stored, e.g. "lowrank-int4-g64-r152-energy"
+
+
 @dataclass
 class EngineModel:
     model: torch.nn.Module
     tokenizer: PreTrainedTokenizerBase
     device: torch.device
-    info: dict = field(default_factory=dict)
+    info: ModelInfo = field(default_factory=lambda: ModelInfo())
     newline_ids: frozenset[int] = frozenset()
     lookup_keys: list[int] = field(default_factory=list)  # workers.engine.lookup: token -> spelling key
 
@@ -117,7 +130,7 @@ def load_engine_model(
     target = pick_device(device)
     weights_dtype = pick_dtype(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
-    info: dict = {}
+    info: dict[str, Any] = {}
     run_weights = None
     if model_dir is not None and (model_dir / "train_config.json").exists():
         # a training run folder (full fine-tuning): its unextracted weights, to measure what export loses
@@ -154,11 +167,8 @@ def load_engine_model(
     # Module.to moves in place; transformers' decorator on it hides its signature from mypy
     network.to(device=target, dtype=weights_dtype)  # type: ignore[call-arg]
     network.eval()
-    info = {
-        "name": model_dir.name if model_dir else Path(base).name,
-        "base_model": str(base),
-        **info,
-        "dtype": str(weights_dtype).removeprefix("torch."),
-    }
+    model_info = ModelInfo(name=model_dir.name if model_dir else Path(base).name, base_model=str(base))
+    model_info.update(cast(ModelInfo, {key: info[key] for key in ModelInfo.__annotations__ if key in info}))
+    model_info["dtype"] = str(weights_dtype).removeprefix("torch.")
     texts = token_texts(tokenizer, network.get_output_embeddings().weight.shape[0])
-    return EngineModel(network, tokenizer, target, info, newline_token_ids(texts), lookup_keys(texts))
+    return EngineModel(network, tokenizer, target, model_info, newline_token_ids(texts), lookup_keys(texts))

@@ -105,7 +105,7 @@ class PadellmEngine:
         the window's cache (the in-process comparator of that mode in `bench-serving`). `lookup_tokens`:
         the length of prompt-lookup drafts, copied from the window (0: plain greedy steps; same output).
         `window_policy`: how documents are split (default: the core's)."""
-        self.m = engine_model
+        self.engine_model = engine_model
         self.prefix_sharing = prefix_sharing
         self.one_call = one_call
         self.max_count = max_count
@@ -117,7 +117,7 @@ class PadellmEngine:
 
     def _result(self, key: Ask, generated: Generated, k: int | None = None):
         window, label = key
-        raw = self.m.decode(generated.token_ids)
+        raw = self.engine_model.decode(generated.token_ids)
         finish = generated.finish
         if k is None:
             return CountResult(label, raw, generated.logprob, generated.generated_tokens, finish, window)
@@ -129,7 +129,7 @@ class PadellmEngine:
     def lookup_for(self, prefix: list[int], text: str) -> PromptLookup | None:
         """Drafts copied from the window's prompt, for mention sequences only (a count is a digit and a stop:
         nothing to copy); the same in every mode, so modes differ only in what they share."""
-        return document_lookup(self.m, prefix, text, self.lookup_tokens)
+        return document_lookup(self.engine_model, prefix, text, self.lookup_tokens)
 
     def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
         return DocumentPlan.of(text, schema, labels, self.window_policy, self.max_count)
@@ -166,8 +166,10 @@ class PadellmEngine:
         labels = list(labels)
         template = template_for(schema.language)
         stats = DecodeStats()
-        prefixes = [self.m.encode(template.shared_prefix(text), special=True) for text in texts]
-        label_ids = {label: self.m.encode(template.label_branch(schema.prompt_word(label))) for label in labels}
+        prefixes = [self.engine_model.encode(template.shared_prefix(text), special=True) for text in texts]
+        label_ids = {
+            label: self.engine_model.encode(template.label_branch(schema.prompt_word(label))) for label in labels
+        }
         lookups = [self.lookup_for(prefix, text) for prefix, text in zip(prefixes, texts)]
         if not self.prefix_sharing:
             steps = self._separate_steps
@@ -186,18 +188,21 @@ class PadellmEngine:
         """The step-2 branches of one label (after the shared prefix): ((label, k), token ids), k = 1..count."""
         template = template_for(schema.language)
         branch = template.label_branch(schema.prompt_word(label))
-        return [((label, k), self.m.encode(branch + template.mention_suffix(count, k))) for k in range(1, count + 1)]
+        return [
+            ((label, k), self.engine_model.encode(branch + template.mention_suffix(count, k)))
+            for k in range(1, count + 1)
+        ]
 
     def _separate_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
         """Without prefix sharing (the paper's batch mode): every count prompt of every window in one batch,
         decoded to its stop token; then every mention prompt, each encoded on its own, in one batch."""
         asks = [(w, label) for w in range(len(prefixes)) for label in labels]
         generated = greedy_decode(
-            self.m.model,
+            self.engine_model.model,
             [prefixes[w] + label_ids[label] for w, label in asks],
             stop_ids=self.stop_ids,
             max_new_tokens=COUNT_MAX_NEW_TOKENS,
-            pad_id=self.m.pad_id,
+            pad_id=self.engine_model.pad_id,
             stats=stats,
         )
         counts = dict(zip(asks, generated))
@@ -210,11 +215,11 @@ class PadellmEngine:
                 prompt_lookups.append(lookups[w])
         mentions = (
             greedy_decode(
-                self.m.model,
+                self.engine_model.model,
                 prompts,
                 stop_ids=self.stop_ids,
                 max_new_tokens=self.max_mention_tokens,
-                pad_id=self.m.pad_id,
+                pad_id=self.engine_model.pad_id,
                 stats=stats,
                 lookup=prompt_lookups,
             )
@@ -232,13 +237,13 @@ class PadellmEngine:
             for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g))
         ]
         generated = greedy_decode(
-            self.m.model,
+            self.engine_model.model,
             [ids for _, ids in asks],
             prefix_ids=prefix,
             prefix_cache=cache,
             stop_ids=self.stop_ids,
             max_new_tokens=self.max_mention_tokens,
-            pad_id=self.m.pad_id,
+            pad_id=self.engine_model.pad_id,
             stats=stats,
             lookup=lookup,
         )
@@ -248,12 +253,12 @@ class PadellmEngine:
         """With prefix sharing, as two separate calls: every window and its count branches in one forward (a row
         each), the counts decoded to their stop token; then each window's mention branches on its cache."""
         generated, forest = decode_forest(
-            self.m.model,
+            self.engine_model.model,
             prefixes,
             [[label_ids[label] for label in labels]] * len(prefixes),
             stop_ids=self.stop_ids,
             max_new_tokens=COUNT_MAX_NEW_TOKENS,
-            pad_id=self.m.pad_id,
+            pad_id=self.engine_model.pad_id,
             stats=stats,
         )
         counts = {(w, label): g for w, row in enumerate(generated) for label, g in zip(labels, row)}
@@ -277,11 +282,11 @@ class PadellmEngine:
         (tests/test_engine.py); a document takes one forward fewer.
         """
         first, forest = read_forest(
-            self.m.model,
+            self.engine_model.model,
             prefixes,
             [[label_ids[label] for label in labels]] * len(prefixes),
             stop_ids=self.stop_ids,
-            pad_id=self.m.pad_id,
+            pad_id=self.engine_model.pad_id,
             stats=stats,
         )
         step1 = time.perf_counter()
@@ -318,7 +323,7 @@ class PadellmEngine:
             return [ask[2] is not None and ask[:2] in confirmed for ask in asks]
 
         decoded, checks = continue_forest(
-            self.m.model,
+            self.engine_model.model,
             forest,
             parents,
             suffixes,
@@ -326,7 +331,7 @@ class PadellmEngine:
             decide=decide,
             stop_ids=self.stop_ids,
             max_new_tokens=self.max_mention_tokens,
-            pad_id=self.m.pad_id,
+            pad_id=self.engine_model.pad_id,
             stats=stats,
             lookup=lookups,
         )
@@ -347,13 +352,13 @@ class PadellmEngine:
             of_window = [label for v, label in pending if v == w]
             prefix_cache = forest.prefix_cache(w)
             full = greedy_decode(
-                self.m.model,
+                self.engine_model.model,
                 [label_ids[label] for label in of_window],
                 prefix_ids=prefixes[w],
                 prefix_cache=prefix_cache,
                 stop_ids=self.stop_ids,
                 max_new_tokens=COUNT_MAX_NEW_TOKENS,
-                pad_id=self.m.pad_id,
+                pad_id=self.engine_model.pad_id,
                 stats=stats,
             )
             late = {(w, label): g for label, g in zip(of_window, full)}
@@ -366,7 +371,7 @@ class PadellmEngine:
         digit token)."""
         if generated.finish is FinishReason.STOP or len(generated.token_ids) != 1:
             return None
-        text = self.m.decode(generated.token_ids)
+        text = self.engine_model.decode(generated.token_ids)
         if len(text) != 1 or not (text.isascii() and text.isdigit()) or int(text) > self.max_count:
             return None  # capped counts take the general path
         return int(text)
