@@ -200,6 +200,14 @@ class GrpcServer(AsyncComponent):
             self._add_services, self._names, self._host, self._requested_port, self._tls, self._observe
         )
 
+    async def set_serving(self, serving: bool) -> None:
+        """Report every service of this server (and the server as a whole) as SERVING or NOT_SERVING."""
+        if self._health is None:
+            return
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", *self._names):
+            await self._health.set(name, status)
+
     async def _stop(self) -> None:
         if self._server is None:
             return

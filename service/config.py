@@ -15,6 +15,7 @@ from padellm_ner.grpc_common import TlsFiles
 from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS
 
 from .orchestrator import MentionStart, Mode, OrchestratorConfig
+from .server import MAX_DOCUMENTS
 
 _ORCHESTRATOR = OrchestratorConfig()
 
@@ -134,6 +135,7 @@ class ServeArgs:
     port: int = 50051
     default_schema: str = DEFAULT_SCHEMA
     max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_documents: int = MAX_DOCUMENTS
     metrics_port: int | None = None
     metrics_host: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
@@ -151,6 +153,13 @@ class ServeArgs:
             default=DEFAULT_MAX_TEXT_CHARS,
             help=f"the longest document accepted, in characters (default {DEFAULT_MAX_TEXT_CHARS:,})",
         )
+        parser.add_argument(
+            "--max-documents-in-flight",
+            type=at_least(1),
+            default=MAX_DOCUMENTS,
+            help="documents read at once; more are refused at once with RESOURCE_EXHAUSTED and a retry delay "
+            f"(default {MAX_DOCUMENTS})",
+        )
         add_metrics_args(parser, None)
         add_tls_server_args(parser)
 
@@ -163,6 +172,7 @@ class ServeArgs:
             port=args.port,
             default_schema=args.schema,
             max_text_chars=args.max_text_chars,
+            max_documents=args.max_documents_in_flight,
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host or args.host,
             tls=tls_server_files(args),

@@ -11,6 +11,7 @@ from padellm_ner.grpc_common import GrpcServer
 from padellm_ner.lifecycle import shutdown_requested
 
 from .config import ServeArgs, WorkersArgs
+from .health import worker_health_watch
 from .orchestrator import Orchestrator
 from .server import SERVICE_NAME, NerService, add_to_server, observe
 from .worker_pool import WorkerPool
@@ -45,10 +46,16 @@ async def run_service(args: ServeArgs) -> None:
         pool = await stack.enter_async_context(worker_pool(args.workers))
         model, version = await worker_model_info(pool)
         orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
-        service = NerService(orchestrator, default_schema=args.default_schema, max_text_chars=args.max_text_chars)
+        service = NerService(
+            orchestrator,
+            default_schema=args.default_schema,
+            max_text_chars=args.max_text_chars,
+            max_documents=args.max_documents,
+        )
         server = await stack.enter_async_context(
             GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls, observe=observe)
         )
+        await stack.enter_async_context(worker_health_watch(pool, server.set_serving))
         log.info(
             "NER service on %s:%d (mode %s, workers %s, model %s)",
             args.host,

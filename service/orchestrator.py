@@ -14,8 +14,10 @@ measured inside the workers).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
@@ -23,6 +25,7 @@ from padellm.v1 import worker_pb2
 from padellm_ner.core import DEFAULT_MAX_COUNT, CountResult, DedupPolicy, LabelSchema, MentionResult
 from padellm_ner.core.plan import CountAsk, DocumentPlan, MentionAsk
 from padellm_ner.core.segment import Window, WindowPolicy
+from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.wire import finish_of
 
 from . import metrics
@@ -37,6 +40,20 @@ class Mode(str, Enum):
 
 MULTI, BATCH = Mode.MULTI, Mode.BATCH
 _PLAN_ON_THREAD_CHARS = 5_000
+
+
+_CALLER_DEADLINE: ContextVar[float | None] = ContextVar("caller_deadline", default=None)
+
+
+@contextlib.contextmanager
+def caller_deadline(remaining_s: float | None):
+    """Worker calls made inside (and in the tasks started inside) end by the caller's deadline: each gets the
+    shorter of its own deadline and the caller's remaining time, so that no retry outlives the caller."""
+    token = _CALLER_DEADLINE.set(None if remaining_s is None else time.monotonic() + remaining_s)
+    try:
+        yield
+    finally:
+        _CALLER_DEADLINE.reset(token)
 
 
 class MentionStart(str, Enum):
@@ -98,6 +115,16 @@ class Orchestrator:
         self.config = replace(config, mode=Mode(config.mode))  # a mode given by name is checked here
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
 
+    def _timeout(self) -> float:
+        """A worker call's deadline: its own, cut to what is left of the caller's (`caller_deadline`)."""
+        deadline = _CALLER_DEADLINE.get()
+        if deadline is None:
+            return self.config.call_deadline_s
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise PadellmError("the caller's deadline has passed", code=ErrorCode.DEADLINE_EXCEEDED)
+        return min(self.config.call_deadline_s, remaining)
+
     async def _bounded(self, affinity: str, invoke):
         async with self._slots:
             return await self.pool.call(affinity, invoke)
@@ -148,9 +175,7 @@ class Orchestrator:
         request = worker_pb2.CountRequest(
             document_id=document_id, text=window.text, schema=plan.schema.name, label=ask.label
         )
-        return self._bounded(
-            _affinity(document_id, window), lambda stub: stub.Count(request, timeout=self.config.call_deadline_s)
-        )
+        return self._bounded(_affinity(document_id, window), lambda stub: stub.Count(request, timeout=self._timeout()))
 
     def _mention(self, document_id: str, plan: DocumentPlan, ask: MentionAsk):
         window = plan.windows[ask.window]
@@ -163,7 +188,7 @@ class Orchestrator:
             k=ask.k,
         )
         return self._bounded(
-            _affinity(document_id, window), lambda stub: stub.Mention(request, timeout=self.config.call_deadline_s)
+            _affinity(document_id, window), lambda stub: stub.Mention(request, timeout=self._timeout())
         )
 
     async def _count_and_mention(self, document_id: str, plan: DocumentPlan) -> _Decoded:
@@ -203,7 +228,7 @@ class Orchestrator:
                 document_id=document_id, text=window.text, schema=plan.schema.name, labels=list(plan.labels)
             )
             response = await self._bounded(
-                _affinity(document_id, window), lambda stub: stub.Extract(request, timeout=self.config.call_deadline_s)
+                _affinity(document_id, window), lambda stub: stub.Extract(request, timeout=self._timeout())
             )
             for c in response.counts:
                 decoded.counts.append(_count_result(c, window.index))

@@ -4,12 +4,14 @@ the server's interceptor (`padellm_ner.grpc_common.ErrorInterceptor`), which als
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 
 import grpc
 
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.core import DEFAULT_SCHEMA, LabelSchema
+from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.validation import (
     DEFAULT_MAX_TEXT_CHARS,
     InvalidInput,
@@ -20,11 +22,13 @@ from padellm_ner.validation import (
 )
 
 from . import metrics
-from .orchestrator import Orchestrator
+from .orchestrator import Orchestrator, caller_deadline
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = ner_pb2.DESCRIPTOR.services_by_name["NerService"].full_name
 MAX_BATCH = 256
+MAX_DOCUMENTS = 32  # documents read at once per replica; more are refused at once (RESOURCE_EXHAUSTED)
+RETRY_AFTER_S = 1.0  # what a refused caller is told to wait (google.rpc.RetryInfo)
 
 
 def observe(method: str, code: str, error: BaseException | None) -> None:
@@ -42,13 +46,33 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         default_schema: str = DEFAULT_SCHEMA,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         max_batch: int = MAX_BATCH,
+        max_documents: int = MAX_DOCUMENTS,
         stream_window: int = 32,
     ):
         self.orchestrator = orchestrator
         self.default_schema = default_schema
         self.max_text_chars = max_text_chars
         self.max_batch = max_batch
+        self.max_documents = max_documents
         self.stream_window = stream_window
+        self.documents = 0  # admitted and not yet answered
+
+    @contextlib.contextmanager
+    def _admitted(self, count: int = 1):
+        """Admission control: at most `max_documents` documents at once (a larger batch only alone); the rest is
+        refused at once with RESOURCE_EXHAUSTED and a retry delay, rather than queued past its deadline."""
+        if self.documents and self.documents + count > self.max_documents:
+            raise PadellmError(
+                f"the service is reading {self.documents} documents, its limit is {self.max_documents}; "
+                f"retry in {RETRY_AFTER_S:g} s",
+                code=ErrorCode.RESOURCE_EXHAUSTED,
+                retry_after_s=RETRY_AFTER_S,
+            )
+        self.documents += count
+        try:
+            yield
+        finally:
+            self.documents -= count
 
     def _validate(self, document: ner_pb2.Document, where: str) -> tuple[LabelSchema, list[str]]:
         try:
@@ -65,7 +89,8 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         return record.to_proto()
 
     async def Recognize(self, request, context):
-        return ner_pb2.RecognizeResponse(record=await self._recognize(request.document, "document"))
+        with self._admitted(), caller_deadline(context.time_remaining()):
+            return ner_pb2.RecognizeResponse(record=await self._recognize(request.document, "document"))
 
     async def RecognizeBatch(self, request, context):
         if len(request.documents) > self.max_batch:
@@ -74,34 +99,47 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
             )
         for index, document in enumerate(request.documents):  # reject a bad batch before any work
             self._validate(document, f"documents[{index}]")
-        records = await asyncio.gather(
-            *(self._recognize(d, f"documents[{i}]") for i, d in enumerate(request.documents))
-        )
+        with self._admitted(len(request.documents)), caller_deadline(context.time_remaining()):
+            records = await asyncio.gather(
+                *(self._recognize(d, f"documents[{i}]") for i, d in enumerate(request.documents))
+            )
         return ner_pb2.RecognizeBatchResponse(records=records)
 
+    async def _stream_item(
+        self, index: int, request: ner_pb2.RecognizeStreamRequest
+    ) -> ner_pb2.RecognizeStreamResponse:
+        """One request of a stream, its failure included: a stream goes on past a bad or failed document."""
+        response = ner_pb2.RecognizeStreamResponse(index=index, id=request.document.id)
+        try:
+            with self._admitted():
+                response.record.CopyFrom(await self._recognize(request.document, "document"))
+            return response
+        except PadellmError as error:
+            code, message, field = grpc.StatusCode[error.code.value], str(error), error.field or ""
+        except grpc.aio.AioRpcError as error:  # a worker call that failed after its retries
+            code, message, field = error.code(), f"model worker call failed: {error.details()}", ""
+        response.error.CopyFrom(ner_pb2.ItemError(code=code.value[0], message=message, field=field))
+        observe("RecognizeStream.item", code.name, None)
+        return response
+
     async def RecognizeStream(self, request_iterator, context):
-        """Requests are processed concurrently (at most `stream_window` at a time); records leave in order. An
-        invalid request ends the stream with INVALID_ARGUMENT after the records of the requests before it."""
+        """Requests are processed concurrently (at most `stream_window` at a time); responses leave in order, one
+        per request; a request that fails gets an error response and the stream goes on."""
         pending: asyncio.Queue = asyncio.Queue(maxsize=self.stream_window)
 
         async def feed():
             index = 0
             async for request in request_iterator:
-                try:
-                    self._validate(request.document, "document")
-                except InvalidInput as error:
-                    await pending.put(InvalidInput(f"request {index}: {error}", field=error.field))
-                    return
-                await pending.put(asyncio.ensure_future(self._recognize(request.document, "document")))
+                await pending.put(asyncio.ensure_future(self._stream_item(index, request)))
                 index += 1
             await pending.put(None)
 
-        feeder = asyncio.create_task(feed())
+        with caller_deadline(context.time_remaining()):  # the stream's items inherit it
+            feeder = asyncio.create_task(feed())
         try:
             while (item := await pending.get()) is not None:
-                if isinstance(item, InvalidInput):
-                    raise item
-                yield ner_pb2.RecognizeStreamResponse(record=await item)
+                yield await item
+            await feeder  # an error reading the requests ends the stream with it
         finally:
             feeder.cancel()
             while not pending.empty():

@@ -40,6 +40,7 @@ async def ner_service(
     worker_tls: TlsFiles | None = None,
     affinity: bool = True,
     attempts: int = 4,
+    max_documents: int = 32,
 ):
     pool = WorkerPool(
         targets,
@@ -49,7 +50,9 @@ async def ner_service(
     )
     await pool.start()
     orchestrator = Orchestrator(pool, OrchestratorConfig(mode=mode, call_deadline_s=deadline_s, model="test"))
-    server, port, _ = await start_server(add_ner(NerService(orchestrator)), [NER_SERVICE], "127.0.0.1", 0, tls)
+    server, port, _ = await start_server(
+        add_ner(NerService(orchestrator, max_documents=max_documents)), [NER_SERVICE], "127.0.0.1", 0, tls
+    )
     try:
         yield f"127.0.0.1:{port}", orchestrator
     finally:
@@ -100,6 +103,9 @@ class SlowBackend:
 
     async def start(self):
         await self.inner.start()
+
+    async def healthy(self) -> bool:
+        return await self.inner.healthy()
 
     async def stop(self):
         await self.inner.stop()

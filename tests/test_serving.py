@@ -58,9 +58,87 @@ async def test_batch_and_stream_calls(backend):
             for i, t in enumerate(TEXTS):
                 yield ner_pb2.RecognizeStreamRequest(document=document(f"s{i}", t))
 
-        streamed = [r.record async for r in stub.RecognizeStream(requests(), timeout=120)]
+        responses = [r async for r in stub.RecognizeStream(requests(), timeout=120)]
+        assert [(r.index, r.id) for r in responses] == [(i, f"s{i}") for i in range(len(TEXTS))]
+        streamed = [r.record for r in responses]
         assert [r.id for r in streamed] == [f"s{i}" for i in range(len(TEXTS))]
         assert [entities(r) for r in streamed] == single
+
+
+async def test_a_bad_request_in_a_stream_fails_alone(backend):
+    """The request in the middle is invalid: it gets an error response naming its field; the others are read."""
+    texts = [TEXTS[0], "", TEXTS[1]]
+    async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
+
+        async def requests():
+            for i, t in enumerate(texts):
+                yield ner_pb2.RecognizeStreamRequest(document=document(f"s{i}", t))
+
+        responses = [r async for r in stub.RecognizeStream(requests(), timeout=120)]
+    assert [(r.index, r.id, r.HasField("record"), r.HasField("error")) for r in responses] == [
+        (0, "s0", True, False),
+        (1, "s1", False, True),
+        (2, "s2", True, False),
+    ]
+    error = responses[1].error
+    assert error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and error.field == "document.text"
+    assert "text is empty" in error.message
+    assert responses[2].record.id == "s2" and responses[2].record.entities
+
+
+async def test_over_capacity_calls_are_refused_at_once_with_a_retry_delay(serving_engine_model):
+    """100 concurrent calls on a service that reads 4 documents at once: each call succeeds, or is refused with
+    RESOURCE_EXHAUSTED and a google.rpc.RetryInfo within a second."""
+    import time
+
+    from google.rpc import error_details_pb2, status_pb2
+
+    slow = SlowBackend(EmbeddedBackend(serving_engine_model), delay_s=0.5)
+    async with worker(slow) as (target, _), ner_service([target], max_documents=4) as (service, _):
+        async with ner_client(service) as stub:
+
+            async def one(n: int):
+                started = time.perf_counter()
+                try:
+                    await recognize(stub, f"c{n}", TEXTS[1], deadline=120)
+                    return "OK", time.perf_counter() - started, None
+                except grpc.aio.AioRpcError as error:
+                    return error.code().name, time.perf_counter() - started, error
+
+            outcomes = await asyncio.gather(*(one(n) for n in range(100)))
+    codes = {code for code, _, _ in outcomes}
+    assert codes == {"OK", "RESOURCE_EXHAUSTED"}
+    refused = [(seconds, error) for code, seconds, error in outcomes if code == "RESOURCE_EXHAUSTED"]
+    assert max(seconds for seconds, _ in refused) < 1.0
+    trailer = dict(refused[0][1].trailing_metadata())["grpc-status-details-bin"]
+    retry = error_details_pb2.RetryInfo()
+    assert any(d.Unpack(retry) for d in status_pb2.Status.FromString(trailer).details)
+    assert retry.retry_delay.seconds == 1
+
+
+async def test_the_service_is_not_serving_while_no_worker_is(backend):
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from padellm_ner.grpc_common import GrpcServer
+    from service.health import worker_health_watch
+    from service.orchestrator import Orchestrator
+    from service.server import SERVICE_NAME, NerService, add_to_server
+    from service.worker_pool import WorkerPool
+
+    async def status(address: str) -> int:
+        async with channel(address) as ch:
+            check = health_pb2_grpc.HealthStub(ch).Check
+            return (await check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=5)).status
+
+    async with worker(backend()) as (target, worker_server), WorkerPool([target]) as pool:
+        service = NerService(Orchestrator(pool))
+        async with GrpcServer(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0) as server:
+            address = f"127.0.0.1:{server.port}"
+            async with worker_health_watch(pool, server.set_serving, interval_s=0.2, timeout_s=1.0):
+                assert await status(address) == health_pb2.HealthCheckResponse.SERVING
+                await worker_server.stop(0)  # the only worker goes away
+                await asyncio.sleep(1.5)
+                assert await status(address) == health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def test_many_concurrent_clients(backend):
@@ -120,6 +198,25 @@ def bad_request_fields(error: grpc.aio.AioRpcError) -> list[str]:
         if detail.Unpack(bad):
             fields += [v.field for v in bad.field_violations]
     return fields
+
+
+async def test_the_callers_deadline_reaches_the_worker_calls(serving_engine_model):
+    """With 1 s left to its caller, a document's worker calls end within it, not at their own 30 s deadline
+    (each call of a slow worker takes 3 s)."""
+    import time
+
+    from padellm_ner.core import get_schema
+    from service.orchestrator import caller_deadline
+
+    slow = SlowBackend(EmbeddedBackend(serving_engine_model), delay_s=3.0)
+    async with worker(slow) as (target, _), ner_service([target], deadline_s=30.0) as (_, orchestrator):
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as error, caller_deadline(1.0):
+            await orchestrator.recognize("d", TEXTS[0], get_schema("conll03"))
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.perf_counter() - started < 2.0
+        # without a caller's deadline the same kind of document waits for the slow worker and is read
+        assert (await orchestrator.recognize("d", TEXTS[1], get_schema("conll03"))).id == "d"
 
 
 @pytest.mark.parametrize(

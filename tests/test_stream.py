@@ -1,6 +1,7 @@
 """The Kafka stream against a real Apache Kafka broker, with real worker processes and the real model."""
 
 import asyncio
+import hashlib
 import json
 import os
 import signal
@@ -116,6 +117,7 @@ async def test_whole_documents_through_the_stream(kafka_bootstrap, worker_proces
 async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_process):
     topics = names("dead-letters")
     await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=1)
+    huge = b'{"id": "h", "text": "' + b"a" * 1_048_300 + b'"}'  # fits the topic, not the input limit
     bad = [
         b"not json",
         b'{"text": "no id"}',
@@ -126,6 +128,12 @@ async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_p
         b'{"id": "bad id", "text": "EU"}',
         b'{"id": "z", "text": "' + b"a " * 50_001 + b'"}',
         '{"id": "w", "text": "张三毕业于北京大学。", "schema": "resume"}'.encode(),
+        b'{"id": "s", "text": "EU", "schema": ["conll03"]}',  # a list where a string belongs
+        b'{"id": "u", "text": "Peter \\ud800 Blackburn"}',  # valid JSON with a lone surrogate
+        b'{"id": "n", "text": "EU", "extra": ' + b"[" * 20_000 + b"]" * 20_000 + b"}",  # 40 KB of nesting
+        b'{"id": 7, "text": "EU"}',
+        b'{"id": "l", "text": "EU", "labels": "PER"}',
+        huge,
     ]
     good = [json.dumps({"id": f"ok-{i}", "text": "Peter Blackburn"}).encode() for i in range(3)]
     values = [good[0], *bad[:4], good[1], *bad[4:], good[2]]  # the partition must keep flowing past bad records
@@ -136,14 +144,29 @@ async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_p
         out = await collect(kafka_bootstrap, topics["output"], until=len(good), timeout_s=120)
     finally:
         await stop_processor(processor, task, pool)
-    assert sorted(r.value for r in dead) == sorted(bad)  # the original bytes
-    reasons = {r.value: dict(r.headers)["error"].decode() for r in dead}
-    assert "not JSON" in reasons[b"not json"] and "'id' is missing" in reasons[b'{"text": "no id"}']
-    assert "limit is 1000000" in reasons[bad[2]] and "not UTF-8" in reasons[b"\xff\xfe\xfa"]
+    by_source = {int(dict(r.headers)["source-offset"]): r for r in dead}
+    bad_offsets = [i for i, v in enumerate(values) if v in bad]
+    assert sorted(by_source) == bad_offsets  # one dead letter per bad record
+    reasons = {values[o]: dict(by_source[o].headers)["error"].decode() for o in bad_offsets}
+    for offset in bad_offsets:  # the original bytes; those of a value over the limit cut to it, marked so
+        record, original = by_source[offset], values[offset]
+        if len(original) <= 1_000_000:
+            assert record.value == original and "truncated-value" not in dict(record.headers)
+        else:
+            assert record.value == original[:1_000_000] and dict(record.headers)["truncated-value"] == b"true"
+    assert "not valid UTF-8 JSON" in reasons[b"not json"] and "missing required field `id`" in reasons[bad[1]]
+    assert "limit is 1000000" in reasons[bad[2]] and "not valid UTF-8 JSON" in reasons[b"\xff\xfe\xfa"]
     assert "100002 characters; the limit is 100000" in reasons[bad[7]]
     # a schema the workers' model was not trained for: refused by the worker, with its reason
     assert "INVALID_ARGUMENT" in reasons[bad[8]] and "'resume' is not one of them" in reasons[bad[8]]
     assert "unknown label schema" in reasons[bad[4]] and "document id" in reasons[bad[6]]
+    assert "`$.schema`" in reasons[bad[9]] and "not valid UTF-8 JSON" in reasons[bad[10]]
+    assert "nested too deeply" in reasons[bad[11]] and "`$.id`" in reasons[bad[12]] and "`$.labels`" in reasons[bad[13]]
+    headers = dict(by_source[values.index(huge)].headers)
+    assert headers["truncated-value"] == b"true" and int(headers["original-value-size"]) == len(huge)
+    assert headers["original-value-sha256"] == hashlib.sha256(huge).hexdigest().encode()
+    assert all(dict(r.headers)["error-type"] == b"invalid-input" for o, r in by_source.items() if values[o] != bad[8])
+    assert all(dict(r.headers)["exception-type"] for r in dead)
     assert all(dict(r.headers)["source-topic"].decode() == topics["input"] for r in dead)
     assert sorted(r.key for r in out) == [b"ok-0", b"ok-1", b"ok-2"]
     assert processor.dead_lettered == len(bad)
@@ -251,3 +274,20 @@ async def test_broker_restart_while_streaming(worker_process, tmp_path):
         assert {r.key.decode() for r in records} == set(ids + more)
     finally:
         await asyncio.to_thread(subprocess.run, ["bash", script, "stop"], check=True, env=env)
+
+
+async def test_kafka_consume_reads_any_record(kafka_bootstrap):
+    """`kafka consume` shows a tombstone, non-UTF-8 bytes and JSON, so that it can read the dead-letter topic."""
+    topics = names("consume-any")
+    await create_topics(kafka_bootstrap, [topics["input"]], partitions=1)
+    await produce(kafka_bootstrap, topics["input"], [None, b"\xff\xfe bytes", b'{"id": "d"}'])
+    result = await asyncio.to_thread(
+        subprocess.run,
+        [CLI, "kafka", "consume", "--topic", topics["input"], "--bootstrap", kafka_bootstrap, "--count", "3"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    values = [json.loads(line)["value"] for line in result.stdout.splitlines()]
+    assert values == [None, "\\xff\\xfe bytes", {"id": "d"}]

@@ -173,3 +173,12 @@ async def test_a_mention_cut_at_its_token_limit_is_never_an_entity(serving_engin
     cut = records[1]
     assert cut.truncated > 0 and "Asian Cup" not in {e.text for e in cut.entities}
     assert all(e.text in whole for e in cut.entities), "only mentions that ended on their own"
+
+
+async def test_the_tgi_backend_is_healthy_while_tgi_answers(serving_engine_model):
+    async with TgiApiServer(serving_engine_model) as api:
+        tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
+        await tgi.start()
+        assert await tgi.healthy()
+    assert not await tgi.healthy()  # the server is gone
+    await tgi.stop()

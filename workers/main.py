@@ -7,7 +7,7 @@ import logging
 from contextlib import AsyncExitStack
 
 from padellm_ner.grpc_common import GrpcServer
-from padellm_ner.lifecycle import shutdown_requested
+from padellm_ner.lifecycle import HealthWatch, shutdown_requested
 
 from .backends.base import Backend
 from .config import BackendKind, WorkerArgs
@@ -44,6 +44,8 @@ async def run_worker(args: WorkerArgs) -> None:
         server = await stack.enter_async_context(
             GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls)
         )
+        # the worker's health follows its backend's (a TGI server that went away: NOT_SERVING)
+        await stack.enter_async_context(HealthWatch(backend.healthy, server.set_serving, name="backend"))
         log.info(
             "worker serving on %s:%d (backend %s, model %s, tls %s)",
             args.host,

@@ -12,7 +12,7 @@ from padellm_ner.args import at_least
 from ..config import OrchestratorArgs, WorkersArgs, add_metrics_args
 from .kafka_options import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSecurity
 from .messages import DEFAULT_MAX_MESSAGE_BYTES
-from .processor import StreamConfig
+from .processor import DuplicateIds, StreamConfig
 
 _STREAM = StreamConfig(bootstrap="", input_topic="", output_topic="", dead_letter_topic="")
 
@@ -82,6 +82,13 @@ class StreamArgs:
             default=s.shutdown_grace_s,
             help=f"how long a stop waits for documents in flight (default {s.shutdown_grace_s:g})",
         )
+        parser.add_argument(
+            "--duplicate-ids",
+            default=s.duplicate_ids.value,
+            choices=[d.value for d in DuplicateIds],
+            help="a second record of a document id seen at another offset: process it too (its output carries a "
+            "duplicate-of header) or dead-letter it; either way a warning and a metric (default: process)",
+        )
         parser.add_argument("--create-topics", action="store_true", help="create missing topics (with --partitions)")
         parser.add_argument("--partitions", type=at_least(1), default=StreamArgs.partitions)
         add_metrics_args(parser, StreamArgs.metrics_host)
@@ -120,6 +127,7 @@ class StreamArgs:
             commit_interval_s=args.commit_interval_s,
             overload_backoff_s=args.overload_backoff_s,
             shutdown_grace_s=args.shutdown_grace_s,
+            duplicate_ids=DuplicateIds(args.duplicate_ids),
             security=security,
         )
         return cls(

@@ -11,16 +11,23 @@ the output: the output key is always the document id.
 
 Output: key = document id (so a re-delivered document overwrites its earlier record in a compacted topic,
 and consumers can de-duplicate by key); value = the entity record JSON (service/records.py); headers
-`record-version`, `schema`, `model`, `model-version`, and `source` = "topic/partition/offset".
+`record-version`, `schema`, `model`, `model-version`, `source` = "topic/partition/offset", and, for a second
+record of an id seen at another offset (`--duplicate-ids process`, the default), `duplicate-of` = the first one's
+source.
 
-Dead letters: the original key and value bytes, unchanged, with headers `error` (the reason), `error-type`,
-`source-topic`, `source-partition`, `source-offset`, `timestamp`.
+Dead letters: the original key and value bytes, unchanged, with headers `error` (the reason), `error-type` (
+`invalid-input`, `deadline`, `worker-error`, `internal-error`), `exception-type`, `source-topic`,
+`source-partition`, `source-offset`, `timestamp`. A value over `max_message_bytes` (or a key over 4 KiB) is cut
+to that size, with headers `truncated-value`, `original-value-size` and `original-value-sha256` (likewise for the
+key), so that every dead letter fits the producer's limit.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 from dataclasses import dataclass
+
+import msgspec
 
 from padellm_ner.validation import (
     DEFAULT_MAX_TEXT_CHARS,
@@ -32,6 +39,20 @@ from padellm_ner.validation import (
 )
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000  # under Kafka's default max.message.bytes (1,048,588)
+
+
+class InputDocument(msgspec.Struct, frozen=True):
+    """The JSON object of an input record, typed: a field of the wrong type, a lone surrogate escape, invalid
+    UTF-8 or JSON nested too deeply is invalid input with a reason naming the field, not a crash."""
+
+    id: str
+    text: str
+    schema: str | None = None
+    labels: list[str] = []
+    language: str | None = None
+
+
+_DECODER = msgspec.json.Decoder(InputDocument)
 
 
 @dataclass(frozen=True)
@@ -55,31 +76,20 @@ def parse_document(
     if len(value) > max_message_bytes:
         raise InvalidInput(f"the record is {len(value)} bytes; the limit is {max_message_bytes}")
     try:
-        decoded = value.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidInput(f"the value is not UTF-8: {error}") from None
-    try:
-        body = json.loads(decoded)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"the value is not JSON: {error}") from None
-    if not isinstance(body, dict):
-        raise InvalidInput("the value is not a JSON object")
-    for field in ("id", "text"):
-        if field not in body:
-            raise InvalidInput(f"the field {field!r} is missing")
-    if not isinstance(body["id"], str) or not isinstance(body["text"], str):
-        raise InvalidInput("'id' and 'text' must be strings")
-    check_id(body["id"])
-    check_text(body["text"], max_text_chars)
-    schema = check_schema(body.get("schema") or default_schema)
-    labels = body.get("labels") or []
-    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
-        raise InvalidInput("'labels' must be a list of strings")
-    labels = check_labels(schema, labels)
-    language = body.get("language")
-    if language is not None and language != schema.language:
-        raise InvalidInput(f"language {language!r} does not match schema {schema.name} ({schema.language})")
-    return StreamDocument(body["id"], body["text"], schema.name, labels)
+        body = _DECODER.decode(value)
+    except msgspec.ValidationError as error:  # valid JSON of the wrong shape: the message names the field
+        raise InvalidInput(f"the value is not a document: {error}") from None
+    except msgspec.DecodeError as error:  # not UTF-8, not JSON, or a string with a lone surrogate
+        raise InvalidInput(f"the value is not valid UTF-8 JSON: {error}") from None
+    except RecursionError:
+        raise InvalidInput("the value is JSON nested too deeply") from None
+    check_id(body.id)
+    check_text(body.text, max_text_chars)
+    schema = check_schema(body.schema or default_schema)
+    labels = check_labels(schema, body.labels)
+    if body.language is not None and body.language != schema.language:
+        raise InvalidInput(f"language {body.language!r} does not match schema {schema.name} ({schema.language})")
+    return StreamDocument(body.id, body.text, schema.name, labels)
 
 
 def output_headers(record, source: str) -> list[tuple[str, bytes]]:
@@ -92,14 +102,48 @@ def output_headers(record, source: str) -> list[tuple[str, bytes]]:
     ]
 
 
+MAX_REASON_CHARS = 2_000  # a reason quoting a huge input is cut here
+MAX_DEAD_LETTER_KEY_BYTES = 4_096
+
+
 def dead_letter_headers(
-    reason: str, error_type: str, topic: str, partition: int, offset: int, timestamp_ms: int
+    reason: str,
+    error_type: str,
+    exception_type: str,
+    topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int,
 ) -> list[tuple[str, bytes]]:
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS] + "..."
     return [
-        ("error", reason.encode()),
+        ("error", reason.encode("utf-8", "backslashreplace")),
         ("error-type", error_type.encode()),
+        ("exception-type", exception_type.encode()),
         ("source-topic", topic.encode()),
         ("source-partition", str(partition).encode()),
         ("source-offset", str(offset).encode()),
         ("timestamp", str(timestamp_ms).encode()),
     ]
+
+
+def fit_dead_letter(
+    key: bytes | None, value: bytes | None, max_value_bytes: int
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """The key and value a dead letter can carry: the original bytes, or, where they would pass the producer's
+    limit, their first bytes with headers saying so (`truncated`, the original sizes and SHA-256), so that a
+    dead letter is never retried forever."""
+    headers: list[tuple[str, bytes]] = []
+    for name, data, limit in (("value", value, max_value_bytes), ("key", key, MAX_DEAD_LETTER_KEY_BYTES)):
+        if data is not None and len(data) > limit:
+            headers += [
+                (f"truncated-{name}", b"true"),
+                (f"original-{name}-size", str(len(data)).encode()),
+                (f"original-{name}-sha256", hashlib.sha256(data).hexdigest().encode()),
+            ]
+    if value is not None and len(value) > max_value_bytes:
+        value = value[:max_value_bytes]
+    if key is not None and len(key) > MAX_DEAD_LETTER_KEY_BYTES:
+        key = key[:MAX_DEAD_LETTER_KEY_BYTES]
+    return key, value, headers

@@ -12,9 +12,10 @@ same transactional id fences its predecessor and aborts its open transaction.
 
 Backpressure: at most `max_in_flight` documents in total and `max_in_flight_per_partition` per partition; a
 partition at its limit is paused and resumed when it drains. When the workers are overloaded or unreachable
-(RESOURCE_EXHAUSTED, UNAVAILABLE, DEADLINE_EXCEEDED after the pool's retries), all partitions are paused for a
-back-off and the document is tried again; nothing is dropped. Bad input goes to the dead-letter topic with the
-original bytes and the reason. `stop()` (on SIGTERM): stop fetching, finish in-flight documents for up to
+(RESOURCE_EXHAUSTED, UNAVAILABLE after the pool's retries), all partitions are paused for a capped back-off and
+the document is tried again; nothing is dropped. A document past its deadline is tried DEADLINE_ATTEMPTS times,
+then dead-lettered, so that no document stalls the stream. Every record gets an outcome: bad input, a deadline
+and any unexpected error end in a dead letter with the reason and the exception type. `stop()` (on SIGTERM): stop fetching, finish in-flight documents for up to
 `shutdown_grace_s` (the rest stays uncommitted), commit, close.
 """
 
@@ -24,7 +25,9 @@ import asyncio
 import json
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
+from enum import Enum
 
 import grpc
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -36,11 +39,23 @@ from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput
 
 from .. import metrics
 from .kafka_options import KafkaSecurity
-from .messages import DEFAULT_MAX_MESSAGE_BYTES, dead_letter_headers, output_headers, parse_document
+from .messages import DEFAULT_MAX_MESSAGE_BYTES, dead_letter_headers, fit_dead_letter, output_headers, parse_document
 from .offsets import PartitionOffsets
 
 log = logging.getLogger("padellm.stream")
-OVERLOAD = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# The workers are busy or away: the document waits (all partitions pause, with a capped back-off) and is tried
+# again, however long that takes; nothing is dropped.
+OVERLOAD = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
+# The document ran past its deadline: a few more tries, then a dead letter, so that one document cannot stall the
+# stream (a deadline is not overload: it can be the document itself).
+DEADLINE_ATTEMPTS = 3
+
+
+class DuplicateIds(str, Enum):
+    """What the stream does with a second record of a document id it has seen (at another offset)."""
+
+    PROCESS = "process"  # both are processed; the second output carries a `duplicate-of` header (default)
+    DEAD_LETTER = "dead-letter"  # the second goes to the dead-letter topic
 
 
 @dataclass
@@ -60,6 +75,8 @@ class StreamConfig:
     commit_interval_s: float = 1.0
     overload_backoff_s: float = 1.0
     shutdown_grace_s: float = 30.0
+    duplicate_ids: DuplicateIds = DuplicateIds.PROCESS
+    remembered_ids: int = 100_000  # how many recent ids duplicates are looked for among
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
 
 
@@ -90,6 +107,8 @@ class StreamProcessor(AsyncComponent):
         self._last_commit = 0.0
         self.processed = 0
         self.dead_lettered = 0
+        self.duplicates = 0
+        self._seen: OrderedDict[str, str] = OrderedDict()  # document id -> the source of its first record
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -198,8 +217,18 @@ class StreamProcessor(AsyncComponent):
 
     async def _handle(self, tp: TopicPartition, record) -> None:
         async with self._slots:
-            outcome = await self._process(tp, record)
+            outcome = await self._outcome(tp, record)
             await self._send_with_retry(*outcome)
+
+    async def _outcome(self, tp: TopicPartition, record):
+        """Every record gets one: its entity record, or a dead letter with the reason, whatever went wrong."""
+        try:
+            return await self._process(tp, record)
+        except Exception as error:  # a bug or a failure nothing anticipated: the record still gets an outcome
+            log.exception("document at %s/%d/%d failed", tp.topic, tp.partition, record.offset)
+            return self._dead_letter(
+                tp, record, f"internal error: {type(error).__name__}: {error}", "internal-error", error
+            )
 
     async def _process(self, tp: TopicPartition, record):
         """(topic, key, value, headers) to write for an input record: its entity record or its dead letter."""
@@ -212,8 +241,16 @@ class StreamProcessor(AsyncComponent):
                 max_text_chars=self.config.max_text_chars,
             )
         except InvalidInput as error:
-            return self._dead_letter(tp, record, str(error), "invalid-input")
-        attempt = 0
+            return self._dead_letter(tp, record, str(error), "invalid-input", error)
+        first = self._first_source(document.id, source)
+        if first is not None:
+            self.duplicates += 1
+            metrics.ERRORS.labels("duplicate-id").inc()
+            log.warning("document id %r at %s was first seen at %s", document.id, source, first)
+            if self.config.duplicate_ids is DuplicateIds.DEAD_LETTER:
+                reason = f"document id {document.id!r} was first seen at {first}"
+                return self._dead_letter(tp, record, reason, "duplicate-id", InvalidInput(reason))
+        attempt = deadlines = 0
         while True:
             await self._wait_if_overloaded()
             try:
@@ -231,24 +268,48 @@ class StreamProcessor(AsyncComponent):
                         "workers overloaded or unreachable (%s); pausing for %.1f s", error.code().name, backoff
                     )
                     continue
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                    deadlines += 1
+                    metrics.ERRORS.labels("stream-deadline").inc()
+                    if deadlines < DEADLINE_ATTEMPTS:
+                        continue
+                    return self._dead_letter(
+                        tp,
+                        record,
+                        f"the document ran past its deadline {deadlines} times: {error.details()}",
+                        "deadline",
+                        error,
+                    )
                 return self._dead_letter(
                     tp,
                     record,
                     f"model workers refused the document: {error.code().name}: {error.details()}",
                     "worker-error",
+                    error,
                 )
         self.processed += 1
         value = json.dumps(entity_record.to_json(), ensure_ascii=False).encode()
-        return self.config.output_topic, document.id.encode(), value, output_headers(entity_record, source)
+        headers = output_headers(entity_record, source) + ([("duplicate-of", first.encode())] if first else [])
+        return self.config.output_topic, document.id.encode(), value, headers
 
-    def _dead_letter(self, tp, record, reason: str, error_type: str):
+    def _first_source(self, document_id: str, source: str) -> str | None:
+        """Where an earlier record of this id came from, if one did (a re-delivery of the same record is not a
+        duplicate); remembers the last `remembered_ids` ids."""
+        first = self._seen.setdefault(document_id, source)
+        self._seen.move_to_end(document_id)
+        while len(self._seen) > self.config.remembered_ids:
+            self._seen.popitem(last=False)
+        return None if first == source else first
+
+    def _dead_letter(self, tp, record, reason: str, error_type: str, error: BaseException):
         self.dead_lettered += 1
         metrics.ERRORS.labels(f"dead-letter:{error_type}").inc()
         log.warning("dead letter %s/%d/%d: %s", tp.topic, tp.partition, record.offset, reason)
         headers = dead_letter_headers(
-            reason, error_type, tp.topic, tp.partition, record.offset, int(time.time() * 1000)
+            reason, error_type, type(error).__name__, tp.topic, tp.partition, record.offset, int(time.time() * 1000)
         )
-        return self.config.dead_letter_topic, record.key, record.value, headers
+        key, value, cut = fit_dead_letter(record.key, record.value, self.config.max_message_bytes)
+        return self.config.dead_letter_topic, key, value, headers + cut
 
     async def _send_with_retry(self, topic, key, value, headers) -> None:
         producer = self._started_producer()
@@ -329,7 +390,7 @@ class StreamProcessor(AsyncComponent):
             if not batch:
                 continue
             items = [(tp, record) for tp, records in batch.items() for record in records]
-            outcomes = await asyncio.gather(*(self._process(tp, record) for tp, record in items))
+            outcomes = await asyncio.gather(*(self._outcome(tp, record) for tp, record in items))
             offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
             try:
                 async with producer.transaction():

@@ -32,6 +32,21 @@ async def produce(bootstrap: str, topic: str, path: str) -> int:
     return count
 
 
+def _shown(data: bytes | None) -> str | None:
+    """Bytes as text: UTF-8 where they are, other bytes escaped (a dead letter keeps the bytes it was sent)."""
+    return None if data is None else data.decode("utf-8", "backslashreplace")
+
+
+def _value(data: bytes | None):
+    """A record's value: its JSON where it is JSON, else its bytes as text; None for a tombstone."""
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):
+        return _shown(data)
+
+
 async def consume(bootstrap: str, topic: str, count: int, timeout_s: float, pretty: bool) -> int:
     consumer = AIOKafkaConsumer(
         topic,
@@ -50,16 +65,12 @@ async def consume(bootstrap: str, topic: str, count: int, timeout_s: float, pret
             for records in batch.values():
                 for record in records:
                     seen += 1
-                    value = (
-                        json.loads(record.value)
-                        if record.value and record.value[:1] == b"{"
-                        else record.value.decode("utf-8", "replace")
-                    )
-                    headers = {k: v.decode("utf-8", "replace") for k, v in record.headers}
                     out = {
-                        "key": record.key.decode("utf-8", "replace") if record.key else None,
-                        "headers": headers,
-                        "value": value,
+                        "partition": record.partition,
+                        "offset": record.offset,
+                        "key": _shown(record.key),
+                        "headers": {k: _shown(v) for k, v in record.headers},
+                        "value": _value(record.value),
                     }
                     print(json.dumps(out, ensure_ascii=False, indent=2 if pretty else None), flush=True)
     finally:

@@ -45,6 +45,8 @@ class Backend(Protocol):
 
     async def __aexit__(self, *exc: object) -> None: ...
 
+    async def healthy(self) -> bool: ...  # whether it can decode now (the worker's health follows it)
+
     async def count(self, document_id: str, text: str, schema: str, label: str) -> Timed[CountResult]: ...
 
     async def mention(

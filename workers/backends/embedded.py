@@ -100,6 +100,9 @@ class EmbeddedBackend(AsyncComponent):
     async def _stop(self) -> None:
         await self._batcher.stop()
 
+    async def healthy(self) -> bool:
+        return self._batcher.running
+
     # --- the calls ------------------------------------------------------------------------------------------
 
     def _word(self, schema_name: str, label: str) -> tuple[str, str]:

@@ -138,6 +138,15 @@ class TgiBackend(AsyncComponent):
         # base_url is used as is: TGI's /generate endpoint, no path is added by the client
         self.client = AsyncInferenceClient(base_url=f"{self.url}/generate", timeout=self.timeout_s)
 
+    async def healthy(self) -> bool:
+        """Whether TGI answers its /health (its model loaded and ready)."""
+        try:
+            timeout = aiohttp.ClientTimeout(total=min(5.0, self.timeout_s))
+            async with aiohttp.ClientSession(timeout=timeout) as session, session.get(f"{self.url}/health") as reply:
+                return reply.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False
+
     async def _model_id(self) -> str | None:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=min(10.0, self.timeout_s))) as session:
