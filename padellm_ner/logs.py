@@ -33,3 +33,22 @@ def configure_logging(level: str | None = None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level or config.log_level())
+
+
+class RateLimitedLog:
+    """At most one line per `every_s` for a recurring condition (an outage), saying how often it happened
+    since the last line, instead of one line per occurrence."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0):
+        self.logger, self.every_s = logger, every_s
+        self._last = float("-inf")
+        self._suppressed = 0
+
+    def warning(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every_s:
+            self._suppressed += 1
+            return
+        more = f" ({self._suppressed} more like it in the last {now - self._last:.0f} s)" if self._suppressed else ""
+        self.logger.warning("%s%s", message, more)
+        self._last, self._suppressed = now, 0

@@ -62,6 +62,8 @@ class OrchestratorArgs:
     dedup: str = _ORCHESTRATOR.dedup
     window_policy: WindowPolicy = field(default_factory=WindowPolicy)
     mention_start: MentionStart = _ORCHESTRATOR.mention_start
+    budget_per_window_s: float = _ORCHESTRATOR.budget_per_window_s
+    budget_min_s: float = _ORCHESTRATOR.budget_min_s
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -91,6 +93,19 @@ class OrchestratorArgs:
             choices=[m.value for m in MentionStart],
             help="multi mode: ask a label's mentions as soon as its count is known, or after every count",
         )
+        parser.add_argument(
+            "--budget-per-window-s",
+            type=float,
+            default=_ORCHESTRATOR.budget_per_window_s,
+            help="a document's time budget per window: its worker calls end with it (with --budget-min-s; 0: none; "
+            f"default {_ORCHESTRATOR.budget_per_window_s:g})",
+        )
+        parser.add_argument(
+            "--budget-min-s",
+            type=float,
+            default=_ORCHESTRATOR.budget_min_s,
+            help=f"the smallest budget of a document (default {_ORCHESTRATOR.budget_min_s:g})",
+        )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> OrchestratorArgs:
@@ -101,6 +116,8 @@ class OrchestratorArgs:
             dedup=args.dedup,
             window_policy=window_policy(args),
             mention_start=MentionStart(args.mention_start),
+            budget_per_window_s=args.budget_per_window_s,
+            budget_min_s=args.budget_min_s,
         )
 
     def config(self, model: str, model_version: str) -> OrchestratorConfig:
@@ -113,6 +130,8 @@ class OrchestratorArgs:
             model_version=model_version,
             window_policy=self.window_policy,
             mention_start=self.mention_start,
+            budget_per_window_s=self.budget_per_window_s,
+            budget_min_s=self.budget_min_s,
         )
 
 

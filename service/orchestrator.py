@@ -72,6 +72,11 @@ class OrchestratorConfig:
     model_version: str = ""
     window_policy: WindowPolicy = field(default_factory=WindowPolicy)
     mention_start: MentionStart = MentionStart.PER_LABEL
+    # A document's budget, from its size: at least budget_min_s, budget_per_window_s per window (0: none). Its
+    # worker calls end with it (as with a caller's deadline, whichever comes first): no document occupies the
+    # workers for longer, however long it is.
+    budget_per_window_s: float = 2.0
+    budget_min_s: float = 30.0
 
 
 def _count_result(response: worker_pb2.CountResponse, window: int) -> CountResult:
@@ -115,6 +120,16 @@ class Orchestrator:
         self.config = replace(config, mode=Mode(config.mode))  # a mode given by name is checked here
         self._slots = asyncio.Semaphore(self.config.max_in_flight)
 
+    def _within_budget(self, windows: int):
+        """The document's budget as a deadline of its worker calls, unless the caller's comes first."""
+        if not self.config.budget_per_window_s:
+            return contextlib.nullcontext()
+        budget = max(self.config.budget_min_s, self.config.budget_per_window_s * windows)
+        current = _CALLER_DEADLINE.get()
+        if current is not None and current - time.monotonic() <= budget:
+            return contextlib.nullcontext()
+        return caller_deadline(budget)
+
     def _timeout(self) -> float:
         """A worker call's deadline: its own, cut to what is left of the caller's (`caller_deadline`)."""
         deadline = _CALLER_DEADLINE.get()
@@ -140,10 +155,11 @@ class Orchestrator:
             plan = await asyncio.to_thread(self.plan, text, schema, labels)
         else:
             plan = self.plan(text, schema, labels)
-        if self.config.mode is Mode.BATCH:
-            decoded = await self._extract_windows(document_id, plan)
-        else:
-            decoded = await self._count_and_mention(document_id, plan)
+        with self._within_budget(len(plan.windows)):
+            if self.config.mode is Mode.BATCH:
+                decoded = await self._extract_windows(document_id, plan)
+            else:
+                decoded = await self._count_and_mention(document_id, plan)
         mention_done = time.perf_counter()
         prediction = plan.merge(decoded.counts, decoded.mentions, self.config.dedup)
         wall = time.perf_counter() - started

@@ -23,6 +23,7 @@ import grpc
 from padellm.v1 import worker_pb2_grpc
 from padellm_ner.grpc_common import TlsFiles, channel
 from padellm_ner.lifecycle import AsyncComponent
+from padellm_ner.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -76,6 +77,7 @@ class WorkerPool(AsyncComponent):
         self.endpoints: list[Endpoint] = []
         self.stats = PoolStats()
         self._next = 0
+        self._retry_log = RateLimitedLog(log, every_s=10.0)  # an outage: a line per 10 s, not per call
 
     async def _start(self) -> None:
         for target in self.targets:
@@ -121,13 +123,7 @@ class WorkerPool(AsyncComponent):
                 last_error = error
                 if attempt + 1 < self.retry.attempts:
                     self.stats.retries += 1
-                    log.warning(
-                        "worker %s: %s; retrying (%d/%d)",
-                        endpoint.target,
-                        code.name,
-                        attempt + 1,
-                        self.retry.attempts - 1,
-                    )
+                    self._retry_log.warning(f"worker {endpoint.target}: {code.name}; retrying on the next one")
                     await asyncio.sleep(self.retry.backoff(attempt))
         assert last_error is not None
         raise last_error

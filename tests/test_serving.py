@@ -219,6 +219,24 @@ async def test_the_callers_deadline_reaches_the_worker_calls(serving_engine_mode
         assert (await orchestrator.recognize("d", TEXTS[1], get_schema("conll03"))).id == "d"
 
 
+async def test_a_document_ends_with_its_budget(serving_engine_model):
+    """A budget of 1 s for a short document on a worker that takes 3 s per call: DEADLINE_EXCEEDED after about
+    1 s, not after the calls' own 30 s."""
+    import time
+    from dataclasses import replace
+
+    from padellm_ner.core import get_schema
+
+    slow = SlowBackend(EmbeddedBackend(serving_engine_model), delay_s=3.0)
+    async with worker(slow) as (target, _), ner_service([target], deadline_s=30.0) as (_, orchestrator):
+        orchestrator.config = replace(orchestrator.config, budget_per_window_s=0.1, budget_min_s=1.0)
+        started = time.perf_counter()
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await orchestrator.recognize("d", TEXTS[0], get_schema("conll03"))
+        assert error.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert time.perf_counter() - started < 2.0
+
+
 @pytest.mark.parametrize(
     "bad, field, message",
     [

@@ -147,3 +147,16 @@ async def test_a_second_record_of_an_id_follows_the_duplicate_policy(policy):
         assert second[0] == "out" and dict(second[3])["duplicate-of"] == b"in/0/1"
     else:
         assert second[0] == "dead" and dict(second[3])["error-type"] == b"duplicate-id"
+
+
+async def test_a_document_past_its_budget_is_retried_then_dead_lettered():
+    from aiokafka import TopicPartition
+
+    from padellm_ner.errors import ErrorCode, PadellmError
+
+    orchestrator = _FailingOrchestrator(
+        PadellmError("the caller's deadline has passed", code=ErrorCode.DEADLINE_EXCEEDED)
+    )
+    processor = _processor(orchestrator)
+    topic, _, _, headers = await processor._outcome(TopicPartition("in", 0), _Record(b'{"id": "d", "text": "EU"}'))
+    assert topic == "dead" and orchestrator.calls == 3 and dict(headers)["error-type"] == b"deadline"

@@ -34,7 +34,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 
 from padellm_ner.core import get_schema
+from padellm_ner.errors import PadellmError
 from padellm_ner.lifecycle import AsyncComponent
+from padellm_ner.logs import RateLimitedLog
 from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput
 
 from .. import metrics
@@ -49,6 +51,12 @@ OVERLOAD = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
 # The document ran past its deadline: a few more tries, then a dead letter, so that one document cannot stall the
 # stream (a deadline is not overload: it can be the document itself).
 DEADLINE_ATTEMPTS = 3
+
+
+def _status_of(error: grpc.aio.AioRpcError | PadellmError) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, grpc.aio.AioRpcError):
+        return error.code(), error.details() or ""
+    return grpc.StatusCode[error.code.value], str(error)
 
 
 class DuplicateIds(str, Enum):
@@ -109,6 +117,7 @@ class StreamProcessor(AsyncComponent):
         self.dead_lettered = 0
         self.duplicates = 0
         self._seen: OrderedDict[str, str] = OrderedDict()  # document id -> the source of its first record
+        self._overload_log = RateLimitedLog(log, every_s=10.0)  # an outage: one line per 10 s, with a count
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -258,35 +267,24 @@ class StreamProcessor(AsyncComponent):
                     document.id, document.text, get_schema(document.schema), document.labels
                 )
                 break
-            except grpc.aio.AioRpcError as error:
-                if error.code() in OVERLOAD:
+            except (grpc.aio.AioRpcError, PadellmError) as error:
+                code, details = _status_of(error)
+                if code in OVERLOAD:
                     attempt += 1
                     metrics.ERRORS.labels("stream-overload").inc()
                     backoff = min(30.0, self.config.overload_backoff_s * 2 ** min(attempt, 5))
                     self._overloaded_until = max(self._overloaded_until, time.monotonic() + backoff)
-                    log.warning(
-                        "workers overloaded or unreachable (%s); pausing for %.1f s", error.code().name, backoff
-                    )
+                    self._overload_log.warning(f"workers overloaded or unreachable ({code.name})")
                     continue
-                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                if code == grpc.StatusCode.DEADLINE_EXCEEDED:  # a worker call's, or the document's budget
                     deadlines += 1
                     metrics.ERRORS.labels("stream-deadline").inc()
                     if deadlines < DEADLINE_ATTEMPTS:
                         continue
-                    return self._dead_letter(
-                        tp,
-                        record,
-                        f"the document ran past its deadline {deadlines} times: {error.details()}",
-                        "deadline",
-                        error,
-                    )
-                return self._dead_letter(
-                    tp,
-                    record,
-                    f"model workers refused the document: {error.code().name}: {error.details()}",
-                    "worker-error",
-                    error,
-                )
+                    reason = f"the document ran past its deadline {deadlines} times: {details}"
+                    return self._dead_letter(tp, record, reason, "deadline", error)
+                reason = f"model workers refused the document: {code.name}: {details}"
+                return self._dead_letter(tp, record, reason, "worker-error", error)
         self.processed += 1
         value = json.dumps(entity_record.to_json(), ensure_ascii=False).encode()
         headers = output_headers(entity_record, source) + ([("duplicate-of", first.encode())] if first else [])
