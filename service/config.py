@@ -59,6 +59,7 @@ class OrchestratorArgs:
     mode: Mode = _ORCHESTRATOR.mode
     call_deadline_s: float = _ORCHESTRATOR.call_deadline_s
     max_in_flight: int = _ORCHESTRATOR.max_in_flight
+    max_in_flight_per_document: int = _ORCHESTRATOR.max_in_flight_per_document
     dedup: str = _ORCHESTRATOR.dedup
     window_policy: WindowPolicy = field(default_factory=WindowPolicy)
     mention_start: MentionStart = _ORCHESTRATOR.mention_start
@@ -84,6 +85,13 @@ class OrchestratorArgs:
             type=at_least(1),
             default=_ORCHESTRATOR.max_in_flight,
             help=f"worker calls in flight, all documents together (default {_ORCHESTRATOR.max_in_flight})",
+        )
+        parser.add_argument(
+            "--max-calls-per-document",
+            type=at_least(1),
+            default=_ORCHESTRATOR.max_in_flight_per_document,
+            help="a document's share of the calls in flight, so that a long one cannot hold them all "
+            f"(default {_ORCHESTRATOR.max_in_flight_per_document})",
         )
         parser.add_argument("--dedup", default=_ORCHESTRATOR.dedup, choices=DEDUP_POLICIES)
         add_window_args(parser)
@@ -113,6 +121,7 @@ class OrchestratorArgs:
             mode=Mode(args.mode),
             call_deadline_s=args.deadline_s,
             max_in_flight=args.max_calls_in_flight,
+            max_in_flight_per_document=args.max_calls_per_document,
             dedup=args.dedup,
             window_policy=window_policy(args),
             mention_start=MentionStart(args.mention_start),
@@ -125,6 +134,7 @@ class OrchestratorArgs:
             mode=self.mode,
             call_deadline_s=self.call_deadline_s,
             max_in_flight=self.max_in_flight,
+            max_in_flight_per_document=self.max_in_flight_per_document,
             dedup=self.dedup,
             model=model,
             model_version=model_version,

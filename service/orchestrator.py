@@ -43,6 +43,7 @@ _PLAN_ON_THREAD_CHARS = 5_000
 
 
 _CALLER_DEADLINE: ContextVar[float | None] = ContextVar("caller_deadline", default=None)
+_DOCUMENT_SLOTS: ContextVar[asyncio.Semaphore | None] = ContextVar("document_slots", default=None)
 
 
 @contextlib.contextmanager
@@ -66,6 +67,8 @@ class OrchestratorConfig:
     mode: Mode = Mode.MULTI
     call_deadline_s: float = 30.0
     max_in_flight: int = 256
+    # A document's share of them: a long document cannot hold every call slot while short ones wait for theirs.
+    max_in_flight_per_document: int = 32
     max_count: int = DEFAULT_MAX_COUNT
     dedup: str = DedupPolicy.KEEP_MAX.value
     model: str = "unknown"
@@ -141,7 +144,8 @@ class Orchestrator:
         return min(self.config.call_deadline_s, remaining)
 
     async def _bounded(self, affinity: str, invoke):
-        async with self._slots:
+        document_slots = _DOCUMENT_SLOTS.get()
+        async with document_slots or contextlib.nullcontext(), self._slots:
             return await self.pool.call(affinity, invoke)
 
     def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
@@ -155,11 +159,15 @@ class Orchestrator:
             plan = await asyncio.to_thread(self.plan, text, schema, labels)
         else:
             plan = self.plan(text, schema, labels)
-        with self._within_budget(len(plan.windows)):
-            if self.config.mode is Mode.BATCH:
-                decoded = await self._extract_windows(document_id, plan)
-            else:
-                decoded = await self._count_and_mention(document_id, plan)
+        slots = _DOCUMENT_SLOTS.set(asyncio.Semaphore(self.config.max_in_flight_per_document))
+        try:
+            with self._within_budget(len(plan.windows)):
+                if self.config.mode is Mode.BATCH:
+                    decoded = await self._extract_windows(document_id, plan)
+                else:
+                    decoded = await self._count_and_mention(document_id, plan)
+        finally:
+            _DOCUMENT_SLOTS.reset(slots)
         mention_done = time.perf_counter()
         prediction = plan.merge(decoded.counts, decoded.mentions, self.config.dedup)
         wall = time.perf_counter() - started
