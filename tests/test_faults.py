@@ -183,3 +183,49 @@ async def test_sigterm_mid_stream_then_restart(kafka_bootstrap, worker_process):
     finally:
         assert stop(second) == 0
     assert result.missing == 0
+
+
+def start_worker(port: int):
+    import os
+    import subprocess
+
+    from test_stream import CLI
+
+    env = {**os.environ, "PADELLM_THREADS": "1", "PADELLM_LOG_LEVEL": "WARNING"}
+    process = subprocess.Popen(
+        [CLI, "worker", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    assert "ready on" in process.stdout.readline()
+    return process
+
+
+async def test_worker_killed_and_back(kafka_bootstrap):
+    """The only worker is killed with SIGKILL mid-stream and comes back 5 s later on the same address: the stream
+    waits (overload back-off), then reads on; nothing is lost."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    topics = names("faults-worker")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=2)
+    ids = await produce_documents(kafka_bootstrap, topics["input"], 16)
+    worker = start_worker(port)
+    stream = start_stream_process(kafka_bootstrap, topics, f"127.0.0.1:{port}")
+    try:
+        await collect(kafka_bootstrap, topics["output"], until=3, timeout_s=240)
+        stop(worker, signal.SIGKILL)
+        await asyncio.sleep(5.0)
+        before = len(await collect(kafka_bootstrap, topics["output"], until=len(ids), timeout_s=3))
+        worker = start_worker(port)
+        back = time.monotonic()
+        await collect(kafka_bootstrap, topics["output"], until=before + 1, timeout_s=120)
+        recovered_s = time.monotonic() - back
+        print(f"worker killed and back: the stream read on {recovered_s:.1f} s after the worker's return")
+        result, _ = await report(kafka_bootstrap, topics, "worker killed and back", ids, 0)
+        assert await committed_at_end(kafka_bootstrap, topics["input"], topics["group"])
+    finally:
+        assert stop(stream) == 0
+        stop(worker)
+    assert result.missing == 0 and result.dead_letters == 0
+    assert recovered_s < 15.0  # the overload pause is capped at 5 s

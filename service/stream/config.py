@@ -83,6 +83,12 @@ class StreamArgs:
             help=f"how long a stop waits for documents in flight (default {s.shutdown_grace_s:g})",
         )
         parser.add_argument(
+            "--overload-backoff-max-s",
+            type=float,
+            default=s.overload_backoff_max_s,
+            help=f"the longest overload pause (default {s.overload_backoff_max_s:g})",
+        )
+        parser.add_argument(
             "--duplicate-ids",
             default=s.duplicate_ids.value,
             choices=[d.value for d in DuplicateIds],
@@ -127,6 +133,7 @@ class StreamArgs:
             commit_interval_s=args.commit_interval_s,
             overload_backoff_s=args.overload_backoff_s,
             shutdown_grace_s=args.shutdown_grace_s,
+            overload_backoff_max_s=args.overload_backoff_max_s,
             duplicate_ids=DuplicateIds(args.duplicate_ids),
             security=security,
         )

@@ -83,6 +83,7 @@ class StreamConfig:
     commit_interval_s: float = 1.0
     overload_backoff_s: float = 1.0
     shutdown_grace_s: float = 30.0
+    overload_backoff_max_s: float = 5.0  # the longest pause: the stream reads on within it of the workers' return
     duplicate_ids: DuplicateIds = DuplicateIds.PROCESS
     remembered_ids: int = 100_000  # how many recent ids duplicates are looked for among
     security: KafkaSecurity = field(default_factory=KafkaSecurity)
@@ -272,7 +273,9 @@ class StreamProcessor(AsyncComponent):
                 if code in OVERLOAD:
                     attempt += 1
                     metrics.ERRORS.labels("stream-overload").inc()
-                    backoff = min(30.0, self.config.overload_backoff_s * 2 ** min(attempt, 5))
+                    backoff = min(
+                        self.config.overload_backoff_max_s, self.config.overload_backoff_s * 2 ** min(attempt, 5)
+                    )
                     self._overloaded_until = max(self._overloaded_until, time.monotonic() + backoff)
                     self._overload_log.warning(f"workers overloaded or unreachable ({code.name})")
                     continue
