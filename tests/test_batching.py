@@ -67,3 +67,52 @@ async def test_a_failing_decode_fails_its_batch_and_the_loop_goes_on():
         await batcher.stop()
     with pytest.raises(RuntimeError, match="stopped"):
         await batcher.submit(3)
+
+
+class LongDecode:
+    """A decode of 100 steps of 50 ms that, as the engine's, stops early when its batch is abandoned."""
+
+    def __init__(self):
+        self.steps = 0
+        self.batcher: MicroBatcher | None = None
+
+    def decode(self, items):
+        import time
+
+        for _ in range(100):
+            if self.batcher is not None and self.batcher.abandoned():
+                break
+            time.sleep(0.05)
+            self.steps += 1
+        return list(items)
+
+
+async def test_a_decode_whose_callers_all_gave_up_stops_early():
+    long = LongDecode()
+    batcher = MicroBatcher(long.decode, window_ms=1)
+    long.batcher = batcher
+    await batcher.start()
+    try:
+        caller = asyncio.create_task(batcher.submit(1))
+        await asyncio.sleep(0.3)
+        caller.cancel()  # the caller's deadline passed
+        await asyncio.sleep(0.3)
+        assert long.steps < 20  # not the 100 steps (5 s) of a full decode
+        assert await batcher.submit(2) == 2  # the batcher goes on with the next batch
+    finally:
+        await batcher.stop()
+
+
+async def test_stop_ends_a_decode_in_progress():
+    import time
+
+    long = LongDecode()
+    batcher = MicroBatcher(long.decode, window_ms=1)
+    long.batcher = batcher
+    await batcher.start()
+    caller = asyncio.create_task(batcher.submit(1))
+    await asyncio.sleep(0.3)
+    started = time.perf_counter()
+    await batcher.stop()  # SIGTERM in the middle of a 5 s decode
+    assert time.perf_counter() - started < 1.0 and long.steps < 20
+    caller.cancel()

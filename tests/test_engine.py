@@ -294,3 +294,21 @@ def test_a_forest_packed_into_rows_decodes_each_tree_as_alone(base_engine_model,
         fresh = encode_prefix(m.model, prefix, m.device)
         for kept, own in zip(forest.prefix_cache(tree).layers, fresh.layers):
             assert torch.allclose(kept.keys, own.keys, atol=1e-4)
+
+
+def test_a_decode_no_longer_wanted_stops_at_its_next_step(base_engine_model):
+    """`should_stop` (the batcher: every caller gave up, or the worker is stopping) cuts a decode after the first
+    token instead of running to max_new_tokens; without it the same branches run on."""
+    from workers.engine import decoder
+
+    m = base_engine_model
+    template, stop = template_for("en"), frozenset({m.eos_id})  # no newline stop: the branches run on
+    prefixes = [m.encode(template.shared_prefix(TEXTS[0]), special=True)]
+    branches = [[m.encode(template.label_branch(label)) for label in ("PER", "ORG")]]
+    full, _ = decoder.decode_forest(m.model, prefixes, branches, stop_ids=stop, max_new_tokens=8, pad_id=m.pad_id)
+    cut, _ = decoder.decode_forest(
+        m.model, prefixes, branches, stop_ids=stop, max_new_tokens=8, pad_id=m.pad_id, should_stop=lambda: True
+    )
+    assert all(len(g.token_ids) > 1 for g in full[0])
+    assert all(len(g.token_ids) <= 1 and g.finish == "length" for g in cut[0])
+    assert [g.token_ids[:1] for g in cut[0]] == [g.token_ids[:1] for g in full[0]]

@@ -235,6 +235,7 @@ class TgiApiServer(AsyncComponent):
                     stop_ids=self._stop_ids(stops),
                     max_new_tokens=max_new,
                     pad_id=self.engine_model.pad_id,
+                    should_stop=self._batcher.abandoned,
                 )
             except Exception as error:  # fails this group's requests only
                 outcomes.update(dict.fromkeys(indices, error))

@@ -190,6 +190,7 @@ class EmbeddedBackend(AsyncComponent):
                 prefixes,
                 [[self.engine_model.encode(batch[i].branch) for i in groups[key]] for key in fresh],
                 stop_ids=self.stop_ids,
+                should_stop=self._batcher.abandoned,
                 max_new_tokens=max_new,
                 pad_id=self.engine_model.pad_id,
                 lookup=lookups,
@@ -213,6 +214,7 @@ class EmbeddedBackend(AsyncComponent):
                     for (prefix, cache), key in zip(entries, cached)
                 ],
                 stop_ids=self.stop_ids,
+                should_stop=self._batcher.abandoned,
                 max_new_tokens=max_new,
                 pad_id=self.engine_model.pad_id,
                 lookup=lookups,

@@ -10,6 +10,7 @@ torch work of a worker goes through one batcher, so `run` puts other engine work
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,17 +49,26 @@ class MicroBatcher(AsyncComponent, Generic[T, R]):
         self._queue: asyncio.Queue[_Queued[T]] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._task: asyncio.Task | None = None
+        self._live: list[_Queued[T]] = []  # the batch being decoded
+        self._stopping = threading.Event()
+
+    def abandoned(self) -> bool:
+        """Whether the batch being decoded is no longer wanted: every caller gave up (deadline, cancellation), or
+        the batcher is stopping. Decoders check it between steps (from the engine thread) and stop early."""
+        return self._stopping.is_set() or all(q.future.done() for q in self._live)
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
     async def _start(self) -> None:
+        self._stopping.clear()
         self._queue = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=self.name)
         self._task = asyncio.create_task(self._loop(), name=f"{self.name}-batcher")
 
     async def _stop(self) -> None:
+        self._stopping.set()  # a decode in progress ends at its next step
         if self._task:
             self._task.cancel()
             try:
@@ -105,6 +115,7 @@ class MicroBatcher(AsyncComponent, Generic[T, R]):
             live = [q for q in batch if not q.future.done()]  # callers that gave up are not decoded
             if not live:
                 continue
+            self._live = live
             try:
                 outcomes = await loop.run_in_executor(self._executor, self.decode, [q.item for q in live])
             except Exception as error:  # one failed batch fails its callers, not the loop

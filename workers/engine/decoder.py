@@ -29,7 +29,10 @@ from padellm_ner.core.aggregate import FinishReason
 
 from .lookup import PromptLookup
 
-Lookups = PromptLookup | Sequence[PromptLookup | None] | None  # one for every sequence, or one per row
+Lookups = PromptLookup | Sequence[PromptLookup | None] | None
+StopCheck = Callable[
+    [], bool
+]  # whether a decode's results are no longer wanted (its callers gave up)  # one for every sequence, or one per row
 
 
 @dataclass
@@ -180,6 +183,7 @@ def decode_on_caches(
     pad_id: int = 0,
     stats: DecodeStats | None = None,
     lookup: Lookups = None,
+    should_stop: StopCheck | None = None,
 ) -> list[list[Generated]]:
     """Greedy continuation of the branches of several prefixes whose caches are known (windows read before), in one
     batch: `groups` holds (prefix length, prefix cache, branches). Results per group. `lookup`: one per group."""
@@ -197,7 +201,14 @@ def decode_on_caches(
     group_lookups = _per_row(lookup, len(groups))
     owners = [g for g in live for _ in groups[g][2]]
     flat = _decode_loop(
-        model, prefill, len(owners), stop_ids, max_new_tokens, stats, [group_lookups[g] for g in owners]
+        model,
+        prefill,
+        len(owners),
+        stop_ids,
+        max_new_tokens,
+        stats,
+        [group_lookups[g] for g in owners],
+        should_stop,
     )
     for g, generated in zip(owners, flat):
         out[g].append(generated)
@@ -365,6 +376,7 @@ def decode_forest(
     pad_id: int = 0,
     stats: DecodeStats | None = None,
     lookup: Lookups = None,
+    should_stop: StopCheck | None = None,
 ) -> tuple[list[list[Generated]], Forest]:
     """Greedy continuation of every branch of every prefix (`branches[r]` continue `prefixes[r]`): all prefixes
     and branches are read in one forward (trees packed into rows), then decoded in one batch. Returns the results
@@ -384,6 +396,7 @@ def decode_forest(
             max_new_tokens,
             stats,
             [tree_lookups[tree] for tree, _, _, _ in forest.spans],
+            should_stop,
         )
     out, at = [], 0
     for row_branches in branches:
@@ -424,6 +437,7 @@ def greedy_decode(
     pad_id: int = 0,
     stats: DecodeStats | None = None,
     lookup: Lookups = None,
+    should_stop: StopCheck | None = None,
 ) -> list[Generated]:
     """Greedy continuation of every branch (after the prefix, if any) until a stop token or max_new_tokens.
     A prefix without a cache is read together with the branches (`decode_tree`). `lookup`: one for all
@@ -441,7 +455,7 @@ def greedy_decode(
     prefill = _prefill_on_cache(model, branches, len(prefix_ids), prefix_cache, pad_id, next(model.parameters()).device)
     stats.forward_calls += 1
     stats.prefill_tokens += sum(len(b) for b in branches)
-    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats, lookup)
+    return _decode_loop(model, prefill, len(branches), stop_ids, max_new_tokens, stats, lookup, should_stop)
 
 
 @torch.inference_mode()
@@ -586,9 +600,18 @@ def _check(branches) -> None:
 
 
 def _decode_loop(
-    model, prefill: _Prefill, batch: int, stop_ids, max_new_tokens: int, stats: DecodeStats, lookup: Lookups = None
+    model,
+    prefill: _Prefill,
+    batch: int,
+    stop_ids,
+    max_new_tokens: int,
+    stats: DecodeStats,
+    lookup: Lookups = None,
+    should_stop: StopCheck | None = None,
 ) -> list[Generated]:
-    """Greedy tokens of every row from its logits on, until a stop token or max_new_tokens.
+    """Greedy tokens of every row from its logits on, until a stop token or max_new_tokens, or until
+    `should_stop()` says the results are no longer wanted (checked before every forward; the rows are then cut
+    where they are, finish LENGTH).
 
     With `lookup`, a row's next token is fed together with a draft of the tokens after it (workers.engine.lookup)
     and the forward's logits verify the draft: the longest prefix the greedy choice agrees with is kept, the
@@ -615,7 +638,7 @@ def _decode_loop(
             result.logprobs.append(logprob)
             if len(result.token_ids) < max_new_tokens:
                 keep_rows.append(row)
-        if not keep_rows:
+        if not keep_rows or (should_stop is not None and should_stop()):
             break
         assert cache is not None, "a prefill without a cache decodes one token only (read_forest)"
         if len(keep_rows) < len(live):  # early exit: finished branches leave the batch
