@@ -79,6 +79,14 @@ def _status_details(error: PadellmError) -> list[any_pb2.Any]:
     return packed
 
 
+def status_of(error: PadellmError | grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str]:
+    """The gRPC status of one of our errors, or of a call to a worker that failed after its retries (its code
+    kept, its message saying where it came from): what a caller sees, whether as a status or in a record."""
+    if isinstance(error, PadellmError):
+        return grpc.StatusCode[error.code.value], str(error)
+    return error.code(), f"model worker call failed: {error.details()}"
+
+
 class ErrorInterceptor(grpc.aio.ServerInterceptor):
     """The one place errors become gRPC statuses. A `PadellmError` gets its code, its message and google.rpc
     details (BadRequest with the field at fault, RetryInfo); a failed call to a downstream gRPC service keeps that
@@ -130,10 +138,9 @@ class ErrorInterceptor(grpc.aio.ServerInterceptor):
         if isinstance(error, grpc.aio.AbortError):  # the handler aborted with its own status
             self._observe(method, context.code().name if context.code() else "UNKNOWN", error)
             raise error
-        if isinstance(error, PadellmError):
-            code, message, details = grpc.StatusCode[error.code.value], str(error), _status_details(error)
-        elif isinstance(error, grpc.aio.AioRpcError):  # a downstream call failed after its retries
-            code, message, details = error.code(), f"model worker call failed: {error.details()}", []
+        if isinstance(error, PadellmError | grpc.aio.AioRpcError):
+            code, message = status_of(error)
+            details = _status_details(error) if isinstance(error, PadellmError) else []
         else:
             log.exception("%s failed", method)
             code, message, details = grpc.StatusCode.INTERNAL, f"internal error: {type(error).__name__}", []

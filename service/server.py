@@ -12,6 +12,7 @@ import grpc
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.core import DEFAULT_SCHEMA, LabelSchema
 from padellm_ner.errors import ErrorCode, PadellmError
+from padellm_ner.grpc_common import status_of
 from padellm_ner.validation import (
     DEFAULT_MAX_TEXT_CHARS,
     InvalidInput,
@@ -114,11 +115,10 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
             with self._admitted():
                 response.record.CopyFrom(await self._recognize(request.document, "document"))
             return response
-        except PadellmError as error:
-            code, message, field = grpc.StatusCode[error.code.value], str(error), error.field or ""
-        except grpc.aio.AioRpcError as error:  # a worker call that failed after its retries
-            code, message, field = error.code(), f"model worker call failed: {error.details()}", ""
-        response.error.CopyFrom(ner_pb2.ItemError(code=code.value[0], message=message, field=field))
+        except (PadellmError, grpc.aio.AioRpcError) as error:
+            code, message = status_of(error)
+            field = error.field if isinstance(error, PadellmError) else None
+        response.error.CopyFrom(ner_pb2.ItemError(code=code.value[0], message=message, field=field or ""))
         observe("RecognizeStream.item", code.name, None)
         return response
 

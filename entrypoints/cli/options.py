@@ -87,15 +87,11 @@ def write_output(text: str, output: str | None) -> None:
         sys.stdout.write(text)
 
 
-def set_threads(threads: int | None = None) -> None:
-    """torch's CPU threads: those given, else PADELLM_THREADS, else torch's default (all cores)."""
-    import torch
-
+def set_threads() -> None:
+    """torch's CPU threads for a command without engine flags: PADELLM_THREADS, else torch's default."""
     from padellm_ner import config
 
-    chosen = threads or config.threads()
-    if chosen:
-        torch.set_num_threads(chosen)
+    EngineArgs(threads=config.threads()).apply_threads()
 
 
 def schema_for(documents, name: str):

@@ -35,6 +35,7 @@ from aiokafka.errors import KafkaError
 
 from padellm_ner.core import get_schema
 from padellm_ner.errors import PadellmError
+from padellm_ner.grpc_common import status_of
 from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.logs import RateLimitedLog
 from padellm_ner.validation import DEFAULT_MAX_TEXT_CHARS, InvalidInput
@@ -51,12 +52,6 @@ OVERLOAD = {grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE}
 # The document ran past its deadline: a few more tries, then a dead letter, so that one document cannot stall the
 # stream (a deadline is not overload: it can be the document itself).
 DEADLINE_ATTEMPTS = 3
-
-
-def _status_of(error: grpc.aio.AioRpcError | PadellmError) -> tuple[grpc.StatusCode, str]:
-    if isinstance(error, grpc.aio.AioRpcError):
-        return error.code(), error.details() or ""
-    return grpc.StatusCode[error.code.value], str(error)
 
 
 class DuplicateIds(str, Enum):
@@ -269,7 +264,7 @@ class StreamProcessor(AsyncComponent):
                 )
                 break
             except (grpc.aio.AioRpcError, PadellmError) as error:
-                code, details = _status_of(error)
+                code, details = status_of(error)
                 if code in OVERLOAD:
                     attempt += 1
                     metrics.ERRORS.labels("stream-overload").inc()
@@ -286,7 +281,7 @@ class StreamProcessor(AsyncComponent):
                         continue
                     reason = f"the document ran past its deadline {deadlines} times: {details}"
                     return self._dead_letter(tp, record, reason, "deadline", error)
-                reason = f"model workers refused the document: {code.name}: {details}"
+                reason = f"{code.name}: {details}"
                 return self._dead_letter(tp, record, reason, "worker-error", error)
         self.processed += 1
         value = json.dumps(entity_record.to_json(), ensure_ascii=False).encode()
