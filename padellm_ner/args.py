@@ -54,5 +54,22 @@ def add_tls_server_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-client-ca", help="CA of client certificates: requires them (mutual TLS)")
 
 
+def add_health_port_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        help="also serve gRPC health in plaintext on this port, alone (kubelet's gRPC probes speak no TLS)",
+    )
+
+
 def tls_server_files(args: argparse.Namespace) -> TlsFiles:
     return TlsFiles(args.tls_cert, args.tls_key, args.tls_client_ca)
+
+
+def add_metrics_args(parser: argparse.ArgumentParser, default_host: str | None) -> None:
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    parser.add_argument(
+        "--metrics-host",
+        default=default_host,
+        help="address of the metrics server (default: " + (default_host or "--host") + ")",
+    )

@@ -156,12 +156,18 @@ async def start_server(
     port: int,
     tls: TlsFiles | None = None,
     observe: Observer | None = None,
+    max_connection_age_s: float | None = None,
 ) -> tuple[grpc.aio.Server, int, HealthServicer]:
-    """A started grpc.aio server with the given services, health checking and reflection; returns its port."""
-    server = grpc.aio.server(
-        interceptors=[ErrorInterceptor(observe)],
-        options=[("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)],
-    )
+    """A started grpc.aio server with the given services, health checking and reflection; returns its port.
+    `max_connection_age_s` closes each client connection (gracefully, GOAWAY) after that age, so that clients
+    balancing over DNS re-resolve and find servers added since (gRFC A9)."""
+    options = [("grpc.max_receive_message_length", 64 << 20), ("grpc.so_reuseport", 0)]
+    if max_connection_age_s:
+        options += [
+            ("grpc.max_connection_age_ms", int(max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(max_connection_age_s * 1000)),
+        ]
+    server = grpc.aio.server(interceptors=[ErrorInterceptor(observe)], options=options)
     add_services(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
@@ -184,7 +190,10 @@ async def start_server(
 
 class GrpcServer(AsyncComponent):
     """A grpc.aio server with health checking and reflection. `start` binds and reports SERVING; `stop` reports
-    NOT_SERVING, lets calls in flight finish for `grace_s` and stops."""
+    NOT_SERVING, lets calls in flight finish for `grace_s` and stops.
+
+    With `health_port`, the same health statuses are also served in plaintext on that port, alone: kubelet's gRPC
+    probes speak no TLS, so a TLS server is probed there."""
 
     def __init__(
         self,
@@ -195,17 +204,37 @@ class GrpcServer(AsyncComponent):
         tls: TlsFiles | None = None,
         grace_s: float = 10.0,
         observe: Observer | None = None,
+        health_port: int | None = None,
+        max_connection_age_s: float | None = None,
     ):
         self._add_services, self._names, self._host, self._requested_port = add_services, service_names, host, port
         self._tls, self._grace_s, self._observe = tls, grace_s, observe
+        self._requested_health_port, self._max_connection_age_s = health_port, max_connection_age_s
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
         self.port = 0
+        self.health_port = 0
 
     async def _start(self) -> None:
         self._server, self.port, self._health = await start_server(
-            self._add_services, self._names, self._host, self._requested_port, self._tls, self._observe
+            self._add_services,
+            self._names,
+            self._host,
+            self._requested_port,
+            self._tls,
+            self._observe,
+            self._max_connection_age_s,
         )
+        if self._requested_health_port is not None:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self._health, self._health_server)
+            address = f"{self._host}:{self._requested_health_port}"
+            self.health_port = self._health_server.add_insecure_port(address)
+            if self.health_port == 0:
+                await self._server.stop(None)
+                raise OSError(f"cannot listen on {address}")
+            await self._health_server.start()
 
     async def set_serving(self, serving: bool) -> None:
         """Report every service of this server (and the server as a whole) as SERVING or NOT_SERVING."""
@@ -223,3 +252,6 @@ class GrpcServer(AsyncComponent):
             await self._health.enter_graceful_shutdown()
         await self._server.stop(self._grace_s)
         self._server = None
+        if self._health_server is not None:
+            await self._health_server.stop(None)
+            self._health_server = None

@@ -8,7 +8,15 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass, field
 
-from padellm_ner.args import add_tls_server_args, add_window_args, at_least, tls_server_files, window_policy
+from padellm_ner.args import (
+    add_health_port_arg,
+    add_metrics_args,
+    add_tls_server_args,
+    add_window_args,
+    at_least,
+    tls_server_files,
+    window_policy,
+)
 from padellm_ner.core import DEDUP_POLICIES, DEFAULT_SCHEMA
 from padellm_ner.core.segment import WindowPolicy
 from padellm_ner.grpc_common import TlsFiles
@@ -30,7 +38,12 @@ class WorkersArgs:
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--workers", required=True, help="HOST:PORT[,HOST:PORT...] of model workers")
+        parser.add_argument(
+            "--workers",
+            required=True,
+            help="model workers: HOST:PORT[,HOST:PORT...], or a gRPC name that resolves to many, balanced "
+            "round-robin (dns:///workers-headless.NAMESPACE.svc.cluster.local:50061)",
+        )
         parser.add_argument(
             "--no-affinity",
             action="store_true",
@@ -145,15 +158,6 @@ class OrchestratorArgs:
         )
 
 
-def add_metrics_args(parser: argparse.ArgumentParser, default_host: str | None) -> None:
-    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    parser.add_argument(
-        "--metrics-host",
-        default=default_host,
-        help="address of the metrics server (default: " + (default_host or "--host") + ")",
-    )
-
-
 @dataclass(frozen=True)
 class ServeArgs:
     """`padellm-ner serve`: the public NER gRPC API."""
@@ -168,6 +172,7 @@ class ServeArgs:
     metrics_port: int | None = None
     metrics_host: str | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
+    health_port: int | None = None
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -191,6 +196,7 @@ class ServeArgs:
         )
         add_metrics_args(parser, None)
         add_tls_server_args(parser)
+        add_health_port_arg(parser)
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> ServeArgs:
@@ -205,4 +211,5 @@ class ServeArgs:
             metrics_port=args.metrics_port,
             metrics_host=args.metrics_host or args.host,
             tls=tls_server_files(args),
+            health_port=args.health_port,
         )

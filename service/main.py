@@ -9,6 +9,7 @@ from contextlib import AsyncExitStack
 from padellm.v1 import worker_pb2
 from padellm_ner.grpc_common import GrpcServer
 from padellm_ner.lifecycle import shutdown_requested
+from padellm_ner.telemetry import start_metrics_server
 
 from .config import ServeArgs, WorkersArgs
 from .health import worker_health_watch
@@ -32,13 +33,6 @@ async def worker_model_info(pool: WorkerPool) -> tuple[str, str]:
         return "unknown", ""
 
 
-def start_metrics_server(port: int | None, host: str) -> None:
-    if port:
-        from prometheus_client import start_http_server
-
-        start_http_server(port, addr=host)
-
-
 async def run_service(args: ServeArgs) -> None:
     shutdown = shutdown_requested()
     start_metrics_server(args.metrics_port, args.metrics_host or args.host)
@@ -53,7 +47,15 @@ async def run_service(args: ServeArgs) -> None:
             max_documents=args.max_documents,
         )
         server = await stack.enter_async_context(
-            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls, observe=observe)
+            GrpcServer(
+                add_to_server(service),
+                [SERVICE_NAME],
+                args.host,
+                args.port,
+                args.tls,
+                observe=observe,
+                health_port=args.health_port,
+            )
         )
         await stack.enter_async_context(worker_health_watch(pool, server.set_serving))
         log.info(

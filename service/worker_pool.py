@@ -5,6 +5,11 @@ call of a document to the same endpoint first (so that endpoint's prefix cache, 
 serves the document) and moves to the next endpoint only on failure. A call that fails with UNAVAILABLE or
 RESOURCE_EXHAUSTED is retried on the next endpoint after an exponential, jittered backoff; an endpoint that
 answered UNAVAILABLE is skipped for a short cool-down.
+
+An endpoint may itself name many workers: `dns:///workers-headless.ns.svc.cluster.local:50061` (a headless
+Service) resolves to every ready worker pod, and the channel balances calls over them round-robin; workers
+close connections after an age (`--max-connection-age-s`), so the channel re-resolves and finds new pods.
+Scaling the workers then needs no change here.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ from padellm_ner.logs import RateLimitedLog
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.RESOURCE_EXHAUSTED}
+
+
+CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.lb_policy_name", "round_robin"),
+    ("grpc.dns_min_time_between_resolutions_ms", 5000),
+]
 
 
 @dataclass
@@ -81,7 +93,9 @@ class WorkerPool(AsyncComponent):
 
     async def _start(self) -> None:
         for target in self.targets:
-            ch = channel(target, self.tls)
+            # a target may name many workers (dns:/// of a headless Service, ipv4:A,B): gRPC balances calls
+            # over them round-robin and follows DNS as workers come and go
+            ch = channel(target, self.tls, options=CHANNEL_OPTIONS)
             self.endpoints.append(Endpoint(target, ch, worker_pb2_grpc.ModelWorkerServiceStub(ch)))
 
     async def _stop(self) -> None:

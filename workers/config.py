@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from padellm_ner import config as environment
-from padellm_ner.args import add_tls_server_args, non_negative, tls_server_files
+from padellm_ner.args import add_health_port_arg, add_metrics_args, add_tls_server_args, non_negative, tls_server_files
 from padellm_ner.grpc_common import TlsFiles
 from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS
 
@@ -147,6 +147,10 @@ class WorkerArgs:
     max_window_tokens: int = DEFAULT_MAX_WINDOW_TOKENS
     tgi_api_port: int | None = None
     tls: TlsFiles = field(default_factory=TlsFiles)
+    health_port: int | None = None
+    metrics_port: int | None = None
+    metrics_host: str | None = None
+    max_connection_age_s: float | None = 300.0
 
     def __post_init__(self) -> None:
         if self.backend is BackendKind.TGI and not self.tgi.url:
@@ -182,6 +186,15 @@ class WorkerArgs:
             f"--window-tokens (default {DEFAULT_MAX_WINDOW_TOKENS})",
         )
         add_tls_server_args(parser)
+        add_health_port_arg(parser)
+        add_metrics_args(parser, None)
+        parser.add_argument(
+            "--max-connection-age-s",
+            type=float,
+            default=WorkerArgs.max_connection_age_s,
+            help="close each client connection after this age, so that clients balancing over DNS find new "
+            f"workers (0: never; default {WorkerArgs.max_connection_age_s:g})",
+        )
 
     @classmethod
     def from_cli_args(cls, args: argparse.Namespace) -> WorkerArgs:
@@ -196,4 +209,8 @@ class WorkerArgs:
             max_window_tokens=args.max_window_tokens,
             tgi_api_port=args.tgi_api_port,
             tls=tls_server_files(args),
+            health_port=args.health_port,
+            metrics_port=args.metrics_port,
+            metrics_host=args.metrics_host,
+            max_connection_age_s=args.max_connection_age_s or None,
         )

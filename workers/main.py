@@ -8,7 +8,9 @@ from contextlib import AsyncExitStack
 
 from padellm_ner.grpc_common import GrpcServer
 from padellm_ner.lifecycle import HealthWatch, shutdown_requested
+from padellm_ner.telemetry import start_metrics_server
 
+from . import metrics
 from .backends.base import Backend
 from .config import BackendKind, WorkerArgs
 from .server import SERVICE_NAME, WorkerService, add_to_server
@@ -33,6 +35,7 @@ def make_backend(args: WorkerArgs) -> Backend:
 
 async def run_worker(args: WorkerArgs) -> None:
     shutdown = shutdown_requested()
+    start_metrics_server(args.metrics_port, args.metrics_host or args.host)
     async with AsyncExitStack() as stack:
         backend = await stack.enter_async_context(make_backend(args))
         if args.tgi_api_port is not None:
@@ -42,10 +45,24 @@ async def run_worker(args: WorkerArgs) -> None:
             log.info("TGI-compatible HTTP API on %s:%d", args.host, api.port)
         service = WorkerService(backend, max_text_chars=args.max_text_chars, max_window_tokens=args.max_window_tokens)
         server = await stack.enter_async_context(
-            GrpcServer(add_to_server(service), [SERVICE_NAME], args.host, args.port, args.tls)
+            GrpcServer(
+                add_to_server(service),
+                [SERVICE_NAME],
+                args.host,
+                args.port,
+                args.tls,
+                observe=metrics.observe,
+                health_port=args.health_port,
+                max_connection_age_s=args.max_connection_age_s,
+            )
         )
+
+        async def set_serving(serving: bool) -> None:
+            metrics.BACKEND_UP.set(1 if serving else 0)
+            await server.set_serving(serving)
+
         # the worker's health follows its backend's (a TGI server that went away: NOT_SERVING)
-        await stack.enter_async_context(HealthWatch(backend.healthy, server.set_serving, name="backend"))
+        await stack.enter_async_context(HealthWatch(backend.healthy, set_serving, name="backend"))
         log.info(
             "worker serving on %s:%d (backend %s, model %s, tls %s)",
             args.host,

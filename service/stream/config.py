@@ -7,9 +7,9 @@ import argparse
 from dataclasses import dataclass, field
 
 from padellm_ner import config as environment
-from padellm_ner.args import at_least
+from padellm_ner.args import add_metrics_args, at_least
 
-from ..config import OrchestratorArgs, WorkersArgs, add_metrics_args
+from ..config import OrchestratorArgs, WorkersArgs
 from .kafka_options import SASL_MECHANISMS, SECURITY_PROTOCOLS, KafkaSecurity
 from .messages import DEFAULT_MAX_MESSAGE_BYTES
 from .processor import DuplicateIds, StreamConfig

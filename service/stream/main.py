@@ -9,8 +9,9 @@ from contextlib import AsyncExitStack
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from padellm_ner.lifecycle import shutdown_requested
+from padellm_ner.telemetry import start_metrics_server
 
-from ..main import start_metrics_server, worker_model_info, worker_pool
+from ..main import worker_model_info, worker_pool
 from ..orchestrator import Orchestrator
 from .config import StreamArgs
 from .kafka_options import KafkaSecurity
