@@ -13,7 +13,11 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 CHART = Path(__file__).resolve().parents[1] / "charts" / "padellm-ner"
 VALUES_FILES = sorted((CHART / "ci").glob("*.yaml"))
 KUBERNETES_VERSION = "1.30.0"
-CRDS = {"ScaledObject", "ServiceMonitor"}  # not in the Kubernetes schemas: checked field by field below
+CRDS = {
+    "ScaledObject",
+    "TriggerAuthentication",
+    "ServiceMonitor",
+}  # not in the Kubernetes schemas: checked field by field below
 
 
 def render(values: dict | None = None, name: str = "ner", namespace: str = "nlp") -> list[dict]:
@@ -90,7 +94,8 @@ def test_tgi_on_gpu():
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     shm = next(v for v in pod["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory"
-    assert worker["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "model-cache"
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert cache["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "50Gi"
     token = next(e for e in tgi["env"] if e["name"] == "HF_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
     assert by_kind(docs, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prometheus"
@@ -102,10 +107,9 @@ def test_service_is_wired_to_every_worker_and_the_topics():
     worker = by_kind(docs, "StatefulSet")[0]
     headless = next(s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None")
     assert worker["spec"]["serviceName"] == headless["metadata"]["name"]
-    expected = [
-        f"{worker['metadata']['name']}-{i}.{headless['metadata']['name']}.nlp.svc.cluster.local:50061" for i in range(3)
-    ]
-    assert config["PADELLM_WORKERS"].split(",") == expected
+    # one DNS target for all workers: the headless Service resolves to every ready worker pod
+    assert config["PADELLM_WORKERS"] == f"dns:///{headless['metadata']['name']}.nlp.svc.cluster.local:50061"
+    assert headless["spec"]["publishNotReadyAddresses"] is False
     assert (config["PADELLM_INPUT_TOPIC"], config["PADELLM_OUTPUT_TOPIC"]) == ("docs-in", "ents-out")
     assert config["PADELLM_DEAD_LETTER_TOPIC"] == "docs-in.dead-letter"
     service = containers(docs)
@@ -124,16 +128,26 @@ def test_service_is_wired_to_every_worker_and_the_topics():
 
 
 @pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
-def test_nothing_runs_as_root(values_file):
+def test_nothing_runs_as_root_but_tgi(values_file):
+    """Every container runs as uid 10001, except TGI's: its image keeps its Python under /root (0700) and runs
+    only as root (huggingface/text-generation-inference#3082). That one exception is narrow: uid 0 with every
+    capability dropped, no privilege escalation, RuntimeDefault seccomp."""
     docs = render(load(values_file) if values_file else None)
-    for workload in by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet"):
-        pod = workload["spec"]["template"]["spec"]
-        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0
+    for workload in by_kind(docs, "Deployment") + by_kind(docs, "StatefulSet") + by_kind(docs, "Pod"):
+        pod = workload["spec"]["template"]["spec"] if "template" in workload["spec"] else workload["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["fsGroupChangePolicy"] == "OnRootMismatch"  # no re-chown of a big cache
         assert pod["automountServiceAccountToken"] is False
         for c in pod["containers"]:
             sc = c["securityContext"]
-            assert sc["runAsNonRoot"] is True and sc["runAsUser"] != 0, c["name"]
             assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], c["name"]
+            assert sc["seccompProfile"]["type"] == "RuntimeDefault", c["name"]
+            if c["name"] == "tgi":
+                assert c["image"].startswith("ghcr.io/huggingface/text-generation-inference")
+                assert (sc["runAsUser"], sc["runAsNonRoot"]) == (0, False)
+            else:
+                assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001, c["name"]
+                assert sc["readOnlyRootFilesystem"] is True, c["name"]
 
 
 def test_keda_replaces_the_hpa():
@@ -233,3 +247,132 @@ def test_window_sizes_that_disagree_do_not_render():
         render({"service": {"windowTokens": 600}})
     with pytest.raises(Exception, match="maxInputTokens"):
         render({"tgi": {"enabled": True, "maxInputTokens": 1000}})
+
+
+def test_tgi_listens_on_the_pod_address_with_probes_fit_for_a_7b_model():
+    """Kubelet's httpGet probes and Prometheus connect to the pod IP: TGI must not listen on loopback only."""
+    docs = render(load(CHART / "ci" / "tgi-gpu-values.yaml"))
+    tgi = containers(docs)["ner-padellm-ner-worker/tgi"]
+    hostname = args_of(docs, "tgi")["hostname"]
+    assert hostname == "0.0.0.0"
+    port = next(p for p in tgi["ports"] if p["name"] == "tgi-http")["containerPort"]
+    assert args_of(docs, "tgi")["port"] == str(port)
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert tgi[probe]["httpGet"]["port"] in ("tgi-http", port)
+        assert tgi[probe]["timeoutSeconds"] >= 5  # /health generates a token behind the batch
+    assert tgi["livenessProbe"]["periodSeconds"] * tgi["livenessProbe"]["failureThreshold"] >= 120
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+def test_grpc_probes_never_meet_tls(values_file):
+    """Kubelet's gRPC probes are plaintext: with TLS on, every gRPC probe targets a port the container serves
+    health on in plaintext (--health-port), never its TLS port."""
+    values = load(values_file) if values_file else {}
+    docs = render(values)
+    tls = values.get("grpcTls", {}).get("enabled", False)
+    for name, c in containers(docs).items():
+        args = dict(a.removeprefix("--").split("=", 1) for a in c.get("args", []) if "=" in a)
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if "grpc" not in c.get(probe, {}):
+                continue
+            port = c[probe]["grpc"]["port"]
+            if tls:
+                assert "tls-cert" in args and args["health-port"] == str(port), name
+                assert args["port"] != str(port), name
+            else:
+                assert args["port"] == str(port) and "tls-cert" not in args, name
+
+
+def test_keda_reaches_a_secured_kafka_from_its_own_namespace():
+    docs = render(load(CHART / "ci" / "keda-values.yaml"))
+    trigger = by_kind(docs, "ScaledObject")[0]["spec"]["triggers"][0]
+    (auth,) = by_kind(docs, "TriggerAuthentication")
+    assert trigger["authenticationRef"]["name"] == auth["metadata"]["name"]
+    refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
+    assert {"sasl", "username", "password", "tls", "ca"} <= set(refs)
+    assert (refs["password"]["name"], refs["password"]["key"]) == ("kafka-sasl", "password")
+    assert (refs["ca"]["name"], refs["ca"]["key"]) == ("kafka-client-tls", "ca.crt")
+    keda_secret = next(s for s in by_kind(docs, "Secret") if s["metadata"]["name"] == refs["sasl"]["name"])
+    assert keda_secret["stringData"] == {"sasl": "scram_sha512", "username": "padellm", "tls": "enable"}
+    # fully qualified names stay; a short Service name is the release's namespace's
+    assert trigger["metadata"]["bootstrapServers"] == "kafka-0.kafka:9093,kafka-1.kafka:9093"
+    short = render({"autoscaling": {"keda": {"enabled": True}}, "kafka": {"bootstrapServers": "kafka:9092"}})
+    trigger = by_kind(short, "ScaledObject")[0]["spec"]["triggers"][0]
+    assert trigger["metadata"]["bootstrapServers"] == "kafka.nlp.svc.cluster.local:9092"
+    assert "authenticationRef" not in trigger and not by_kind(short, "TriggerAuthentication")
+
+
+def test_kafka_tls_with_only_a_ca():
+    only_ca = render({"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "kafka-ca"}}})
+    stream = args_of(only_ca, "stream")
+    assert stream["ssl-cafile"] == "/etc/padellm/kafka-tls/ca.crt"
+    assert "ssl-certfile" not in stream and "ssl-keyfile" not in stream
+    mutual = render({"kafka": {"securityProtocol": "SSL", "tls": {"existingSecret": "kafka-ca", "clientAuth": True}}})
+    assert {"ssl-certfile", "ssl-keyfile"} <= set(args_of(mutual, "stream"))
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+def test_every_metrics_port_is_scraped_and_none_is_public(values_file):
+    values = load(values_file) if values_file else {}
+    docs = render({**values, "serviceMonitor": {**values.get("serviceMonitor", {}), "enabled": True}})
+    public = next(s for s in by_kind(docs, "Service") if s["metadata"]["name"] == "ner-padellm-ner-service")
+    assert [p["name"] for p in public["spec"]["ports"]] == ["grpc"]
+    container_metrics = {
+        p["name"] for c in containers(docs).values() for p in c.get("ports", []) if "metrics" in p["name"]
+    }
+    if any(n.endswith("/tgi") for n in containers(docs)):
+        container_metrics.add("tgi-http")
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    selected = [s for s in by_kind(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
+    served = {p["name"] for s in selected for p in s["spec"]["ports"]}
+    scraped = {e["port"] for e in monitor["spec"]["endpoints"]}
+    assert container_metrics <= served and container_metrics <= scraped
+    assert all(s["spec"].get("type", "ClusterIP") == "ClusterIP" for s in selected)
+
+
+def test_workers_scale_without_rerendering_the_service():
+    """The service's configuration does not depend on the number of workers, and the workers can be scaled by
+    an HPA on the StatefulSet."""
+    one, five = render({"worker": {"replicaCount": 1}}), render({"worker": {"replicaCount": 5}})
+    assert by_kind(one, "ConfigMap") == by_kind(five, "ConfigMap")
+    scaled = render({"worker": {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6}}})
+    worker = by_kind(scaled, "StatefulSet")[0]
+    assert "replicas" not in worker["spec"]
+    hpa = next(
+        h for h in by_kind(scaled, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    )
+    assert hpa["spec"]["scaleTargetRef"]["name"] == worker["metadata"]["name"]
+    assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 6)
+    assert "--max-connection-age-s=300" in worker["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+def test_no_disruption_budget_blocks_a_drain_and_no_upgrade_meets_an_immutable_field(values_file):
+    docs = render(load(values_file) if values_file else None)
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] >= 1
+    for workload in by_kind(docs, "StatefulSet"):
+        assert "volumeClaimTemplates" not in workload["spec"]  # immutable: a changed size would fail upgrades
+
+
+def test_embedded_worker_threads_follow_its_cpu_limit():
+    worker = containers(render())["ner-padellm-ner-worker/worker"]
+    threads = next(e for e in worker["env"] if e["name"] == "PADELLM_THREADS")
+    assert threads["valueFrom"]["resourceFieldRef"] == {
+        "containerName": "worker",
+        "resource": "limits.cpu",
+        "divisor": "1",
+    }
+    fixed = containers(render({"worker": {"threads": 3}}))["ner-padellm-ner-worker/worker"]
+    assert next(e for e in fixed["env"] if e["name"] == "PADELLM_THREADS")["value"] == "3"
+
+
+def test_the_tgi_sidecar_runs_from_the_service_image_and_images_pin_by_digest():
+    docs = render(load(CHART / "ci" / "tgi-gpu-values.yaml"))
+    c = containers(docs)
+    assert c["ner-padellm-ner-worker/worker"]["image"] == c["ner-padellm-ner-service/api"]["image"]
+    digest = "sha256:" + "a" * 64
+    pinned = containers(render({"image": {"serviceDigest": digest, "workerDigest": digest}}))
+    assert pinned["ner-padellm-ner-worker/worker"]["image"] == f"ghcr.io/padellm-ner/worker@{digest}"
+    assert pinned["ner-padellm-ner-service/api"]["image"] == f"ghcr.io/padellm-ner/service@{digest}"

@@ -46,23 +46,48 @@ a Deployment otherwise. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* An image reference: registry/repository@digest where a digest is given (immutable), else :tag. */}}
+{{- define "padellm-ner.image" -}}
+{{- if .digest -}}
+{{ printf "%s/%s@%s" .registry .repository .digest }}
+{{- else -}}
+{{ printf "%s/%s:%s" .registry .repository .tag }}
+{{- end -}}
+{{- end -}}
+
 {{- define "padellm-ner.serviceImage" -}}
-{{ printf "%s/%s:%s" .Values.image.registry .Values.image.serviceRepository (default .Chart.AppVersion .Values.image.tag) }}
+{{ include "padellm-ner.image" (dict "registry" .Values.image.registry "repository" .Values.image.serviceRepository "digest" .Values.image.serviceDigest "tag" (default .Chart.AppVersion .Values.image.tag)) }}
 {{- end -}}
 
 {{- define "padellm-ner.workerImage" -}}
-{{ printf "%s/%s:%s" .Values.image.registry .Values.image.workerRepository (default .Chart.AppVersion .Values.image.tag) }}
+{{ include "padellm-ner.image" (dict "registry" .Values.image.registry "repository" .Values.image.workerRepository "digest" .Values.image.workerDigest "tag" (default .Chart.AppVersion .Values.image.tag)) }}
 {{- end -}}
 
-{{/* Every worker pod by its stable StatefulSet DNS name: the orchestrator balances and retries across them. */}}
-{{- define "padellm-ner.workerEndpoints" -}}
-{{- $names := list -}}
-{{- $headless := include "padellm-ner.worker.headless" . -}}
-{{- $worker := include "padellm-ner.worker.fullname" . -}}
-{{- range $i := until (int .Values.worker.replicaCount) -}}
-{{- $names = append $names (printf "%s-%d.%s.%s.svc.%s:%d" $worker $i $headless $.Release.Namespace $.Values.clusterDomain (int $.Values.worker.grpcPort)) -}}
+{{- define "padellm-ner.tgiImage" -}}
+{{ include "padellm-ner.image" (dict "registry" .Values.tgi.image.registry "repository" .Values.tgi.image.repository "digest" .Values.tgi.image.digest "tag" .Values.tgi.image.tag) }}
 {{- end -}}
-{{- join "," $names -}}
+
+{{/* The workers, as one gRPC target: the headless Service's DNS name resolves to every ready worker pod, and
+the service's channel balances over them round-robin (re-resolving as pods come and go), so scaling the worker
+StatefulSet changes capacity without re-rendering the service. */}}
+{{- define "padellm-ner.workerEndpoints" -}}
+{{- printf "dns:///%s.%s.svc.%s:%d" (include "padellm-ner.worker.headless" .) .Release.Namespace .Values.clusterDomain (int .Values.worker.grpcPort) -}}
+{{- end -}}
+
+{{/* Kafka's bootstrap servers as KEDA's operator (in its own namespace) must see them: a host without a dot is
+a Service of the release's namespace and gets its full name. */}}
+{{- define "padellm-ner.kafkaBootstrapQualified" -}}
+{{- $servers := list -}}
+{{- range splitList "," .Values.kafka.bootstrapServers -}}
+{{- $server := trim . -}}
+{{- $host := regexReplaceAll ":[0-9]+$" $server "" -}}
+{{- if contains "." $host -}}
+{{- $servers = append $servers $server -}}
+{{- else -}}
+{{- $servers = append $servers (printf "%s.%s.svc.%s%s" $host $.Release.Namespace $.Values.clusterDomain (trimPrefix $host $server)) -}}
+{{- end -}}
+{{- end -}}
+{{- join "," $servers -}}
 {{- end -}}
 
 {{- define "padellm-ner.containerSecurityContext" -}}
@@ -82,6 +107,7 @@ runAsNonRoot: true
 runAsUser: {{ .Values.securityContext.runAsUser }}
 runAsGroup: {{ .Values.securityContext.runAsGroup }}
 fsGroup: {{ .Values.securityContext.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
 seccompProfile:
   type: RuntimeDefault
 {{- end -}}
@@ -121,4 +147,9 @@ mention suffix).
 {{- if and .Values.tgi.enabled (lt (int .Values.tgi.maxInputTokens) (add (mul 2 $worker) 128)) -}}
 {{- fail (printf "tgi.maxInputTokens (%d) must be at least 2 x worker.maxWindowTokens + 128 (%d)" (int .Values.tgi.maxInputTokens) (add (mul 2 $worker) 128)) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The label the ServiceMonitor selects: the Services that carry metrics ports. */}}
+{{- define "padellm-ner.metricsLabel" -}}
+padellm-ner.io/metrics: "true"
 {{- end -}}
