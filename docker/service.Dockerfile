@@ -1,26 +1,37 @@
-# The stream service and public gRPC API (padellm-ner serve | stream). No torch: the model lives in the workers.
+# The stream service and public gRPC API (padellm-ner serve | stream), and the worker beside a TGI server
+# (padellm-ner worker --backend tgi). No torch: the model lives in the worker image or in TGI.
 # Build from the repository root:  docker build -f docker/service.Dockerfile -t padellm-ner/service:0.1.0 .
-FROM python:3.11.7-slim-bookworm AS build
-ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PROJECT_ENVIRONMENT=/opt/padellm/.venv
-RUN pip install --no-cache-dir uv==0.13.9
+#
+# BASE: any Debian-based image with Python 3.11 and pip (default: the official one). Pin it by digest where your
+# registry allows (python:3.11.7-slim-bookworm@sha256:...).
+ARG BASE=python:3.11.7-slim-bookworm
+FROM ${BASE} AS build
+# Where package traffic goes through a TLS-intercepting proxy, pass its CA (mounted into the build) with
+# --build-arg SSL_CERT_FILE=... --build-arg PIP_CERT=...; empty by default.
+ARG SSL_CERT_FILE
+ARG PIP_CERT
+ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PROJECT_ENVIRONMENT=/opt/padellm/.venv UV_PYTHON_DOWNLOADS=never \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python3 -m pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
+# exactly the locked versions, without the model extra (no torch) and without the dev tools: the dependencies first
+# (a layer that changes only with uv.lock), then the Python gRPC code generated from proto/ (never committed)
+# and the project itself
+RUN python3 -m uv sync --frozen --no-dev --no-install-project
 COPY padellm_ner padellm_ner
 COPY service service
 COPY workers workers
+COPY entrypoints entrypoints
 COPY proto proto
 COPY scripts/gen_proto.sh scripts/gen_proto.sh
-# exactly the locked versions, without the model extra and without the dev tools
-RUN uv sync --frozen --no-dev --no-editable \
- && /opt/padellm/.venv/bin/python -m grpc_tools.protoc -I proto --python_out=/opt/padellm/.venv/lib/python3.11/site-packages \
-      --grpc_python_out=/opt/padellm/.venv/lib/python3.11/site-packages proto/padellm/v1/worker.proto proto/padellm/v1/ner.proto \
- && touch /opt/padellm/.venv/lib/python3.11/site-packages/padellm/__init__.py \
-          /opt/padellm/.venv/lib/python3.11/site-packages/padellm/v1/__init__.py
+RUN PYTHON=/opt/padellm/.venv/bin/python bash scripts/gen_proto.sh \
+ && python3 -m uv sync --frozen --no-dev --no-editable
 
-FROM python:3.11.7-slim-bookworm
+FROM ${BASE}
 RUN groupadd --gid 10001 padellm && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin padellm
 COPY --from=build /opt/padellm/.venv /opt/padellm/.venv
-ENV PATH=/opt/padellm/.venv/bin:$PATH PYTHONUNBUFFERED=1 PADELLM_LOG_FORMAT=json
+ENV PATH=/opt/padellm/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PADELLM_LOG_FORMAT=json
 USER 10001:10001
 EXPOSE 50051 9400
 ENTRYPOINT ["padellm-ner"]

