@@ -150,11 +150,15 @@ crds() {  # KEDA's and the Prometheus Operator's CRDs, from their Go modules (th
     crd/scaledobjects.keda.sh crd/triggerauthentications.keda.sh crd/servicemonitors.monitoring.coreos.com >/dev/null
 }
 
-stop() {
+stop() {  # each process in turn, waited for (the API server drains for a few seconds), killed after 30 s
   for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
-    if [ -f "$RUN/$name.pid" ]; then kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; fi
+    [ -f "$RUN/$name.pid" ] || continue
+    local pid
+    pid=$(cat "$RUN/$name.pid")
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 30); do kill -0 "$pid" 2>/dev/null || break; sleep 1; done
+    kill -9 "$pid" 2>/dev/null || true
   done
-  sleep 1
   rm -rf "$RUN"
 }
 

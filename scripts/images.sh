@@ -35,7 +35,7 @@ base() {
 build() {
   local base_image=${BASE:-python:3.11.7-slim-bookworm}
   if [ "$base_image" = local ]; then base; base_image=$LOCAL_BASE; fi
-  mkdir -p "$UV_CACHE"
+  mkdir -p "$UV_CACHE" "$CACHE"
   for name in service worker; do
     echo "images: building localhost/padellm-ner/$name:$VERSION from $base_image" >&2
     # no --layers: only the final image is committed (a worker image is about 7 GB with CUDA torch)
