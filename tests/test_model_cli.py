@@ -100,6 +100,8 @@ def test_bench_reports_modes_side_by_side(tiny_base_model, tiny_models, capsys, 
                 "2",
                 "--seed",
                 "3",
+                "--precisions",
+                "float32,int8",
                 "--json",
             ]
         )
@@ -107,10 +109,13 @@ def test_bench_reports_modes_side_by_side(tiny_base_model, tiny_models, capsys, 
     )
     report = json.loads(capsys.readouterr().out)
     assert report["documents"] == 2 and report["documents_selected"]["how"] == "sample"
-    assert set(report["modes"]) == {"padellm", "padellm-no-prefix-sharing", "autoreg-struct"}
+    assert set(report["modes"]) == {"padellm", "padellm-no-prefix-sharing", "autoreg-struct", "floor", "padellm@int8"}
     for mode in report["modes"].values():
         assert {"latency_ms_mean", "micro_f1", "tokens_per_sequence_mean"} <= set(mode)
     assert {"padellm_vs_autoreg-struct", "padellm_vs_padellm-no-prefix-sharing"} <= set(report["speedup"])
+    # every mode against the floor of the same documents, which no mode goes below
+    assert report["speedup"]["padellm_vs_floor"] > 1.0 and report["speedup"]["autoreg-struct_vs_floor"] > 1.0
+    assert report["dtype"] == "float32" and set(report["documents_differing_from_float32"]) == {"padellm@int8"}
     assert report["lookup_tokens"] == 4 and all("accepted_tokens_mean" in m for m in report["modes"].values())
     assert (tmp_path / "bench.png").stat().st_size > 0 and (tmp_path / "bench.json").exists()
 
@@ -195,7 +200,7 @@ def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_mod
                 "--worker-counts",
                 "1",
                 "--concurrency",
-                "2",
+                "1,2",
                 "--model",
                 str(tiny_models["padellm"]),
                 "--base-model",
@@ -212,8 +217,9 @@ def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_mod
     # at least the Count batch of each document (how the micro-batcher gathers calls is tested in test_batching
     # and test_serving; here, on a loaded machine, a step's calls may straddle its window)
     assert overhead["worker_batches_per_document_mean"] >= 1
-    [one_worker] = report["throughput"]
-    assert one_worker["workers"] == 1 and one_worker["documents"] == 4 and one_worker["documents_per_s"] > 0
+    one, two = report["throughput"]
+    assert (one["concurrency"], two["concurrency"]) == (1, 2) and one["vs_fewest_in_flight"] == 1.0
+    assert all(t["workers"] == 1 and t["documents"] == 4 and t["documents_per_s"] > 0 for t in (one, two))
 
 
 @pytest.mark.parametrize(
@@ -225,9 +231,9 @@ def test_train_autocasts_bf16_only_where_the_cpu_has_it(
 ):
     """Default: bf16 autocast where the CPU computes bf16 natively (emulated elsewhere, many times slower than
     fp32); --bf16 / --no-bf16 override the probe."""
-    import workers.training.loop as loop
+    import workers.engine.precision as precision
 
-    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: native)
     run = tmp_path / "run"
     assert (
         main(

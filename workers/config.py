@@ -15,7 +15,7 @@ from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_
 
 from .engine.lookup import DEFAULT_LOOKUP_TOKENS  # torch-free
 
-DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+DTYPE_CHOICES = ("auto", "float32", "bfloat16", "int8")  # workers/engine/precision.py: Precision
 
 
 class BackendKind(str, Enum):
@@ -44,7 +44,8 @@ class EngineArgs:
         parser.add_argument(
             "--dtype",
             choices=DTYPE_CHOICES,
-            help="engine weights (default auto: bf16 on a GPU, fp32 on the CPU; or PADELLM_DTYPE)",
+            help="engine precision (default auto: bf16 on a GPU or a CPU with native bf16 (AVX512-BF16, AMX), "
+            "else fp32; int8: the linear layers dynamically quantized, CPU only; or PADELLM_DTYPE)",
         )
         parser.add_argument("--schema", help="label schema (default: the model's)")
         parser.add_argument(

@@ -23,6 +23,7 @@ from padellm_ner.core.segment import Window
 
 PADELLM_PREFIX, PADELLM_NO_PREFIX, AUTOREG_STRUCT = "padellm", "padellm-no-prefix-sharing", "autoreg-struct"
 PADELLM_BY_SENTENCE = "padellm-sentence-by-sentence"  # a document's corpus sentences, one after another
+FLOOR = "floor"  # the latency floor of each document on the model (workers/engine/floor.py)
 
 
 class Recognition(Protocol):
@@ -77,6 +78,46 @@ def sentence_by_sentence(recognize: Callable[[str], Recognition], labels) -> Rec
         )
 
     return run
+
+
+@dataclass
+class Floored:
+    """A document's latency floor, with the prediction of the engine whose chains it times."""
+
+    prediction: DocumentPrediction
+    latency_s: float
+    tokens_per_sequence: float
+    forward_calls: int
+    drafted_tokens: int = 0
+    accepted_tokens: int = 0
+
+
+def floor_of(engine, schema: LabelSchema) -> Recognizer:
+    """A recognizer whose latency is the document's floor: `engine` (a PadellmEngine) decodes it, untimed, and
+    its longest chain is timed alone at batch 1 (one prefill, one forward per further token)."""
+    from workers.engine.floor import latency_floor_s
+
+    def run(document: Document) -> Floored:
+        result = engine.recognize(document.text, schema)
+        windows = [w.text for w in engine.plan(document.text, schema).windows]
+        floor = latency_floor_s(engine.engine_model, windows, schema, result.counts, result.mentions)
+        return Floored(result.prediction, floor, result.tokens_per_sequence, 1)
+
+    return run
+
+
+def differing_documents(runs: dict[str, ModeRun], reference: str) -> dict[str, int]:
+    """Per mode, how many documents it predicted differently from `reference` (another precision, say)."""
+
+    def entities(prediction: DocumentPrediction) -> set:
+        return {(m.label, m.text, m.start, m.end) for m in prediction.mentions}  # probabilities aside
+
+    ref = runs[reference].predictions
+    return {
+        name: sum(entities(a) != entities(b) for a, b in zip(run.predictions, ref))
+        for name, run in runs.items()
+        if name != reference
+    }
 
 
 @dataclass
@@ -214,7 +255,12 @@ def predictions_jsonl(run: ModeRun, documents: Sequence[Document]) -> str:
 
 
 def speedups(summaries: dict[str, dict]) -> dict:
-    out: dict[str, dict] = {}
+    out: dict[str, float] = {}
+    floor = summaries.get(FLOOR, {}).get("latency_ms_mean")
+    if floor:
+        for name, summary in summaries.items():
+            if name != FLOOR:
+                out[f"{name}_vs_floor"] = summary["latency_ms_mean"] / floor
     base = summaries.get(PADELLM_PREFIX)
     if not base:
         return out
@@ -233,20 +279,31 @@ def bench_table(report: dict) -> str:
     modes = report["modes"]
     width = max(len(m) for m in modes)
     lines = [
-        f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'F1':>7} "
+        f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'x floor':>8} {'F1':>7} "
         f"{'span F1':>8} {'tok/seq':>8} {'fwd/doc':>8} {'win/doc':>8}"
     ]
     base = modes.get(PADELLM_PREFIX, {}).get("latency_ms_mean")
+    floor = modes.get(FLOOR, {}).get("latency_ms_mean")
     for name, m in modes.items():
         # speedup of PaDeLLM (prefix sharing) over this mode: this mode's mean latency / PaDeLLM's
         speed = m["latency_ms_mean"] / base if base else float("nan")
+        over_floor = m["latency_ms_mean"] / floor if floor else float("nan")
         lines.append(
             f"{name:<{width}}  {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
-            f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
+            f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {over_floor:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
             f"{m.get('span_micro_f1', float('nan')) * 100:8.2f} {m['tokens_per_sequence_mean']:8.2f} "
             f"{m['forward_calls_mean']:8.1f} {m.get('windows_mean', 1.0):8.1f}"
         )
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
+    if floor:
+        lines.append(
+            "x floor column: this mode's mean latency / the floor's (one prefill and one forward per token of each "
+            "document's longest chain, at batch 1, on the same model)"
+        )
+    for key, value in report.items():
+        if key.startswith("documents_differing_from_"):
+            differing = ", ".join(f"{name} {n}" for name, n in value.items())
+            lines.append(f"documents whose entities differ from {key.rsplit('_', 1)[-1]}'s: {differing}")
     if report.get("lookup_tokens"):
         kept = ", ".join(
             f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"

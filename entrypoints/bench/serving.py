@@ -7,7 +7,8 @@ and with two model workers. One run, side by side, on the same documents.
    each, the relative overhead, the median per-document difference, and the worker's decoded batches per
    document (2 when the micro-batcher gathers each step's calls into one batch).
 2. throughput: N worker processes (`padellm-ner worker`, cores split between them), the orchestrator and the
-   public API here, `concurrency` documents in flight; documents/s for N = 1 and N = 2.
+   public API here, C documents in flight; documents/s for each N and each C (e.g. 1, 4 and 16 in flight: how
+   far concurrent documents share the workers' forwards), with each C's ratio to the first.
 """
 
 from __future__ import annotations
@@ -139,12 +140,14 @@ async def throughput(
     workers: int,
     texts: list[str],
     schema: LabelSchema,
-    concurrency: int,
+    concurrencies: list[int],
     model_args: list[str],
     cores: int,
     mention_start: MentionStart = MentionStart.PER_LABEL,
-) -> dict:
+) -> list[dict]:
+    """Documents/s of `workers` worker processes at each number of documents in flight (same workers, warm)."""
     processes = [_spawn_worker(max(1, cores // workers), model_args) for _ in range(workers)]
+    results = []
     try:
         pool = WorkerPool([address for _, address in processes])
         await pool.start()
@@ -161,22 +164,33 @@ async def throughput(
                         for i, t in enumerate(WARMUP * workers)
                     )
                 )
-                slots = asyncio.Semaphore(concurrency)
-                bar = tqdm(total=len(texts), desc=f"{workers} worker(s)", unit="doc")
+                for concurrency in concurrencies:
+                    slots = asyncio.Semaphore(concurrency)
+                    bar = tqdm(total=len(texts), desc=f"{workers} worker(s), {concurrency} in flight", unit="doc")
 
-                async def one(i: int, text: str):
-                    async with slots:
-                        await stub.Recognize(
-                            ner_pb2.RecognizeRequest(
-                                document=ner_pb2.Document(id=f"t{i}", text=text, schema=schema.name)
+                    async def one(i: int, text: str, slots=slots, bar=bar, run=concurrency):
+                        async with slots:
+                            await stub.Recognize(
+                                ner_pb2.RecognizeRequest(
+                                    document=ner_pb2.Document(id=f"t{run}-{i}", text=text, schema=schema.name)
+                                )
                             )
-                        )
-                        bar.update(1)
+                            bar.update(1)
 
-                started = time.perf_counter()
-                await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
-                elapsed = time.perf_counter() - started
-                bar.close()
+                    started = time.perf_counter()
+                    await asyncio.gather(*(one(i, t) for i, t in enumerate(texts)))
+                    elapsed = time.perf_counter() - started
+                    bar.close()
+                    results.append(
+                        {
+                            "workers": workers,
+                            "documents": len(texts),
+                            "seconds": elapsed,
+                            "documents_per_s": len(texts) / elapsed,
+                            "concurrency": concurrency,
+                            "threads_per_worker": max(1, cores // workers),
+                        }
+                    )
         finally:
             await server.stop(0)
             await pool.stop()
@@ -184,14 +198,9 @@ async def throughput(
         for process, _ in processes:
             process.terminate()
             process.wait(timeout=60)
-    return {
-        "workers": workers,
-        "documents": len(texts),
-        "seconds": elapsed,
-        "documents_per_s": len(texts) / elapsed,
-        "concurrency": concurrency,
-        "threads_per_worker": max(1, cores // workers),
-    }
+    for result in results:  # what more documents in flight bring, against the fewest
+        result["vs_fewest_in_flight"] = result["documents_per_s"] / results[0]["documents_per_s"]
+    return results
 
 
 def table(report: dict) -> str:
@@ -208,11 +217,12 @@ def table(report: dict) -> str:
             f"; {o['worker_batches_per_document_mean']:.2f} worker batches per document" if o["mode"] == "multi" else ""
         ),
         "",
-        f"{'workers':<8} {'docs/s':>8} {'threads each':>13} {'in flight':>10}",
+        f"{'workers':<8} {'docs/s':>8} {'threads each':>13} {'in flight':>10} {'x fewest in flight':>19}",
     ]
     for t in report["throughput"]:
         lines.append(
-            f"{t['workers']:<8} {t['documents_per_s']:8.2f} {t['threads_per_worker']:13d} {t['concurrency']:10d}"
+            f"{t['workers']:<8} {t['documents_per_s']:8.2f} {t['threads_per_worker']:13d} {t['concurrency']:10d} "
+            f"{t['vs_fewest_in_flight']:19.2f}"
         )
     return "\n".join(lines)
 
@@ -223,7 +233,7 @@ async def run(
     schema: LabelSchema,
     *,
     worker_counts: list[int],
-    concurrency: int,
+    concurrencies: list[int],
     model_args: list[str],
     mode: str = "multi",
     lookup_tokens: int | None = None,
@@ -239,6 +249,8 @@ async def run(
         "overhead": await overhead(engine_model, texts, schema, mode, lookup_tokens, mention_start),
     }
     report["throughput"] = [
-        await throughput(n, texts, schema, concurrency, model_args, cores, mention_start) for n in worker_counts
+        result
+        for n in worker_counts
+        for result in await throughput(n, texts, schema, concurrencies, model_args, cores, mention_start)
     ]
     return report

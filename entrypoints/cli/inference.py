@@ -184,12 +184,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from workers.engine.padellm import PadellmEngine
     from workers.evaluation import (
         AUTOREG_STRUCT,
+        FLOOR,
         PADELLM_BY_SENTENCE,
         PADELLM_NO_PREFIX,
         PADELLM_PREFIX,
         Recognizer,
         bench_plot,
         bench_table,
+        differing_documents,
+        floor_of,
         run_modes,
         sentence_by_sentence,
         speedups,
@@ -210,6 +213,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             recognizers[PADELLM_BY_SENTENCE] = sentence_by_sentence(
                 partial(engine.recognize, schema=schema), schema.labels
             )
+        if sharing:
+            recognizers[FLOOR] = floor_of(engine, schema)
+    main_precision = padellm_model.info["dtype"]
+    for precision in args.precisions.split(",") if args.precisions else []:
+        if precision == main_precision:
+            continue
+        other = PadellmEngine(replace(engine_args, dtype=precision).load(), lookup_tokens=lookup, window_policy=policy)
+        recognizers[f"{PADELLM_PREFIX}@{precision}"] = _on_document(other.recognize, schema)
     if args.skip:
         unknown = set(args.skip.split(",")) - set(recognizers) - {AUTOREG_STRUCT}
         if unknown:
@@ -240,6 +251,16 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "modes": modes,
         "speedup": speedups(modes),
     }
+    if args.precisions:
+        # documents whose entities differ from the main precision's (PaDeLLM, prefix sharing)
+        report["documents_differing_from_" + main_precision] = differing_documents(
+            {
+                name: run
+                for name, run in runs.items()
+                if name.startswith(PADELLM_PREFIX + "@") or name == PADELLM_PREFIX
+            },
+            PADELLM_PREFIX,
+        )
     output = Path(args.output_dir)
     output.mkdir(parents=True, exist_ok=True)
     (output / "bench.json").write_text(json.dumps(report, indent=2))
@@ -304,6 +325,12 @@ def register(commands) -> None:
     add_unit_option(be)
     add_window_args(be)
     be.add_argument("--skip", metavar="MODE[,MODE]", help="leave modes out, e.g. padellm-no-prefix-sharing")
+    be.add_argument(
+        "--precisions",
+        metavar="P[,P]",
+        help="also run PaDeLLM (prefix sharing) in these precisions (float32, bfloat16, int8), side by side "
+        "with the --dtype one, counting the documents whose entities differ from it",
+    )
     be.add_argument("--output-dir", default="runs/bench", help="where bench.json and bench.png go")
     be.add_argument("--json", action="store_true")
     be.set_defaults(handler=cmd_bench)

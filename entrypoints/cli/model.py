@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_bf16(asked: bool | None) -> bool:
-    from workers.training.loop import cpu_has_native_bf16
+    from workers.engine.precision import cpu_has_native_bf16
 
     if asked is not None:
         return asked

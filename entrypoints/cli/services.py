@@ -62,7 +62,7 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
             texts,
             schema,
             worker_counts=workers,
-            concurrency=args.concurrency,
+            concurrencies=[int(n) for n in args.concurrency.split(",")],
             model_args=engine.cli_args(),
             mode=args.mode,
             lookup_tokens=engine.lookup_tokens,
@@ -135,7 +135,12 @@ def register(commands) -> None:
         choices=("sentence", "document"),
         help="the corpus's sentences, or the documents they came from (CoNLL -DOCSTART- groups)",
     )
-    bs.add_argument("--concurrency", type=int, default=8, help="documents in flight in the throughput runs")
+    bs.add_argument(
+        "--concurrency",
+        default="8",
+        metavar="C[,C]",
+        help="documents in flight in the throughput runs, e.g. 1,4,16 (default 8)",
+    )
     bs.add_argument("--output", help="also write the JSON report here")
     bs.add_argument("--json", action="store_true")
     bs.set_defaults(handler=cmd_bench_serving)

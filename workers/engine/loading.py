@@ -19,6 +19,7 @@ from padellm_ner import config
 from workers.base_model import ensure_base_model
 
 from .lookup import lookup_keys
+from .precision import apply_precision, pick_precision
 from .weights import LOWRANK_DELTA, apply_quantized_lowrank
 
 if TYPE_CHECKING:
@@ -92,20 +93,6 @@ def resolve_model_dir(model: str | Path | None) -> Path | None:
     return SHIPPED_MODEL if (SHIPPED_MODEL / "padellm.json").exists() else None
 
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def pick_dtype(name: str | None, device: torch.device) -> torch.dtype:
-    """bf16 on a GPU; on the CPU fp32 unless bf16 is asked for (PADELLM_DTYPE or --dtype)."""
-    name = name or config.dtype_override() or "auto"
-    if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    try:
-        return DTYPES[name]
-    except KeyError:
-        raise ValueError(f"unknown dtype {name!r}; expected auto, float32 or bfloat16") from None
-
-
 def _with_folder_weights(network, model_dir: Path):
     """The base network with a model folder's weights: its low-rank deltas added, or its LoRA adapter merged."""
     if (model_dir / LOWRANK_DELTA).exists():
@@ -128,7 +115,7 @@ def load_engine_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = pick_device(device)
-    weights_dtype = pick_dtype(dtype, target)
+    precision = pick_precision(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
     info: dict[str, Any] = {}
     run_weights = None
@@ -164,11 +151,11 @@ def load_engine_model(
         network.load_state_dict(weights, strict=False)
     elif model_dir is not None:
         network = _with_folder_weights(network, model_dir)
-    # Module.to moves in place; transformers' decorator on it hides its signature from mypy
-    network.to(device=target, dtype=weights_dtype)  # type: ignore[call-arg]
+    network = cast("PreTrainedModel", apply_precision(network, precision, target))
     network.eval()
     model_info = ModelInfo(name=model_dir.name if model_dir else Path(base).name, base_model=str(base))
     model_info.update(cast(ModelInfo, {key: info[key] for key in ModelInfo.__annotations__ if key in info}))
-    model_info["dtype"] = str(weights_dtype).removeprefix("torch.")
-    texts = token_texts(tokenizer, network.get_output_embeddings().weight.shape[0])
+    model_info["dtype"] = precision.value
+    vocabulary = int(network.config.vocab_size)  # the input embedding's rows; lm_head may be quantized
+    texts = token_texts(tokenizer, vocabulary)
     return EngineModel(network, tokenizer, target, model_info, newline_token_ids(texts), lookup_keys(texts))

@@ -108,14 +108,6 @@ def names_that_differ(weights: dict[str, torch.Tensor], model) -> list[str]:
     return sorted(set(weights) ^ {n for n, p in model.named_parameters() if p.requires_grad})
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX). There bf16 autocast trained about
-    1.7x faster than fp32; on an AVX2-only CPU bf16 is emulated and a training step took many times longer
-    than fp32 (the model card gives both measurements), so training defaults to fp32 there."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu; private, hence getattr
-    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
-
-
 def batch_loss(causal_lm, batch: dict[str, torch.Tensor], bf16: bool) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over target positions; the vocabulary projection runs on those positions only."""
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):

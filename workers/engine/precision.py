@@ -1,0 +1,62 @@
+"""The precision the engine computes in, chosen by what the hardware computes natively.
+
+- GPU: bf16.
+- CPU with native bf16 matmuls (AVX512-BF16 or AMX): bf16; greedy outputs stay close to fp32 and a forward
+  takes a fraction of the time.
+- Other CPUs (AVX2): fp32, since bf16 is emulated there and slower than fp32.
+- `int8` (asked for, CPU only): the linear layers dynamically quantized (int8 weights, activations quantized per
+  batch) with torch's own x86/fbgemm kernels; embeddings and norms stay fp32.
+"""
+
+from __future__ import annotations
+
+import warnings
+from enum import Enum
+
+import torch
+
+from padellm_ner import config
+
+
+class Precision(str, Enum):
+    AUTO = "auto"
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    INT8 = "int8"
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu; private, hence getattr
+    return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
+
+
+def pick_precision(name: str | None, device: torch.device) -> Precision:
+    """The named precision (flag or PADELLM_DTYPE); `auto`: bf16 on a GPU or a CPU with native bf16, else fp32."""
+    try:
+        precision = Precision(name or config.dtype_override() or "auto")
+    except ValueError:
+        choices = ", ".join(p.value for p in Precision)
+        raise ValueError(f"unknown dtype {name!r}; expected one of {choices}") from None
+    if precision is Precision.INT8 and device.type != "cpu":
+        raise ValueError("--dtype int8 is a CPU precision (dynamic quantization); on a GPU use bfloat16")
+    if precision is Precision.AUTO:
+        native = device.type == "cuda" or cpu_has_native_bf16()
+        return Precision.BFLOAT16 if native else Precision.FLOAT32
+    return precision
+
+
+def apply_precision(network: torch.nn.Module, precision: Precision, device: torch.device) -> torch.nn.Module:
+    """The network on `device` in `precision` (int8: a dynamically quantized copy of its linear layers)."""
+    if precision is Precision.INT8:
+        network.to(device=device, dtype=torch.float32)
+        with warnings.catch_warnings():
+            # torch marks torch.ao.quantization as deprecated in favour of torchao (whose CPU int8 path wants
+            # torch.compile); its eager x86/fbgemm kernels still ship and run here
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore", UserWarning)
+            from torch.ao.quantization import quantize_dynamic
+
+            return quantize_dynamic(network, {torch.nn.Linear}, dtype=torch.qint8)
+    dtype = torch.bfloat16 if precision is Precision.BFLOAT16 else torch.float32
+    return network.to(device=device, dtype=dtype)
