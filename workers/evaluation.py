@@ -94,13 +94,13 @@ class Floored:
 
 def floor_of(engine, schema: LabelSchema) -> Recognizer:
     """A recognizer whose latency is the document's floor: `engine` (a PadellmEngine) decodes it, untimed, and
-    its longest chain is timed alone at batch 1 (one prefill, one forward per further token)."""
+    its longest chain (a count and its longest mention) is decoded alone by the same decoder, timed, at batch 1."""
     from workers.engine.floor import latency_floor_s
 
     def run(document: Document) -> Floored:
         result = engine.recognize(document.text, schema)
         windows = [w.text for w in engine.plan(document.text, schema).windows]
-        floor = latency_floor_s(engine.engine_model, windows, schema, result.counts, result.mentions)
+        floor = latency_floor_s(engine, windows, schema, result.counts, result.mentions)
         return Floored(result.prediction, floor, result.tokens_per_sequence, 1)
 
     return run

@@ -1,11 +1,10 @@
-"""The latency floor of a document on a model: what no decoding strategy can go below at batch 1.
+"""The latency floor of a document on a model: what no schedule of its sequences can go below at batch 1.
 
-PaDeLLM's sequences are independent except along one chain per label: the count's tokens, then (on the count)
-a mention's tokens. However many sequences run in parallel, a document needs at least one prefill of its prompt
-and then one forward per further token of its longest chain. The floor times exactly that on the same model:
-one forward over the prompt of the window and label holding the longest chain, then, one token at a time on
-its cache, a forward for each remaining count token, one for the mention's prompt suffix and one for each
-remaining mention token. Other windows and labels are left out: they only add work.
+PaDeLLM's sequences are independent except along one chain per label and window: the count, then (on the count)
+each mention. However many sequences run in parallel, a document needs at least its longest chain decoded
+alone: one prefill of the window's prompt with the label's branch, the count's tokens, then the mention's branch
+on that cache and its tokens. The floor times exactly that, with the engine's own decoding (the same greedy steps
+and prompt-lookup drafts), at batch 1 on the same model; every other sequence only adds work.
 """
 
 from __future__ import annotations
@@ -16,50 +15,61 @@ from collections.abc import Sequence
 import torch
 
 from padellm_ner.core import LabelSchema
-from padellm_ner.core.aggregate import CountResult, MentionResult
+from padellm_ner.core.aggregate import CountResult, MentionResult, parse_result
 from padellm_ner.core.templates import template_for
 
-from .loading import EngineModel
+from .decoder import decode_tree, greedy_decode
 
 
-def longest_chain(counts: Sequence[CountResult], mentions: Sequence[MentionResult]) -> tuple[int, str, int]:
-    """(window, label, forwards after the prefill) of the longest sequential chain of a decoded document."""
-    longest_mention: dict[tuple[int, str], int] = {}
+def longest_chain(counts: Sequence[CountResult], mentions: Sequence[MentionResult]) -> tuple[int, str, int | None, int]:
+    """(window, label, k of its longest mention or None, chain tokens) of a decoded document's longest chain."""
+    longest_mention: dict[tuple[int, str], tuple[int, int]] = {}  # (window, label) -> (tokens, k)
     for m in mentions:
         key = (m.window, m.label)
-        longest_mention[key] = max(longest_mention.get(key, 0), m.generated_tokens)
-    best = (0, counts[0].label if counts else "", 0)
+        if m.generated_tokens > longest_mention.get(key, (-1, 0))[0]:
+            longest_mention[key] = (m.generated_tokens, m.k)
+    best: tuple[int, str, int | None, int] = (0, counts[0].label if counts else "", None, -1)
     for c in counts:
-        mention = longest_mention.get((c.window, c.label), 0)
-        forwards = max(c.generated_tokens - 1, 0) + (mention if mention else 0)  # suffix forward + mention - 1
-        if forwards > best[2]:
-            best = (c.window, c.label, forwards)
+        tokens, k = longest_mention.get((c.window, c.label), (0, None))
+        if c.generated_tokens + tokens > best[3]:
+            best = (c.window, c.label, k, c.generated_tokens + tokens)
     return best
 
 
 @torch.inference_mode()
-def time_chain(engine_model: EngineModel, prompt_ids: list[int], forwards: int) -> float:
-    """Seconds for one prefill of `prompt_ids` then `forwards` single-token forwards on its cache, at batch 1."""
-    model, device = engine_model.model, engine_model.device
-    token = torch.tensor([prompt_ids[-1:]], device=device)
-    started = time.perf_counter()
-    out = model(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True)
-    cache = out.past_key_values
-    for _ in range(forwards):
-        out = model(input_ids=token, past_key_values=cache, use_cache=True)
-        cache = out.past_key_values
-    return time.perf_counter() - started
-
-
 def latency_floor_s(
-    engine_model: EngineModel,
+    engine,
     window_texts: Sequence[str],
     schema: LabelSchema,
     counts: Sequence[CountResult],
     mentions: Sequence[MentionResult],
 ) -> float:
-    """The floor of a document decoded into `counts` and `mentions` over its windows `window_texts`."""
-    window, label, forwards = longest_chain(counts, mentions)
-    template = template_for(schema.language)
-    prompt = template.shared_prefix(window_texts[window]) + template.label_branch(schema.prompt_word(label))
-    return time_chain(engine_model, engine_model.encode(prompt, special=True), forwards)
+    """The floor of a document that `engine` (a PadellmEngine) decoded into `counts` and `mentions` over its
+    windows `window_texts`: its longest chain decoded alone by the engine's decoder, at batch 1."""
+    from .padellm import COUNT_MAX_NEW_TOKENS
+
+    window, label, k, _ = longest_chain(counts, mentions)
+    model, template = engine.engine_model, template_for(schema.language)
+    prefix = model.encode(template.shared_prefix(window_texts[window]), special=True)
+    branch = template.label_branch(schema.prompt_word(label))
+    started = time.perf_counter()
+    (count,), cache = decode_tree(
+        model.model,
+        prefix,
+        [model.encode(branch)],
+        stop_ids=engine.stop_ids,
+        max_new_tokens=COUNT_MAX_NEW_TOKENS,
+    )
+    if k is not None:
+        value = parse_result(CountResult(label, model.decode(count.token_ids)), engine.max_count).value
+        greedy_decode(
+            model.model,
+            [model.encode(branch + template.mention_suffix(max(value, k), k))],
+            prefix_ids=prefix,
+            prefix_cache=cache,
+            stop_ids=engine.stop_ids,
+            max_new_tokens=engine.max_mention_tokens,
+            pad_id=model.pad_id,
+            lookup=engine.lookup_for(prefix, window_texts[window]),
+        )
+    return time.perf_counter() - started
