@@ -297,8 +297,8 @@ def bench_table(report: dict) -> str:
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
     if floor:
         lines.append(
-            "x floor column: this mode's mean latency / the floor's (one prefill and one forward per token of each "
-            "document's longest chain, at batch 1, on the same model)"
+            "x floor column: this mode's mean latency / the floor's (each document's longest chain, a count and its "
+            "longest mention, decoded alone by the same decoder at batch 1 on the same model)"
         )
     for key, value in report.items():
         if key.startswith("documents_differing_from_"):
