@@ -27,7 +27,7 @@ FLOOR = "floor"  # the latency floor of each document on the model (workers/engi
 
 
 class Recognition(Protocol):
-    """What a mode returns for a document: the engines' results and `SentenceBySentence` all have these."""
+    """What a mode returns for a document: the engines' results and `Measured` all have these."""
 
     @property
     def prediction(self) -> DocumentPrediction: ...
@@ -47,9 +47,9 @@ Recognizer = Callable[[Document], Recognition]
 
 
 @dataclass
-class SentenceBySentence:
-    """A document read as its corpus sentences, each recognized alone, one after another: the reference a
-    document's windows are measured against (its F1 and the sum of its sentences' latencies)."""
+class Measured:
+    """A recognition put together by a recognizer of this module: the sentences of a document read one after
+    another (their latencies summed), or a document's floor (with the prediction of the engine it times)."""
 
     prediction: DocumentPrediction
     latency_s: float
@@ -63,12 +63,12 @@ def sentence_by_sentence(recognize: Callable[[str], Recognition], labels) -> Rec
     """A recognizer that reads each of a document's sentences (`Document.sentences`) alone with `recognize` and
     merges them as windows of the document."""
 
-    def run(document: Document) -> SentenceBySentence:
+    def run(document: Document) -> Measured:
         spans = document.sentences or ((0, len(document.text)),)
         results = [recognize(document.text[s:e]) for s, e in spans]
         windows = [Window(i, document.text[s:e], tuple(range(s, e))) for i, (s, e) in enumerate(spans)]
         prediction = merge_windows(document.text, labels, windows, [r.prediction for r in results])
-        return SentenceBySentence(
+        return Measured(
             prediction,
             sum(r.latency_s for r in results),
             sum(r.tokens_per_sequence for r in results) / len(results),
@@ -80,28 +80,16 @@ def sentence_by_sentence(recognize: Callable[[str], Recognition], labels) -> Rec
     return run
 
 
-@dataclass
-class Floored:
-    """A document's latency floor, with the prediction of the engine whose chains it times."""
-
-    prediction: DocumentPrediction
-    latency_s: float
-    tokens_per_sequence: float
-    forward_calls: int
-    drafted_tokens: int = 0
-    accepted_tokens: int = 0
-
-
 def floor_of(engine, schema: LabelSchema) -> Recognizer:
     """A recognizer whose latency is the document's floor: `engine` (a PadellmEngine) decodes it, untimed, and
     its longest chain (a count and its longest mention) is decoded alone by the same decoder, timed, at batch 1."""
     from workers.engine.floor import latency_floor_s
 
-    def run(document: Document) -> Floored:
+    def run(document: Document) -> Measured:
         result = engine.recognize(document.text, schema)
         windows = [w.text for w in engine.plan(document.text, schema).windows]
         floor = latency_floor_s(engine, windows, schema, result.counts, result.mentions)
-        return Floored(result.prediction, floor, result.tokens_per_sequence, 1)
+        return Measured(result.prediction, floor, result.tokens_per_sequence, 1)
 
     return run
 
