@@ -216,7 +216,7 @@ def test_bench_serving_reports_overhead_and_throughput(tiny_base_model, tiny_mod
     assert overhead["in_process"]["mean_ms"] > 0 and overhead["grpc_orchestrated"]["mean_ms"] > 0
     # at least the Count batch of each document (how the micro-batcher gathers calls is tested in test_batching
     # and test_serving; here, on a loaded machine, a step's calls may straddle its window)
-    assert overhead["worker_batches_per_document_mean"] >= 1
+    assert overhead["worker_admissions_per_document_mean"] >= 1
     one, two = report["throughput"]
     assert (one["concurrency"], two["concurrency"]) == (1, 2) and one["vs_fewest_in_flight"] == 1.0
     assert all(t["workers"] == 1 and t["documents"] == 4 and t["documents_per_s"] > 0 for t in (one, two))

@@ -9,10 +9,18 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from padellm_ner import config as environment
-from padellm_ner.args import add_health_port_arg, add_metrics_args, add_tls_server_args, non_negative, tls_server_files
+from padellm_ner.args import (
+    add_health_port_arg,
+    add_metrics_args,
+    add_tls_server_args,
+    non_negative,
+    positive,
+    tls_server_files,
+)
 from padellm_ner.grpc_common import TlsFiles
 from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS
 
+from .engine.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_FORWARD_TOKENS, DEFAULT_MAX_PREFILL_TOKENS  # torch-free
 from .engine.lookup import DEFAULT_LOOKUP_TOKENS  # torch-free
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "int8")  # workers/engine/precision.py: Precision
@@ -144,6 +152,9 @@ class WorkerArgs:
     host: str = "127.0.0.1"
     port: int = 50061
     batch_window_ms: float = 2.0
+    max_batch: int = DEFAULT_MAX_BATCH
+    max_forward_tokens: int = DEFAULT_MAX_FORWARD_TOKENS
+    max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
     max_text_chars: int = DEFAULT_MAX_WINDOW_CHARS
     max_window_tokens: int = DEFAULT_MAX_WINDOW_TOKENS
     tgi_api_port: int | None = None
@@ -171,7 +182,28 @@ class WorkerArgs:
             "--batch-window-ms",
             type=float,
             default=WorkerArgs.batch_window_ms,
-            help=f"micro-batching window (embedded; default {WorkerArgs.batch_window_ms:g})",
+            help="how long the idle engine waits for the other calls of a fan-out "
+            f"(embedded; default {WorkerArgs.batch_window_ms:g})",
+        )
+        parser.add_argument(
+            "--max-batch",
+            type=positive,
+            default=WorkerArgs.max_batch,
+            help=f"sequences decoding together, at most (embedded; default {WorkerArgs.max_batch})",
+        )
+        parser.add_argument(
+            "--max-forward-tokens",
+            type=positive,
+            default=WorkerArgs.max_forward_tokens,
+            help="tokens one decoding forward feeds, at most: prompt-lookup drafts are shortened to fit "
+            f"(embedded; default {WorkerArgs.max_forward_tokens})",
+        )
+        parser.add_argument(
+            "--max-prefill-tokens",
+            type=positive,
+            default=WorkerArgs.max_prefill_tokens,
+            help="tokens the calls admitted at once may read, about: later calls join at the next step "
+            f"(embedded; default {WorkerArgs.max_prefill_tokens})",
         )
         parser.add_argument(
             "--max-text-chars",
@@ -206,6 +238,9 @@ class WorkerArgs:
             host=args.host,
             port=args.port,
             batch_window_ms=args.batch_window_ms,
+            max_batch=args.max_batch,
+            max_forward_tokens=args.max_forward_tokens,
+            max_prefill_tokens=args.max_prefill_tokens,
             max_text_chars=args.max_text_chars,
             max_window_tokens=args.max_window_tokens,
             tgi_api_port=args.tgi_api_port,

@@ -24,7 +24,12 @@ def make_backend(args: WorkerArgs) -> Backend:
 
         args.engine.apply_threads()
         return EmbeddedBackend(
-            args.engine.load(), batch_window_ms=args.batch_window_ms, lookup_tokens=args.engine.lookup_tokens
+            args.engine.load(),
+            batch_window_ms=args.batch_window_ms,
+            max_batch=args.max_batch,
+            max_forward_tokens=args.max_forward_tokens,
+            max_prefill_tokens=args.max_prefill_tokens,
+            lookup_tokens=args.engine.lookup_tokens,
         )
     from .backends.tgi import TgiBackend
 

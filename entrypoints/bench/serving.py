@@ -4,8 +4,8 @@ and with two model workers. One run, side by side, on the same documents.
 1. overhead: sequential documents, (a) the embedded engine called in-process, (b) the same engine behind a
    worker's gRPC server and the orchestrator (multi mode), through the public NER API on loopback, in the same
    process with the same threads; the two paths alternate document by document. Reported: mean latency of
-   each, the relative overhead, the median per-document difference, and the worker's decoded batches per
-   document (2 when the micro-batcher gathers each step's calls into one batch).
+   each, the relative overhead, the median per-document difference, and the worker's admissions per
+   document (the times its calls joined the worker's running batch).
 2. throughput: N worker processes (`padellm-ner worker`, cores split between them), the orchestrator and the
    public API here, C documents in flight; documents/s for each N and each C (e.g. 1, 4 and 16 in flight: how
    far concurrent documents share the workers' forwards), with each C's ratio to the first.
@@ -123,8 +123,8 @@ async def overhead(
         "mention_start": mention_start.value,
         "overhead_ratio": b["mean_ms"] / a["mean_ms"] - 1.0,
         "paired_difference_ms_p50": paired[len(paired) // 2],
-        # micro-batched Count/Mention batches (multi mode); an Extract (batch mode) is not micro-batched
-        "worker_batches_per_document_mean": statistics.fmean(batches),
+        # the times Count/Mention calls joined the worker's running batch (multi mode); Extract calls (batch mode) too
+        "worker_admissions_per_document_mean": statistics.fmean(batches),
     }
 
 
@@ -231,7 +231,9 @@ def table(report: dict) -> str:
         f"{o['overhead_ratio'] * 100:+.1f} % of mean document "
         f"latency; median per-document difference {o['paired_difference_ms_p50']:+.1f} ms"
         + (
-            f"; {o['worker_batches_per_document_mean']:.2f} worker batches per document" if o["mode"] == "multi" else ""
+            f"; {o['worker_admissions_per_document_mean']:.2f} worker admissions per document (calls joining its running batch)"
+            if o["mode"] == "multi"
+            else ""
         ),
         "",
         f"{'workers':<8} {'docs/s':>8} {'threads each':>13} {'in flight':>10} {'x fewest in flight':>19} {'failed':>7}",

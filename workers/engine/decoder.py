@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Generic, TypeVar, cast
 
 import torch
 from transformers import DynamicCache, PreTrainedConfig
@@ -29,6 +29,7 @@ from padellm_ner.core.aggregate import FinishReason
 
 from .lookup import PromptLookup
 
+Owner = TypeVar("Owner")  # who owns a row of a DecodeBatch (a result index, a caller)
 Lookups = PromptLookup | Sequence[PromptLookup | None] | None
 StopCheck = Callable[
     [], bool
@@ -76,6 +77,16 @@ def _kv(cache: DynamicCache) -> list[tuple[torch.Tensor, torch.Tensor]]:
         (cast(torch.Tensor, layer.keys), cast(torch.Tensor, layer.values))  # type: ignore[union-attr]
         for layer in cache.layers
     ]
+
+
+def extended(cache: DynamicCache, kv: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A new one-row cache: `cache` followed, along the sequence, by the (keys, values) `kv` of every layer."""
+    return DynamicCache(
+        ddp_cache_data=[
+            (torch.cat([keys, more_keys], dim=2), torch.cat([values, more_values], dim=2))
+            for (keys, values), (more_keys, more_values) in zip(_kv(cache), kv)
+        ]
+    )
 
 
 def _expanded(cache: DynamicCache, batch: int, model) -> DynamicCache:
@@ -174,6 +185,27 @@ def _prefill_on_caches(
 
 
 @torch.inference_mode()
+def prefill_on_caches(
+    model,
+    groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]],
+    *,
+    pad_id: int = 0,
+    stats: DecodeStats | None = None,
+) -> _Prefill:
+    """The first forward of `decode_on_caches`: every branch of every group (prefix length, its cache, its
+    branches, none empty) read on its prefix's cache, a row each, ready to decode (a `DecodeBatch`)."""
+    for _, _, branches in groups:
+        if not branches:
+            raise ValueError("every group needs a branch")
+        _check(branches)
+    prefill = _prefill_on_caches(model, groups, pad_id, next(model.parameters()).device)
+    if stats is not None:
+        stats.forward_calls += 1
+        stats.prefill_tokens += sum(len(b) for _, _, branches in groups for b in branches)
+    return prefill
+
+
+@torch.inference_mode()
 def decode_on_caches(
     model,
     groups: Sequence[tuple[int, DynamicCache, Sequence[Sequence[int]]]],
@@ -195,9 +227,7 @@ def decode_on_caches(
     live = [g for g, (_, _, branches) in enumerate(groups) if branches]
     if not live:
         return out
-    prefill = _prefill_on_caches(model, [groups[g] for g in live], pad_id, next(model.parameters()).device)
-    stats.forward_calls += 1
-    stats.prefill_tokens += sum(len(b) for g in live for b in groups[g][2])
+    prefill = prefill_on_caches(model, [groups[g] for g in live], pad_id=pad_id, stats=stats)
     group_lookups = _per_row(lookup, len(groups))
     owners = [g for g in live for _ in groups[g][2]]
     flat = _decode_loop(
@@ -366,6 +396,25 @@ def _forest_forward(model, prefixes, branches, pad_id: int, stats: DecodeStats):
 
 
 @torch.inference_mode()
+def prefill_forest(
+    model,
+    prefixes: Sequence[Sequence[int]],
+    branches: Sequence[Sequence[Sequence[int]]],
+    *,
+    pad_id: int = 0,
+    stats: DecodeStats | None = None,
+) -> tuple[Forest, _Prefill]:
+    """The first forward of `decode_forest`: every prefix and its branches in one forward, then one row per branch
+    (branches in tree order: its prefix, the branch), ready to decode (a `DecodeBatch`). The forest serves the
+    prefixes' caches."""
+    forest, logits, device = _forest_forward(model, prefixes, branches, pad_id, stats or DecodeStats())
+    if not forest.spans:
+        return forest, _Prefill(None, torch.empty(0), torch.empty(0), logits)
+    rows = [(forest.branch_row(b), forest.branch_columns(b)) for b in range(len(forest.spans))]
+    return forest, _gather_rows(model, forest, rows, logits, device)
+
+
+@torch.inference_mode()
 def decode_forest(
     model,
     prefixes: Sequence[Sequence[int]],
@@ -383,15 +432,14 @@ def decode_forest(
     per prefix and the forest (whose `prefix_cache(r)` serves later branches of prefix r). `lookup`: one for all
     branches, or one per prefix."""
     stats = stats or DecodeStats()
-    forest, logits, device = _forest_forward(model, prefixes, branches, pad_id, stats)
+    forest, prefill = prefill_forest(model, prefixes, branches, pad_id=pad_id, stats=stats)
     flat: list[Generated] = []
     if forest.spans:
-        rows = [(forest.branch_row(b), forest.branch_columns(b)) for b in range(len(forest.spans))]
         tree_lookups = _per_row(lookup, len(prefixes))
         flat = _decode_loop(
             model,
-            _gather_rows(model, forest, rows, logits, device),
-            len(rows),
+            prefill,
+            len(forest.spans),
             stop_ids,
             max_new_tokens,
             stats,
@@ -611,61 +659,227 @@ def _decode_loop(
 ) -> list[Generated]:
     """Greedy tokens of every row from its logits on, until a stop token or max_new_tokens, or until
     `should_stop()` says the results are no longer wanted (checked before every forward; the rows are then cut
-    where they are, finish LENGTH).
+    where they are, finish LENGTH). A `DecodeBatch` run to its end."""
+    rows = DecodeBatch(prefill, list(range(batch)), max_new_tokens, stop_ids, model.config, lookup)
+    results: list[Generated | None] = [None] * batch
+    while True:
+        for finished in rows.choose():
+            results[finished.owner] = finished.generated
+        if not rows or (should_stop is not None and should_stop()):
+            break
+        rows.forward(model, stats)
+    for owner, generated in rows.cut():
+        results[owner] = generated
+    return cast(list[Generated], results)
 
-    With `lookup`, a row's next token is fed together with a draft of the tokens after it (workers.engine.lookup)
+
+@dataclass
+class Finished(Generic[Owner]):
+    """A row that left a DecodeBatch: its owner, what it generated and, where asked for, the KV of its sequence."""
+
+    owner: Owner
+    generated: Generated
+    kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+
+
+class DecodeBatch(Generic[Owner]):
+    """Rows being decoded greedily (in inference mode: no autograd graph ever holds the cache), each owned by an `Owner` (a result index, a caller): one token per row (plus its
+    prompt-lookup draft) per forward, a row leaving the batch at its stop token or its own `max_new_tokens`.
+
+    Between forwards the batch holds every row's next-token logits; `choose` takes the greedy tokens from them and
+    returns the rows that finished, `forward` feeds the chosen tokens and computes the next logits. `merge` adds the
+    rows of another prefill (left-padding the shorter cache: positions are explicit, the mask hides the padding),
+    so calls that arrive while others decode join their forwards instead of waiting for them to end.
+
+    With a lookup, a row's next token is fed together with a draft of the tokens after it (workers.engine.lookup)
     and the forward's logits verify the draft: the longest prefix the greedy choice agrees with is kept, the
     rest of it is masked out of the cache, and decoding goes on from the first token the model chose itself.
-    The tokens are those of plain greedy decoding; a row takes fewer forwards where its draft was right."""
-    device = prefill.logits.device
-    cache, attention, next_position, logits = prefill.cache, prefill.attention, prefill.next_position, prefill.logits
-    results = [Generated() for _ in range(batch)]
-    lookups = _per_row(lookup, batch)  # one per sequence
-    live = list(range(batch))  # result index of each row still in the batch
-    while max_new_tokens > 0:
-        logprobs = torch.log_softmax(logits.float(), dim=-1)
+    The tokens are those of plain greedy decoding; a row takes fewer forwards where its draft was right. A draft
+    costs compute: `forward(max_tokens=...)` shortens the drafts so that a forward feeds at most that many tokens
+    (a large batch is compute-bound, where drafts would slow every row)."""
+
+    def __init__(
+        self,
+        prefill: _Prefill,
+        owners: Sequence[Owner],
+        max_new_tokens: int | Sequence[int],
+        stop_ids,
+        config: PreTrainedConfig,
+        lookup: Lookups = None,
+    ):
+        n = len(owners)
+        self.cache, self.attention = prefill.cache, prefill.attention
+        self.next_position, self.logits = prefill.next_position, prefill.logits
+        self.owners: list[Owner] = list(owners)
+        self.results = [Generated() for _ in range(n)]
+        self.limits = [max_new_tokens] * n if isinstance(max_new_tokens, int) else list(max_new_tokens)
+        self.lookups = _per_row(lookup, n)
+        self.stop_ids = stop_ids
+        self.config = config
+        self._chosen: torch.Tensor | None = None  # the tokens `choose` took, fed by the next `forward`
+        if len(self.limits) != n or self.logits.shape[0] != n:
+            raise ValueError("one owner, limit and logits row per row")
+
+    def __len__(self) -> int:
+        return len(self.owners)
+
+    def _select(self, keep: list[int]) -> None:
+        if len(keep) == len(self.owners):
+            return
+        device = self.logits.device
+        select = torch.tensor(keep, device=device, dtype=torch.long)
+        if self.cache is not None and keep:
+            self.cache.batch_select_indices(select)
+        if self.attention.dim() == 2:
+            self.attention = self.attention.index_select(0, select)
+            self.next_position = self.next_position.index_select(0, select)
+        self.logits = self.logits.index_select(0, select)
+        if self._chosen is not None:
+            self._chosen = self._chosen.index_select(0, select)
+        for name in ("owners", "results", "limits", "lookups"):
+            values = getattr(self, name)
+            setattr(self, name, [values[row] for row in keep])
+
+    @torch.inference_mode()
+    def choose(self, keep_kv: Callable[[Owner, Generated], bool] | None = None) -> list[Finished[Owner]]:
+        """The greedy token of every row from its logits; the rows that finished (a stop token, their limit) leave
+        the batch and are returned with their results, and, where `keep_kv(owner, generated)` says so, with the KV
+        of the sequence they decoded (for later calls that continue it)."""
+        logprobs = torch.log_softmax(self.logits.float(), dim=-1)
         chosen = logprobs.argmax(dim=-1)
         chosen_logprob = logprobs.gather(1, chosen[:, None])[:, 0]
-        keep_rows = []
-        for row, index in enumerate(live):
-            token, logprob, result = int(chosen[row]), float(chosen_logprob[row]), results[index]
-            if token in stop_ids:
+        keep: list[int] = []
+        done: list[int] = []
+        for row, (token, logprob) in enumerate(zip(chosen.tolist(), chosen_logprob.tolist())):
+            result = self.results[row]
+            if token in self.stop_ids:
                 result.finish = FinishReason.STOP
                 result.stop_token_id = token
                 result.stop_logprob = logprob
+                done.append(row)
                 continue
             result.token_ids.append(token)
             result.logprobs.append(logprob)
-            if len(result.token_ids) < max_new_tokens:
-                keep_rows.append(row)
-        if not keep_rows or (should_stop is not None and should_stop()):
-            break
-        assert cache is not None, "a prefill without a cache decodes one token only (read_forest)"
-        if len(keep_rows) < len(live):  # early exit: finished branches leave the batch
-            select = torch.tensor(keep_rows, device=device)
-            cache.batch_select_indices(select)
-            attention = attention.index_select(0, select)
-            next_position = next_position.index_select(0, select)
-            chosen = chosen.index_select(0, select)
-            live = [live[row] for row in keep_rows]
-        drafts = [
-            lookup_.draft(results[index].token_ids, max_new_tokens - len(results[index].token_ids) - 1, stop_ids)
-            if (lookup_ := lookups[index])
-            else []
-            for index in live
+            (keep if len(result.token_ids) < self.limits[row] else done).append(row)
+        finished = [
+            Finished(
+                self.owners[row],
+                self.results[row],
+                self._row_kv(row) if keep_kv is not None and keep_kv(self.owners[row], self.results[row]) else None,
+            )
+            for row in done
         ]
+        self._chosen = chosen
+        self._select(keep)
+        return finished
+
+    def _row_kv(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Row `row`'s KV without its padding or rejected drafts: [1, heads, tokens it read, dim] per layer."""
+        assert self.cache is not None and self.attention.dim() == 2
+        columns = self.attention[row].nonzero()[:, 0]
+        return [
+            (keys[row : row + 1].index_select(2, columns), values[row : row + 1].index_select(2, columns))
+            for keys, values in _kv(self.cache)
+        ]
+
+    @torch.inference_mode()
+    def drop(self, wanted: Callable[[Owner], bool]) -> list[tuple[Owner, Generated]]:
+        """Rows whose owner is no longer `wanted` leave the batch (cut where they are, finish LENGTH)."""
+        keep = [row for row, owner in enumerate(self.owners) if wanted(owner)]
+        kept = set(keep)
+        dropped = [(self.owners[row], self.results[row]) for row in range(len(self.owners)) if row not in kept]
+        self._select(keep)
+        return dropped
+
+    def cut(self) -> list[tuple[Owner, Generated]]:
+        """Every row, where it is: the batch ends."""
+        return self.drop(lambda _: False)
+
+    @torch.inference_mode()
+    def merge(self, other: DecodeBatch[Owner]) -> None:
+        """Adds `other`'s rows; both batches hold logits (neither has chosen since its last forward). Each row keeps
+        only the columns it attends to, right-aligned: the merged cache is as wide as its longest row reads."""
+        if self._chosen is not None or other._chosen is not None:
+            raise RuntimeError("merge batches between a forward and the next choose")
+        if self.cache is None or other.cache is None:
+            raise ValueError("only batches with a cache merge")
+        width = max(int(self.attention.sum(1).max()), int(other.attention.sum(1).max()))
+        mine, theirs = self._packed(width), other._packed(width)
+        self.cache = DynamicCache(
+            ddp_cache_data=[
+                (torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(mine[0], theirs[0])
+            ],
+            config=self.config,
+        )
+        self.attention = torch.cat([mine[1], theirs[1]])
+        self.next_position = torch.cat([self.next_position, other.next_position])
+        self.logits = torch.cat([self.logits, other.logits])
+        self.owners += other.owners
+        self.results += other.results
+        self.limits += other.limits
+        self.lookups += other.lookups
+
+    def _packed(self, width: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+        """The cache with each row's attended columns only, in order, right-aligned in `width` columns (the left
+        padding masked), and its mask. Keys carry their rotary position, so moving a column changes nothing."""
+        assert self.cache is not None
+        rows = len(self.owners)
+        gather = torch.zeros((rows, width), dtype=torch.long)
+        attention = torch.zeros((rows, width), dtype=self.attention.dtype)
+        for row in range(rows):
+            columns = self.attention[row].nonzero()[:, 0].cpu()
+            gather[row, width - len(columns) :] = columns
+            attention[row, width - len(columns) :] = 1
+        device = self.attention.device
+        source, gather = torch.arange(rows, device=device)[:, None], gather.to(device)
+        layers = [
+            (
+                keys[source, :, gather].transpose(1, 2).contiguous(),
+                values[source, :, gather].transpose(1, 2).contiguous(),
+            )
+            for keys, values in _kv(self.cache)
+        ]  # [rows, width, heads, dim] -> [rows, heads, width, dim]
+        return layers, attention.to(device)
+
+    def _compact(self) -> None:
+        """Drops the columns no row attends to where they are most of the cache: the padding of rows that joined a
+        batch with longer rows, drafts that were rejected. (Every forward copies the cache anyway.)"""
+        attended = self.attention.sum(1)
+        if len(self.owners) and int(attended.sum()) * 2 < self.attention.numel():
+            layers, self.attention = self._packed(int(attended.max()))
+            self.cache = DynamicCache(ddp_cache_data=layers, config=self.config)
+
+    @torch.inference_mode()
+    def forward(self, model, stats: DecodeStats, max_tokens: int | None = None) -> None:
+        """Feeds every row's chosen token (and its draft) in one forward; the batch then holds the next logits."""
+        if self._chosen is None:
+            raise RuntimeError("choose before every forward")
+        assert self.cache is not None, "a prefill without a cache decodes one token only (read_forest)"
+        self._compact()
+        chosen, self._chosen = self._chosen, None
+        device = self.logits.device
+        n = len(self.owners)
+        room = None if max_tokens is None else max(0, max_tokens // max(1, n) - 1)  # draft tokens per row
+        drafts = []
+        for result, limit, lookup in zip(self.results, self.limits, self.lookups):
+            left = limit - len(result.token_ids) - 1  # the last token of a row's limit is never drafted
+            drafts.append(
+                lookup.draft(result.token_ids, left if room is None else min(left, room), self.stop_ids)
+                if lookup
+                else []
+            )
         width = 1 + max(len(d) for d in drafts)
-        fed = chosen[:, None].expand(len(live), width).clone()  # draft-less columns repeat the token, masked out
-        new_columns = torch.zeros((len(live), width), dtype=attention.dtype)
+        fed = chosen[:, None].expand(n, width).clone()  # draft-less columns repeat the token, masked out
+        new_columns = torch.zeros((n, width), dtype=self.attention.dtype)
         new_columns[:, 0] = 1
         for row, draft in enumerate(drafts):
             if draft:
                 fed[row, 1 : 1 + len(draft)] = torch.tensor(draft, device=device)
                 new_columns[row, 1 : 1 + len(draft)] = 1
-        attention = torch.cat([attention, new_columns.to(device)], dim=1)
-        positions = next_position[:, None] + torch.arange(width, device=device)
+        attention = torch.cat([self.attention, new_columns.to(device)], dim=1)
+        positions = self.next_position[:, None] + torch.arange(width, device=device)
         hidden = model.model(
-            input_ids=fed, attention_mask=attention, position_ids=positions, cache=cache, use_cache=True
+            input_ids=fed, attention_mask=attention, position_ids=positions, cache=self.cache, use_cache=True
         ).last_hidden_state
         stats.forward_calls += 1
         stats.drafted_tokens += sum(len(d) for d in drafts)
@@ -676,14 +890,14 @@ def _decode_loop(
         checked = model.get_output_embeddings()(hidden[rows, columns])  # [sum(1 + len(draft)), vocab]
         greedy = checked.argmax(dim=-1).tolist() if width > 1 else []  # without drafts nothing is verified
         accepted, at, offsets = [], 0, []
-        for row, (index, draft) in enumerate(zip(live, drafts)):
+        for row, draft in enumerate(drafts):
             taken = 0
             while taken < len(draft) and greedy[at + taken] == draft[taken]:
                 taken += 1
             if taken:
                 draft_logprobs = torch.log_softmax(checked[at : at + taken].float(), dim=-1)
-                results[index].token_ids.extend(draft[:taken])
-                results[index].logprobs.extend(
+                self.results[row].token_ids.extend(draft[:taken])
+                self.results[row].logprobs.extend(
                     draft_logprobs.gather(1, torch.tensor(draft[:taken], device=device)[:, None])[:, 0].tolist()
                 )
             attention[row, attention.shape[1] - width + 1 + taken :] = 0  # the rejected rest of the draft
@@ -691,6 +905,6 @@ def _decode_loop(
             offsets.append(at + taken)  # the logits after the last kept token: where decoding goes on
             at += 1 + len(draft)
         stats.accepted_tokens += sum(accepted)
-        next_position = next_position + 1 + torch.tensor(accepted, device=device)
-        logits = checked[torch.tensor(offsets, device=device)]
-    return results
+        self.attention = attention
+        self.next_position = self.next_position + 1 + torch.tensor(accepted, device=device)
+        self.logits = checked[torch.tensor(offsets, device=device)]
