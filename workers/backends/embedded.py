@@ -2,8 +2,9 @@
 
 Every call carries one window of a document. Calls of any documents share the engine's forwards
 (workers/engine/batching.py, continuous): Count calls of windows not seen before are read in one forward (a tree
-per window, its label branches sharing it), and each window's prefix cache is kept in a small LRU cache, so the
-Mention calls that follow continue what the Count step encoded. The sequences of all admitted calls decode in
+per window, its label branches sharing it), and each window's prefix cache is kept in an LRU cache sized in tokens,
+so the Mention calls that follow continue what the Count step encoded (and, where their label's count was decoded
+here, that count's own KV). The sequences of all admitted calls decode in
 one running batch (workers/engine/decoder.py, `DecodeBatch`): between two of its forwards, calls that arrived
 meanwhile are read and join it, and each call is answered when its own sequence ends. The batch holds at most
 `max_batch` rows; prompt-lookup drafts are shortened so that one forward feeds at most `max_forward_tokens`
@@ -166,15 +167,9 @@ class EmbeddedBackend(AsyncComponent):
         language, word = self._word(schema, label)
         check_mention_index(count, k, self.max_count)
         template = template_for(language)
+        branch = template.label_branch(word)
         outcome = await self._batcher.submit(
-            _Sequence(
-                text,
-                language,
-                template.label_branch(word) + template.mention_suffix(count, k),
-                label,
-                k,
-                template.label_branch(word),
-            )
+            _Sequence(text, language, branch + template.mention_suffix(count, k), label, k, branch)
         )
         return cast(Timed[MentionResult], outcome)
 
@@ -307,7 +302,9 @@ class EmbeddedBackend(AsyncComponent):
                     self._prefixes.move_to_end(key)
                 prefix_ids, prefix_cache = entries[key]
                 on_prefix: list[Admitted] = []
-                on_count: dict[str, tuple[list[int], list[Admitted], list[list[int]]]] = {}
+                prefix_branches: list[list[int]] = []
+                # count branch -> (the count's tokens, their KV, the calls continuing it, what each reads after it)
+                on_count: dict[str, tuple[list[int], list, list[Admitted], list[list[int]]]] = {}
                 for call in windows[key]:
                     branch = self.engine_model.encode(call.item.branch)
                     continued = self._continuations.get((*key, call.item.count_branch)) if call.item.k else None
@@ -316,19 +313,17 @@ class EmbeddedBackend(AsyncComponent):
                         and branch[: len(continued[0])] == continued[0]
                         and len(branch) > len(continued[0])
                     ):
-                        entry = on_count.setdefault(call.item.count_branch, (continued[0], [], []))
-                        entry[1].append(call)
-                        entry[2].append(branch[len(continued[0]) :])
+                        self._continuations.move_to_end((*key, call.item.count_branch))
+                        entry = on_count.setdefault(call.item.count_branch, (*continued, [], []))
+                        entry[2].append(call)
+                        entry[3].append(branch[len(continued[0]) :])
                     else:
                         on_prefix.append(call)
+                        prefix_branches.append(branch)
                 if on_prefix:
-                    groups.append(
-                        (len(prefix_ids), prefix_cache, [self.engine_model.encode(c.item.branch) for c in on_prefix])
-                    )
+                    groups.append((len(prefix_ids), prefix_cache, prefix_branches))
                     rows += [(key, call) for call in on_prefix]
-                for count_branch, (count_ids, count_calls, suffixes) in on_count.items():
-                    kv = self._continuations[(*key, count_branch)][1]
-                    self._continuations.move_to_end((*key, count_branch))
+                for count_ids, kv, count_calls, suffixes in on_count.values():
                     groups.append((len(prefix_ids) + len(count_ids), extended(prefix_cache, kv), suffixes))
                     rows += [(key, call) for call in count_calls]
             batches.append(self._batch(prefill_on_caches(model, groups, pad_id=pad_id, stats=stats), rows, prefixes))

@@ -355,31 +355,36 @@ def _read_forest(
     return Forest(cache, trees, spans, model.config), logits
 
 
+def _gathered(
+    cache: DynamicCache, rows: Sequence[tuple[int, Sequence[int] | torch.Tensor]], width: int | None = None
+) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
+    """One row per entry of `rows`: (the cache row it reads, the columns its sequence consists of, in order),
+    right-aligned in `width` columns (default: the longest), the left padding masked. Returns every layer's (keys,
+    values) and the mask. Keys carry their rotary position, so moving a column changes nothing."""
+    device = _kv(cache)[0][0].device
+    width = max(len(columns) for _, columns in rows) if width is None else width
+    gather = torch.zeros((len(rows), width), dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (_, columns) in enumerate(rows):
+        gather[row, width - len(columns) :] = torch.as_tensor(columns, dtype=torch.long).cpu()
+        attention[row, width - len(columns) :] = 1
+    source = torch.tensor([r for r, _ in rows], device=device)[:, None]
+    gather = gather.to(device)
+    layers = [
+        (keys[source, :, gather].transpose(1, 2).contiguous(), values[source, :, gather].transpose(1, 2).contiguous())
+        for keys, values in _kv(cache)
+    ]  # [rows, width, heads, dim] -> [rows, heads, width, dim]
+    return layers, attention.to(device)
+
+
 def _gather_rows(
     model, forest: Forest, rows: Sequence[tuple[int, list[int]]], logits: torch.Tensor, device
 ) -> _Prefill:
     """One batch row per entry of `rows`: (the forest row it reads, the columns its sequence consists of: prefix,
     branch, continuation), left-padded (masked) to the longest, ready to decode from `logits` (one row each)."""
-    width = max(len(columns) for _, columns in rows)
-    gather = torch.zeros((len(rows), width), dtype=torch.long)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for row, (_, columns) in enumerate(rows):
-        gather[row, width - len(columns) :] = torch.tensor(columns)
-        attention[row, width - len(columns) :] = 1
-    source = torch.tensor([r for r, _ in rows], device=device)[:, None]
-    gather = gather.to(device)
-    next_position = torch.tensor([len(columns) for _, columns in rows])
-    cache = DynamicCache(
-        ddp_cache_data=[
-            (
-                keys[source, :, gather].transpose(1, 2).contiguous(),
-                values[source, :, gather].transpose(1, 2).contiguous(),
-            )
-            for keys, values in _kv(forest.cache)
-        ],  # [batch, seq, heads, dim] -> [batch, heads, seq, dim]
-        config=model.config,
-    )
-    return _Prefill(cache, attention.to(device), next_position.to(device), logits)
+    layers, attention = _gathered(forest.cache, rows)
+    next_position = torch.tensor([len(columns) for _, columns in rows], device=device)
+    return _Prefill(DynamicCache(ddp_cache_data=layers, config=model.config), attention, next_position, logits)
 
 
 def _forest_forward(model, prefixes, branches, pad_id: int, stats: DecodeStats):
@@ -776,11 +781,7 @@ class DecodeBatch(Generic[Owner]):
     def _row_kv(self, row: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Row `row`'s KV without its padding or rejected drafts: [1, heads, tokens it read, dim] per layer."""
         assert self.cache is not None and self.attention.dim() == 2
-        columns = self.attention[row].nonzero()[:, 0]
-        return [
-            (keys[row : row + 1].index_select(2, columns), values[row : row + 1].index_select(2, columns))
-            for keys, values in _kv(self.cache)
-        ]
+        return _gathered(self.cache, [(row, self.attention[row].nonzero()[:, 0])])[0]
 
     @torch.inference_mode()
     def drop(self, wanted: Callable[[Owner], bool]) -> list[tuple[Owner, Generated]]:
@@ -820,26 +821,11 @@ class DecodeBatch(Generic[Owner]):
         self.lookups += other.lookups
 
     def _packed(self, width: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """The cache with each row's attended columns only, in order, right-aligned in `width` columns (the left
-        padding masked), and its mask. Keys carry their rotary position, so moving a column changes nothing."""
+        """The cache with each row's attended columns only, right-aligned in `width` columns, and its mask."""
         assert self.cache is not None
-        rows = len(self.owners)
-        gather = torch.zeros((rows, width), dtype=torch.long)
-        attention = torch.zeros((rows, width), dtype=self.attention.dtype)
-        for row in range(rows):
-            columns = self.attention[row].nonzero()[:, 0].cpu()
-            gather[row, width - len(columns) :] = columns
-            attention[row, width - len(columns) :] = 1
-        device = self.attention.device
-        source, gather = torch.arange(rows, device=device)[:, None], gather.to(device)
-        layers = [
-            (
-                keys[source, :, gather].transpose(1, 2).contiguous(),
-                values[source, :, gather].transpose(1, 2).contiguous(),
-            )
-            for keys, values in _kv(self.cache)
-        ]  # [rows, width, heads, dim] -> [rows, heads, width, dim]
-        return layers, attention.to(device)
+        return _gathered(
+            self.cache, [(row, self.attention[row].nonzero()[:, 0]) for row in range(len(self.owners))], width
+        )
 
     def _compact(self) -> None:
         """Drops the columns no row attends to where they are most of the cache: the padding of rows that joined a
