@@ -1,6 +1,7 @@
 """recognize / eval / bench / train / export through the CLI, on a tiny model (fast) and the real base model."""
 
 import json
+import shutil
 
 import pytest
 from conftest import EXAMPLES
@@ -273,3 +274,28 @@ def test_export_choices_are_the_exporters():
     export = {a.dest: a for a in commands.choices["export"]._actions}
     assert set(export["form"].choices) == {"lora", *QUANTIZED_FORMS}
     assert set(export["rank_allocation"].choices) == set(RANK_ALLOCATIONS)
+
+
+@pytest.mark.parametrize("objective", ["padellm", "autoreg-struct"])
+def test_calibrate_writes_the_activation_peaks_int8_then_folds_in(
+    tiny_base_model, tiny_models, capsys, tmp_path, objective
+):
+    from workers.engine.loading import load_engine_model
+    from workers.engine.smoothing import ACTIVATION_PEAKS, SMOOTHED, load_peaks
+
+    folder = tmp_path / objective
+    shutil.copytree(tiny_models[objective], folder)
+    args = ["calibrate", "--model", str(folder), "--data", str(EXAMPLES / "sample.conll"), "--sample", "2"]
+    assert main([*args, "--base-model", str(tiny_base_model)]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["output"] == str(folder / ACTIVATION_PEAKS) and summary["documents"] == 2
+    peaks = load_peaks(folder / ACTIVATION_PEAKS)
+    assert len(peaks) == 2 * len(SMOOTHED) and all(bool((p >= 0).all()) and p.max() > 0 for p in peaks.values())
+    model = load_engine_model(folder, base_model=tiny_base_model, dtype="int8")
+    assert model.info["smoothing"] == "smoothquant"
+
+
+def test_calibrate_refuses_a_folder_that_is_no_model(capsys, tmp_path):
+    args = ["calibrate", "--model", str(tmp_path), "--data", str(EXAMPLES / "sample.conll")]
+    with pytest.raises(SystemExit, match="not a model folder"):
+        main(args)

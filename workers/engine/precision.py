@@ -5,9 +5,11 @@
   takes a fraction of the time.
 - Other CPUs (AVX2): fp32, since bf16 is emulated there and slower than fp32.
 - `int8` (asked for, CPU only): the linear layers dynamically quantized (int8 weights per output channel,
-  activations quantized per batch) with torch's own x86/fbgemm kernels; embeddings and norms stay fp32. About
-  twice as fast as fp32 on an AVX2 CPU, but it changes greedy outputs: `padellm-ner bench --precisions
-  float32,int8` measures both on the same documents.
+  activations quantized per forward) with torch's own x86/fbgemm kernels; embeddings and norms stay fp32. About
+  twice as fast as fp32 on an AVX2 CPU. Where the model folder ships activation peaks (`padellm-ner calibrate`),
+  SmoothQuant's scales are folded in first (workers.engine.smoothing), which keeps greedy outputs close to fp32;
+  without them int8 loses several F1 points. `padellm-ner bench --precisions float32,int8` measures both on the
+  same documents.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from enum import Enum
 import torch
 
 from padellm_ner import config
+
+from .smoothing import smooth
 
 
 class Precision(str, Enum):
@@ -48,10 +52,18 @@ def pick_precision(name: str | None, device: torch.device) -> Precision:
     return precision
 
 
-def apply_precision(network: torch.nn.Module, precision: Precision, device: torch.device) -> torch.nn.Module:
-    """The network on `device` in `precision` (int8: a dynamically quantized copy of its linear layers)."""
+def apply_precision(
+    network: torch.nn.Module,
+    precision: Precision,
+    device: torch.device,
+    peaks: dict[str, torch.Tensor] | None = None,
+) -> torch.nn.Module:
+    """The network on `device` in `precision` (int8: a dynamically quantized copy of its linear layers, smoothed
+    first where the activation `peaks` of a calibration are given)."""
     if precision is Precision.INT8:
         network.to(device=device, dtype=torch.float32)
+        if peaks is not None:
+            smooth(network, peaks)
         with warnings.catch_warnings():
             # torch marks torch.ao.quantization as deprecated in favour of torchao (whose CPU int8 path wants
             # torch.compile); its eager x86/fbgemm kernels still ship and run here
