@@ -19,6 +19,7 @@ from padellm_ner import config
 from workers.base_model import ensure_base_model
 
 from .lookup import lookup_keys
+from .memory import keep_freed_memory
 from .precision import Precision, apply_precision, pick_precision
 from .smoothing import ACTIVATION_PEAKS, load_peaks
 from .weights import LOWRANK_DELTA, apply_quantized_lowrank
@@ -130,6 +131,8 @@ def load_engine_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = pick_device(device)
+    if target.type == "cpu":
+        keep_freed_memory()  # forwards reuse the memory of the last one instead of faulting in fresh pages
     precision = pick_precision(dtype, target)
     model_dir = resolve_model_dir(model) if adapter else None
     info: dict[str, Any] = {}
