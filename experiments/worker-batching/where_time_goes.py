@@ -3,6 +3,7 @@ one process (real gRPC on loopback), N in flight; time and tokens per kind of fo
 prefill tokens read, and the process's peak RSS.
 
     .venv/bin/python experiments/worker-batching/where_time_goes.py --documents 12 --in-flight 12 [--prefix-cache-tokens N]
+        [--max-prefill-tokens N] [--max-batch N]
 """
 
 import argparse
@@ -23,6 +24,7 @@ from service.server import SERVICE_NAME, NerService, add_to_server
 from service.worker_pool import WorkerPool
 from workers.backends.embedded import DEFAULT_PREFIX_CACHE_TOKENS, EmbeddedBackend
 from workers.engine import decoder
+from workers.engine.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_PREFILL_TOKENS
 from workers.engine.loading import load_engine_model
 from workers.server import SERVICE_NAME as WORKER
 from workers.server import WorkerService
@@ -55,7 +57,12 @@ async def main(args) -> None:
     )
     decoder.DecodeBatch.merge = timed(lambda self, other: ("merge", len(other)), decoder.DecodeBatch.merge)
     articles = in_unit(read_corpus(args.data).documents, "document")[: args.documents]
-    backend = EmbeddedBackend(model, prefix_cache_tokens=args.prefix_cache_tokens)
+    backend = EmbeddedBackend(
+        model,
+        prefix_cache_tokens=args.prefix_cache_tokens,
+        max_prefill_tokens=args.max_prefill_tokens,
+        max_batch=args.max_batch,
+    )
     await backend.start()
     worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
     pool = WorkerPool([f"127.0.0.1:{worker_port}"])
@@ -83,7 +90,8 @@ async def main(args) -> None:
         await worker_server.stop(0)
         await backend.stop()
     print(
-        f"{len(articles)} articles, {args.in_flight} in flight, prefix cache {args.prefix_cache_tokens} tokens: "
+        f"{len(articles)} articles, {args.in_flight} in flight, prefix cache {args.prefix_cache_tokens} tokens, "
+        f"prefill budget {args.max_prefill_tokens} tokens, batch {args.max_batch}: "
         f"{elapsed:.1f} s, {len(articles) / elapsed:.3f} articles/s, {backend.batches} admissions"
     )
     print(f"{'kind':8} {'calls':>6} {'seconds':>8} {'share':>6} {'tokens (merge: rows)':>22}")
@@ -100,4 +108,6 @@ if __name__ == "__main__":
     parser.add_argument("--documents", type=int, default=12)
     parser.add_argument("--in-flight", type=int, default=12)
     parser.add_argument("--prefix-cache-tokens", type=int, default=DEFAULT_PREFIX_CACHE_TOKENS)
+    parser.add_argument("--max-prefill-tokens", type=int, default=DEFAULT_MAX_PREFILL_TOKENS)
+    parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
     asyncio.run(main(parser.parse_args()))

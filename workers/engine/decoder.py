@@ -798,21 +798,30 @@ class DecodeBatch(Generic[Owner]):
 
     @torch.inference_mode()
     def merge(self, other: DecodeBatch[Owner]) -> None:
-        """Adds `other`'s rows; both batches hold logits (neither has chosen since its last forward). Each row keeps
-        only the columns it attends to, right-aligned: the merged cache is as wide as its longest row reads."""
+        """Adds `other`'s rows; both batches hold logits (neither has chosen since its last forward). The narrower
+        cache is left-padded with masked columns to the wider one's width, and each cache is copied once, into
+        the merged one; columns no row attends to are dropped later, by `_compact`, where they are most of it."""
         if self._chosen is not None or other._chosen is not None:
             raise RuntimeError("merge batches between a forward and the next choose")
         if self.cache is None or other.cache is None:
             raise ValueError("only batches with a cache merge")
-        width = max(int(self.attention.sum(1).max()), int(other.attention.sum(1).max()))
-        mine, theirs = self._packed(width), other._packed(width)
-        self.cache = DynamicCache(
-            ddp_cache_data=[
-                (torch.cat([k1, k2]), torch.cat([v1, v2])) for (k1, v1), (k2, v2) in zip(mine[0], theirs[0])
-            ],
-            config=self.config,
+        width = max(self.attention.shape[1], other.attention.shape[1])
+        rows = len(self.owners)
+        layers = []
+        for (k1, v1), (k2, v2) in zip(_kv(self.cache), _kv(other.cache)):
+            merged = []
+            for mine, theirs in ((k1, k2), (v1, v2)):
+                out = mine.new_empty((rows + theirs.shape[0], mine.shape[1], width, mine.shape[3]))
+                for at, part in ((slice(0, rows), mine), (slice(rows, None), theirs)):
+                    pad = width - part.shape[2]
+                    out[at, :, :pad].zero_()  # masked: zeros keep the attention's arithmetic finite
+                    out[at, :, pad:] = part
+                merged.append(out)
+            layers.append((merged[0], merged[1]))
+        self.cache = DynamicCache(ddp_cache_data=layers, config=self.config)
+        self.attention = torch.cat(
+            [torch.nn.functional.pad(batch.attention, (width - batch.attention.shape[1], 0)) for batch in (self, other)]
         )
-        self.attention = torch.cat([mine[1], theirs[1]])
         self.next_position = torch.cat([self.next_position, other.next_position])
         self.logits = torch.cat([self.logits, other.logits])
         self.owners += other.owners
