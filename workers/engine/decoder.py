@@ -688,8 +688,9 @@ class Finished(Generic[Owner]):
 
 
 class DecodeBatch(Generic[Owner]):
-    """Rows being decoded greedily (in inference mode: no autograd graph ever holds the cache), each owned by an `Owner` (a result index, a caller): one token per row (plus its
-    prompt-lookup draft) per forward, a row leaving the batch at its stop token or its own `max_new_tokens`.
+    """Rows being decoded greedily (in inference mode: no autograd graph ever holds the cache), each owned by an
+    `Owner` (a result index, a caller): one token per row (plus its prompt-lookup draft) per forward, a row leaving
+    the batch at its stop token or its own `max_new_tokens`.
 
     Between forwards the batch holds every row's next-token logits; `choose` takes the greedy tokens from them and
     returns the rows that finished, `forward` feeds the chosen tokens and computes the next logits. `merge` adds the
@@ -829,19 +830,15 @@ class DecodeBatch(Generic[Owner]):
         self.limits += other.limits
         self.lookups += other.lookups
 
-    def _packed(self, width: int) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], torch.Tensor]:
-        """The cache with each row's attended columns only, right-aligned in `width` columns, and its mask."""
-        assert self.cache is not None
-        return _gathered(
-            self.cache, [(row, self.attention[row].nonzero()[:, 0]) for row in range(len(self.owners))], width
-        )
-
     def _compact(self) -> None:
         """Drops the columns no row attends to where they are most of the cache: the padding of rows that joined a
-        batch with longer rows, drafts that were rejected. (Every forward copies the cache anyway.)"""
+        batch with longer rows, drafts that were rejected. Each row keeps its attended columns, right-aligned.
+        (Every forward copies the cache anyway.)"""
         attended = self.attention.sum(1)
         if len(self.owners) and int(attended.sum()) * 2 < self.attention.numel():
-            layers, self.attention = self._packed(int(attended.max()))
+            assert self.cache is not None
+            rows = [(row, self.attention[row].nonzero()[:, 0]) for row in range(len(self.owners))]
+            layers, self.attention = _gathered(self.cache, rows, int(attended.max()))
             self.cache = DynamicCache(ddp_cache_data=layers, config=self.config)
 
     @torch.inference_mode()
