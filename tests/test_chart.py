@@ -72,7 +72,9 @@ def test_defaults_deploy_the_embedded_cpu_engine():
     assert len(workers) == 1
     pod = workers[0]["spec"]["template"]["spec"]
     assert [c["name"] for c in pod["containers"]] == ["worker"]
-    assert {"--backend=embedded", "--lookup-tokens=4"} <= set(pod["containers"][0]["args"])
+    assert {"--backend=embedded", "--lookup-tokens=4", "--prefix-cache-tokens=32768"} <= set(
+        pod["containers"][0]["args"]
+    )
     assert "nvidia.com/gpu" not in str(pod) and "volumeClaimTemplates" not in workers[0]["spec"]
     assert by_kind(docs, "HorizontalPodAutoscaler") and not by_kind(docs, "ScaledObject")
 

@@ -154,3 +154,40 @@ async def test_a_mention_continues_the_sequence_its_count_decoded(serving_engine
     assert continued == plain
     assert logprobs == pytest.approx(plain_logprobs, abs=1e-3)
     assert read < plain_read, f"{read} tokens read on the counts' KV, {plain_read} on the window's"
+
+
+@pytest.mark.parametrize("prefix_cache_tokens, read_again", [(None, False), (1, True)])
+async def test_the_prefix_cache_keeps_windows_within_its_token_budget(
+    serving_engine_model, prefix_cache_tokens, read_again
+):
+    """A window's Count call after another window's: read from the prefix cache while the budget holds both, read
+    again once a budget of one token kept only the newest window (and the same count either way)."""
+    sized = {} if prefix_cache_tokens is None else {"prefix_cache_tokens": prefix_cache_tokens}
+    backend = EmbeddedBackend(serving_engine_model, **sized)
+    async with backend:
+        first = (await backend.count("a", TEXTS[0], "conll03", "ORG")).result
+        await backend.count("b", TEXTS[2], "conll03", "ORG")
+        before = backend.stats.prefill_tokens
+        again = (await backend.count("a", TEXTS[0], "conll03", "MISC")).result
+        read = backend.stats.prefill_tokens - before
+        cached = [text for _, text in backend._prefixes]
+        assert (await backend.count("a", TEXTS[0], "conll03", "ORG")).result.raw == first.raw
+    window = len(serving_engine_model.encode(template_for("en").shared_prefix(TEXTS[0]), special=True))
+    assert again.raw.isdigit()
+    if read_again:
+        assert read > window and cached == [TEXTS[0]], (read, cached)
+    else:
+        assert read < window and sorted(cached) == sorted([TEXTS[0], TEXTS[2]]), (read, cached)
+
+
+def test_the_worker_flag_sizes_the_prefix_cache():
+    import argparse
+
+    from workers.config import WorkerArgs
+
+    parser = argparse.ArgumentParser()
+    WorkerArgs.add_cli_args(parser)
+    assert WorkerArgs.from_cli_args(parser.parse_args([])).prefix_cache_tokens == 32768
+    assert WorkerArgs.from_cli_args(parser.parse_args(["--prefix-cache-tokens", "4096"])).prefix_cache_tokens == 4096
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--prefix-cache-tokens", "0"])

@@ -20,7 +20,12 @@ from padellm_ner.args import (
 from padellm_ner.grpc_common import TlsFiles
 from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS
 
-from .engine.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_FORWARD_TOKENS, DEFAULT_MAX_PREFILL_TOKENS  # torch-free
+from .engine.batching import (  # torch-free
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_FORWARD_TOKENS,
+    DEFAULT_MAX_PREFILL_TOKENS,
+    DEFAULT_PREFIX_CACHE_TOKENS,
+)
 from .engine.lookup import DEFAULT_LOOKUP_TOKENS  # torch-free
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16", "int8")  # workers/engine/precision.py: Precision
@@ -155,6 +160,7 @@ class WorkerArgs:
     max_batch: int = DEFAULT_MAX_BATCH
     max_forward_tokens: int = DEFAULT_MAX_FORWARD_TOKENS
     max_prefill_tokens: int = DEFAULT_MAX_PREFILL_TOKENS
+    prefix_cache_tokens: int = DEFAULT_PREFIX_CACHE_TOKENS
     max_text_chars: int = DEFAULT_MAX_WINDOW_CHARS
     max_window_tokens: int = DEFAULT_MAX_WINDOW_TOKENS
     tgi_api_port: int | None = None
@@ -206,6 +212,14 @@ class WorkerArgs:
             f"(embedded; default {WorkerArgs.max_prefill_tokens})",
         )
         parser.add_argument(
+            "--prefix-cache-tokens",
+            type=positive,
+            default=WorkerArgs.prefix_cache_tokens,
+            help="windows' prefix caches kept for the Mention calls that follow, in tokens (about 46 KB a token in "
+            "fp32 for the shipped model); too few shows as windows read twice "
+            f"(embedded; default {WorkerArgs.prefix_cache_tokens})",
+        )
+        parser.add_argument(
             "--max-text-chars",
             type=int,
             default=DEFAULT_MAX_WINDOW_CHARS,
@@ -241,6 +255,7 @@ class WorkerArgs:
             max_batch=args.max_batch,
             max_forward_tokens=args.max_forward_tokens,
             max_prefill_tokens=args.max_prefill_tokens,
+            prefix_cache_tokens=args.prefix_cache_tokens,
             max_text_chars=args.max_text_chars,
             max_window_tokens=args.max_window_tokens,
             tgi_api_port=args.tgi_api_port,

@@ -29,6 +29,7 @@ def make_backend(args: WorkerArgs) -> Backend:
             max_batch=args.max_batch,
             max_forward_tokens=args.max_forward_tokens,
             max_prefill_tokens=args.max_prefill_tokens,
+            prefix_cache_tokens=args.prefix_cache_tokens,
             lookup_tokens=args.engine.lookup_tokens,
         )
     from .backends.tgi import TgiBackend

@@ -22,9 +22,9 @@ from padellm_ner.grpc_common import channel, start_server
 from service.orchestrator import Mode, Orchestrator, OrchestratorConfig
 from service.server import SERVICE_NAME, NerService, add_to_server
 from service.worker_pool import WorkerPool
-from workers.backends.embedded import DEFAULT_PREFIX_CACHE_TOKENS, EmbeddedBackend
+from workers.backends.embedded import EmbeddedBackend
 from workers.engine import decoder
-from workers.engine.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_PREFILL_TOKENS
+from workers.engine.batching import DEFAULT_MAX_BATCH, DEFAULT_MAX_PREFILL_TOKENS, DEFAULT_PREFIX_CACHE_TOKENS
 from workers.engine.loading import load_engine_model
 from workers.server import SERVICE_NAME as WORKER
 from workers.server import WorkerService

@@ -34,6 +34,7 @@ from ..engine.batching import (
     DEFAULT_MAX_BATCH,
     DEFAULT_MAX_FORWARD_TOKENS,
     DEFAULT_MAX_PREFILL_TOKENS,
+    DEFAULT_PREFIX_CACHE_TOKENS,
     Admitted,
     EngineSession,
     MicroBatcher,
@@ -48,9 +49,6 @@ if TYPE_CHECKING:
     from transformers import PreTrainedConfig
 
 
-# The windows' prefix caches, by their tokens: the Mention calls of every document in flight find theirs (about
-# 46 KB a token in fp32 for the shipped model: 1.5 GB). Too small a cache shows as windows read twice.
-DEFAULT_PREFIX_CACHE_TOKENS = 32768
 CONTINUATIONS = 2048  # decoded counts kept for their Mention calls (a few tokens each)
 
 

@@ -32,6 +32,9 @@ R = TypeVar("R")
 DEFAULT_MAX_BATCH = 128  # rows decoding together: bounds the running batch's KV cache (about 9 MB a row, fp32)
 DEFAULT_MAX_FORWARD_TOKENS = 64  # about where a forward of the shipped model on a CPU turns compute-bound
 DEFAULT_MAX_PREFILL_TOKENS = 2048  # new calls read in one prefill: how long running sequences wait at most
+# windows' prefix caches kept for the Mention calls that follow their Count calls, in tokens (about 46 KB a token
+# in fp32 for the shipped model: 1.5 GB); too small a cache shows as windows read twice
+DEFAULT_PREFIX_CACHE_TOKENS = 32768
 
 
 @dataclass(eq=False)
