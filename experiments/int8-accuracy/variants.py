@@ -2,6 +2,7 @@
 scale migration (Xiao et al., 2023) recovers it. Every variant decodes the same dev sentences, interleaved.
 
     .venv/bin/python experiments/int8-accuracy/variants.py --sample 150 --seed 0 [--data .../valid.txt]
+        [--unit document]
 """
 
 import argparse
@@ -14,6 +15,7 @@ import torch
 from padellm_ner.core import get_schema
 from padellm_ner.data.formats import read_corpus
 from padellm_ner.data.selection import select_documents
+from padellm_ner.data.units import in_unit
 from workers.engine.loading import load_engine_model
 from workers.engine.padellm import PadellmEngine
 from workers.evaluation import differing_documents, run_modes
@@ -74,6 +76,22 @@ def smooth(network, peaks, alpha: float, o_proj: bool) -> None:
                 attn.o_proj.weight.mul_(kv[:, None, :].expand(-1, groups, -1).reshape(-1))
 
 
+def per_row(network) -> None:
+    """Each row of a batched input quantized with its own activation scale (a row: one packed prefill row or one
+    decoding sequence) instead of one scale for the whole forward: the quantized layers called row by row."""
+    from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
+
+    for module in network.modules():
+        if isinstance(module, QuantizedLinear):
+
+            def forward(x, module=module, whole=module.forward):
+                if x.dim() == 3 and x.shape[0] > 1:
+                    return torch.cat([whole(x[row : row + 1]) for row in range(x.shape[0])])
+                return whole(x)
+
+            module.forward = forward
+
+
 def quantized(network, skip: tuple[str, ...] = (), head: bool = True):
     # every linear layer (lm_head too), or only the decoder's (lm_head kept in fp32)
     spec = {torch.nn.Linear: per_channel_dynamic_qconfig} if head else {"model.layers": per_channel_dynamic_qconfig}
@@ -92,12 +110,13 @@ def main() -> None:
     parser.add_argument("--calibration", default="../shared/datasets/conll2003/original/train.txt")
     parser.add_argument("--sample", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unit", choices=["sentence", "document"], default="sentence")
     parser.add_argument("--variants", default="fp32,int8,int8-head-fp32,smooth0.5,smooth0.5-o,smooth0.8-o")
     parser.add_argument("--output")
     args = parser.parse_args()
     torch.set_num_threads(2)
     schema = get_schema("conll03")
-    documents = select_documents(read_corpus(args.data).documents, None, args.sample, args.seed)
+    documents = select_documents(in_unit(read_corpus(args.data).documents, args.unit), None, args.sample, args.seed)
     base = load_engine_model(dtype="float32")
     calibration = select_documents(read_corpus(args.calibration).documents, None, 64, 1)
     peaks = calibrate(base, calibration, schema)
@@ -114,9 +133,11 @@ def main() -> None:
         elif variant == "int8-down-fp32":
             network = quantized(network, skip=("mlp.down_proj",))
         elif variant.startswith("smooth"):
-            alpha, *flags = variant.removeprefix("smooth").split("-")  # e.g. smooth0.8-o-down
+            alpha, *flags = variant.removeprefix("smooth").split("-")  # e.g. smooth0.8-o-down, smooth0.7-o-rows
             smooth(network, peaks, float(alpha), "o" in flags)
             network = quantized(network, skip=("mlp.down_proj",) if "down" in flags else ())
+            if "rows" in flags:
+                per_row(network)
         else:
             raise SystemExit(f"unknown variant {variant}")
         model.model = network.eval()
@@ -137,7 +158,7 @@ def main() -> None:
         print(f"{name:<18}{r['micro_f1']:>8.2f}{r['latency_ms_mean']:>9.1f}{r['differ_from_fp32']:>8}")
     if args.output:
         json.dump(
-            {"data": args.data, "sample": args.sample, "seed": args.seed, "variants": rows},
+            {"data": args.data, "unit": args.unit, "sample": args.sample, "seed": args.seed, "variants": rows},
             open(args.output, "w"),
             indent=2,
         )
