@@ -84,26 +84,27 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         except InvalidInput as error:
             raise error.in_field(where) from None
 
-    async def _recognize(self, document: ner_pb2.Document, where: str) -> ner_pb2.EntityRecord:
-        schema, labels = self._validate(document, where)
+    async def _recognize(
+        self, document: ner_pb2.Document, schema: LabelSchema, labels: list[str]
+    ) -> ner_pb2.EntityRecord:
+        """A validated document (`_validate` gave its schema and labels) through the orchestrator."""
         record = await self.orchestrator.recognize(document.id, document.text, schema, labels)
         return record.to_proto()
 
     async def Recognize(self, request, context):
+        checked = self._validate(request.document, "document")
         with self._admitted(), caller_deadline(context.time_remaining()):
-            return ner_pb2.RecognizeResponse(record=await self._recognize(request.document, "document"))
+            return ner_pb2.RecognizeResponse(record=await self._recognize(request.document, *checked))
 
     async def RecognizeBatch(self, request, context):
         if len(request.documents) > self.max_batch:
             raise InvalidInput(
                 f"{len(request.documents)} documents in one batch; the limit is {self.max_batch}", field="documents"
             )
-        for index, document in enumerate(request.documents):  # reject a bad batch before any work
-            self._validate(document, f"documents[{index}]")
+        # a bad batch is rejected before any work
+        checked = [self._validate(document, f"documents[{i}]") for i, document in enumerate(request.documents)]
         with self._admitted(len(request.documents)), caller_deadline(context.time_remaining()):
-            records = await asyncio.gather(
-                *(self._recognize(d, f"documents[{i}]") for i, d in enumerate(request.documents))
-            )
+            records = await asyncio.gather(*(self._recognize(d, *c) for d, c in zip(request.documents, checked)))
         return ner_pb2.RecognizeBatchResponse(records=records)
 
     async def _stream_item(
@@ -112,8 +113,9 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         """One request of a stream, its failure included: a stream goes on past a bad or failed document."""
         response = ner_pb2.RecognizeStreamResponse(index=index, id=request.document.id)
         try:
+            checked = self._validate(request.document, "document")
             with self._admitted():
-                response.record.CopyFrom(await self._recognize(request.document, "document"))
+                response.record.CopyFrom(await self._recognize(request.document, *checked))
             return response
         except (PadellmError, grpc.aio.AioRpcError) as error:
             code, message = status_of(error)
