@@ -35,6 +35,7 @@ from .decoder import (
     Generated,
     continue_forest,
     decode_forest,
+    decode_on_caches,
     greedy_decode,
     read_forest,
 )
@@ -228,26 +229,24 @@ class PadellmEngine:
         )
         return counts, dict(zip(keys, mentions)), step1
 
-    def _mentions_on_cache(self, window: int, counts: dict[Ask, Generated], prefix, cache, schema, stats, lookup):
-        """Step 2 of one window's decoded counts: every (label, k) branch in one batch on the window's cache."""
-        asks = [
-            ((window, label, k), ids)
-            for (w, label), g in counts.items()
-            if w == window
-            for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g))
-        ]
-        generated = greedy_decode(
+    def _mentions_on_caches(self, counts: dict[Ask, Generated], prefixes, cache_of, schema, stats, lookups):
+        """Step 2 of decoded counts: every (window, label, k) branch of every window in one batch, each read on
+        its window's cache (`cache_of(w)`, asked only for windows with mentions)."""
+        asks: dict[int, list[tuple[MentionKey, list[int]]]] = {}
+        for (w, label), g in counts.items():
+            for (_, k), ids in self._mention_asks(label, schema, self._count_value((w, label), g)):
+                asks.setdefault(w, []).append(((w, label, k), ids))
+        windows = sorted(asks)
+        generated = decode_on_caches(
             self.engine_model.model,
-            [ids for _, ids in asks],
-            prefix_ids=prefix,
-            prefix_cache=cache,
+            [(len(prefixes[w]), cache_of(w), [ids for _, ids in asks[w]]) for w in windows],
             stop_ids=self.stop_ids,
             max_new_tokens=self.max_mention_tokens,
             pad_id=self.engine_model.pad_id,
             stats=stats,
-            lookup=lookup,
+            lookup=[lookups[w] for w in windows],
         )
-        return {key: g for (key, _), g in zip(asks, generated)}
+        return {key: g for w, row in zip(windows, generated) for (key, _), g in zip(asks[w], row)}
 
     def _count_then_mention_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
         """With prefix sharing, as two separate calls: every window and its count branches in one forward (a row
@@ -263,12 +262,7 @@ class PadellmEngine:
         )
         counts = {(w, label): g for w, row in enumerate(generated) for label, g in zip(labels, row)}
         step1 = time.perf_counter()
-        mentions: dict[MentionKey, Generated] = {}
-        for w, prefix in enumerate(prefixes):
-            mentions.update(
-                self._mentions_on_cache(w, counts, prefix, forest.prefix_cache(w), schema, stats, lookups[w])
-            )
-        return counts, mentions, step1
+        return counts, self._mentions_on_caches(counts, prefixes, forest.prefix_cache, schema, stats, lookups), step1
 
     def _shared_steps(self, prefixes, label_ids, labels, schema, stats, lookups):
         """With prefix sharing: every window and its count branches in one forward (a tree each); step 2 continues
@@ -348,22 +342,21 @@ class PadellmEngine:
             if generated.finish is FinishReason.STOP:  # the count ended at once (empty): nothing to confirm
                 counts[key] = generated
         pending = [key for key in asked if key not in counts]
-        for w in sorted({w for w, _ in pending}):  # counts not confirmed: decoded in full, then their mentions
-            of_window = [label for v, label in pending if v == w]
-            prefix_cache = forest.prefix_cache(w)
-            full = greedy_decode(
+        if pending:  # counts not confirmed: decoded in full, all windows in one batch, then their mentions
+            windows = sorted({w for w, _ in pending})
+            caches = {w: forest.prefix_cache(w) for w in windows}
+            of_window = {w: [label for v, label in pending if v == w] for w in windows}
+            full = decode_on_caches(
                 self.engine_model.model,
-                [label_ids[label] for label in of_window],
-                prefix_ids=prefixes[w],
-                prefix_cache=prefix_cache,
+                [(len(prefixes[w]), caches[w], [label_ids[label] for label in of_window[w]]) for w in windows],
                 stop_ids=self.stop_ids,
                 max_new_tokens=COUNT_MAX_NEW_TOKENS,
                 pad_id=self.engine_model.pad_id,
                 stats=stats,
             )
-            late = {(w, label): g for label, g in zip(of_window, full)}
+            late = {(w, label): g for w, row in zip(windows, full) for label, g in zip(of_window[w], row)}
             counts.update(late)
-            mentions.update(self._mentions_on_cache(w, late, prefixes[w], prefix_cache, schema, stats, lookups[w]))
+            mentions.update(self._mentions_on_caches(late, prefixes, caches.__getitem__, schema, stats, lookups))
         return counts, mentions, step1
 
     def _single_digit(self, generated: Generated) -> int | None:
