@@ -3,7 +3,7 @@ one process (real gRPC on loopback), N in flight; time and tokens per kind of fo
 prefill tokens read, and the process's peak RSS.
 
     .venv/bin/python experiments/worker-batching/where_time_goes.py --documents 12 --in-flight 12 [--prefix-cache-tokens N]
-        [--max-prefill-tokens N] [--max-batch N]
+        [--max-prefill-tokens N] [--max-batch N] [--calls-per-document N]
 """
 
 import argparse
@@ -67,7 +67,12 @@ async def main(args) -> None:
     worker_server, worker_port, _ = await start_server(add_worker(WorkerService(backend)), [WORKER], "127.0.0.1", 0)
     pool = WorkerPool([f"127.0.0.1:{worker_port}"])
     await pool.start()
-    config = OrchestratorConfig(mode=Mode.MULTI, call_deadline_s=600, budget_per_window_s=0.0)
+    config = OrchestratorConfig(
+        mode=Mode.MULTI,
+        call_deadline_s=600,
+        budget_per_window_s=0.0,
+        max_in_flight_per_document=args.calls_per_document,
+    )
     service = NerService(Orchestrator(pool, config), max_documents=64)
     server, port, _ = await start_server(add_to_server(service), [SERVICE_NAME], "127.0.0.1", 0)
     schema = get_schema("conll03")
@@ -91,7 +96,8 @@ async def main(args) -> None:
         await backend.stop()
     print(
         f"{len(articles)} articles, {args.in_flight} in flight, prefix cache {args.prefix_cache_tokens} tokens, "
-        f"prefill budget {args.max_prefill_tokens} tokens, batch {args.max_batch}: "
+        f"prefill budget {args.max_prefill_tokens} tokens, batch {args.max_batch}, "
+        f"{args.calls_per_document} calls per document: "
         f"{elapsed:.1f} s, {len(articles) / elapsed:.3f} articles/s, {backend.batches} admissions"
     )
     print(f"{'kind':8} {'calls':>6} {'seconds':>8} {'share':>6} {'tokens (merge: rows)':>22}")
@@ -110,4 +116,5 @@ if __name__ == "__main__":
     parser.add_argument("--prefix-cache-tokens", type=int, default=DEFAULT_PREFIX_CACHE_TOKENS)
     parser.add_argument("--max-prefill-tokens", type=int, default=DEFAULT_MAX_PREFILL_TOKENS)
     parser.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH)
+    parser.add_argument("--calls-per-document", type=int, default=OrchestratorConfig.max_in_flight_per_document)
     asyncio.run(main(parser.parse_args()))
