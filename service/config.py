@@ -103,8 +103,7 @@ class OrchestratorArgs:
             "--max-calls-per-document",
             type=at_least(1),
             default=_ORCHESTRATOR.max_in_flight_per_document,
-            help="a document's calls in flight, at most; it holds at most its fair share anyway "
-            "(--max-calls-in-flight / documents being read), so a long one cannot hold them all "
+            help="a document's share of the calls in flight, so that a long one cannot hold them all "
             f"(default {_ORCHESTRATOR.max_in_flight_per_document})",
         )
         parser.add_argument("--dedup", default=_ORCHESTRATOR.dedup, choices=DEDUP_POLICIES)

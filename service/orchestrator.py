@@ -29,7 +29,6 @@ from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.wire import finish_of
 
 from . import metrics
-from .call_slots import CallSlots
 from .records import EntityRecord, Timings
 from .worker_pool import WorkerPool
 
@@ -44,7 +43,7 @@ _PLAN_ON_THREAD_CHARS = 5_000
 
 
 _CALLER_DEADLINE: ContextVar[float | None] = ContextVar("caller_deadline", default=None)
-_DOCUMENT: ContextVar[object | None] = ContextVar("document", default=None)  # its token in the call slots
+_DOCUMENT_SLOTS: ContextVar[asyncio.Semaphore | None] = ContextVar("document_slots", default=None)
 
 
 @contextlib.contextmanager
@@ -68,10 +67,8 @@ class OrchestratorConfig:
     mode: Mode = Mode.MULTI
     call_deadline_s: float = 30.0
     max_in_flight: int = 256
-    # A document holds at most its fair share of them (max_in_flight // documents being read: service/call_slots.py),
-    # so a long document cannot hold every slot while short ones wait, yet one read alone fills the workers'
-    # batches; and never more than this.
-    max_in_flight_per_document: int = 256
+    # A document's share of them: a long document cannot hold every call slot while short ones wait for theirs.
+    max_in_flight_per_document: int = 32
     max_count: int = DEFAULT_MAX_COUNT
     dedup: str = DedupPolicy.KEEP_MAX.value
     model: str = "unknown"
@@ -124,7 +121,7 @@ class Orchestrator:
         self.pool = pool
         config = config or OrchestratorConfig()
         self.config = replace(config, mode=Mode(config.mode))  # a mode given by name is checked here
-        self._slots = CallSlots(self.config.max_in_flight, self.config.max_in_flight_per_document)
+        self._slots = asyncio.Semaphore(self.config.max_in_flight)
 
     def _within_budget(self, windows: int):
         """The document's budget as a deadline of its worker calls, unless the caller's comes first."""
@@ -147,10 +144,9 @@ class Orchestrator:
         return min(self.config.call_deadline_s, remaining)
 
     async def _bounded(self, affinity: str, invoke):
-        document = _DOCUMENT.get()
-        with self._slots.document() if document is None else contextlib.nullcontext(document) as token:
-            async with self._slots.call(token):
-                return await self.pool.call(affinity, invoke)
+        document_slots = _DOCUMENT_SLOTS.get()
+        async with document_slots or contextlib.nullcontext(), self._slots:
+            return await self.pool.call(affinity, invoke)
 
     def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
         return DocumentPlan.of(text, schema, labels, self.config.window_policy, self.config.max_count)
@@ -163,16 +159,15 @@ class Orchestrator:
             plan = await asyncio.to_thread(self.plan, text, schema, labels)
         else:
             plan = self.plan(text, schema, labels)
-        with self._slots.document() as token:
-            reading = _DOCUMENT.set(token)
-            try:
-                with self._within_budget(len(plan.windows)):
-                    if self.config.mode is Mode.BATCH:
-                        decoded = await self._extract_windows(document_id, plan)
-                    else:
-                        decoded = await self._count_and_mention(document_id, plan)
-            finally:
-                _DOCUMENT.reset(reading)
+        slots = _DOCUMENT_SLOTS.set(asyncio.Semaphore(self.config.max_in_flight_per_document))
+        try:
+            with self._within_budget(len(plan.windows)):
+                if self.config.mode is Mode.BATCH:
+                    decoded = await self._extract_windows(document_id, plan)
+                else:
+                    decoded = await self._count_and_mention(document_id, plan)
+        finally:
+            _DOCUMENT_SLOTS.reset(slots)
         mention_done = time.perf_counter()
         prediction = plan.merge(decoded.counts, decoded.mentions, self.config.dedup)
         wall = time.perf_counter() - started
