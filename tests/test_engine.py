@@ -253,7 +253,7 @@ def autoreg_model():
     folder = REPO_ROOT / "models" / "autoreg-struct-conll03"
     if not (folder / "padellm.json").exists():
         pytest.skip(f"no AutoReg_Struct model at {folder}")
-    return load_engine_model(folder, device="cpu")
+    return load_engine_model(folder, device="cpu", dtype="float32")  # compared with plain greedy decoding
 
 
 def test_autoreg_struct_with_drafts_writes_the_same_output_in_fewer_forwards(autoreg_model):

@@ -30,6 +30,18 @@ def test_auto_precision_follows_native_bf16(monkeypatch, asked, device, native, 
     assert pick_precision(asked, device) is expected
 
 
+@pytest.mark.parametrize("value, expected", [("1", Precision.BFLOAT16), ("0", Precision.FLOAT32)])
+def test_the_cpu_probe_can_be_overridden(monkeypatch, value, expected):
+    """PADELLM_CPU_NATIVE_BF16 makes `auto` resolve as on the other kind of machine (a suite run as it would run
+    there); unset, the probe decides."""
+    monkeypatch.delenv("PADELLM_DTYPE", raising=False)
+    monkeypatch.setenv("PADELLM_CPU_NATIVE_BF16", value)
+    assert pick_precision(None, CPU) is expected
+    monkeypatch.setenv("PADELLM_CPU_NATIVE_BF16", "yes")
+    with pytest.raises(ValueError, match="expected 0 or 1"):
+        pick_precision(None, CPU)
+
+
 def test_bad_precisions_are_refused():
     with pytest.raises(ValueError, match="expected one of auto, float32, bfloat16, int8"):
         pick_precision("float16", CPU)

@@ -14,6 +14,10 @@ from workers.training.examples import AUTOREG_STRUCT, PADELLM, tokenize_document
 from workers.training.loop import TrainConfig, batch_loss, train
 from workers.training.packing import IGNORE, collate, pack, split_to_fit
 
+# the engine loads exported models in fp32 here, whatever the CPU's `auto`: the tests compare its weights and
+# logits with the training run's, exactly or to fp32 rounding
+pytestmark = pytest.mark.precision("float32")
+
 
 @pytest.fixture(scope="module")
 def docs():

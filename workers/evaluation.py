@@ -267,8 +267,8 @@ def bench_table(report: dict) -> str:
     modes = report["modes"]
     width = max(len(m) for m in modes)
     lines = [
-        f"{'mode':<{width}}  {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'x floor':>8} {'F1':>7} "
-        f"{'span F1':>8} {'tok/seq':>8} {'fwd/doc':>8} {'win/doc':>8}"
+        f"{'mode':<{width}}  {'dtype':>8} {'mean ms':>9} {'p50 ms':>9} {'p95 ms':>9} {'speedup':>8} {'x floor':>8} "
+        f"{'F1':>7} {'span F1':>8} {'tok/seq':>8} {'fwd/doc':>8} {'win/doc':>8}"
     ]
     base = modes.get(PADELLM_PREFIX, {}).get("latency_ms_mean")
     floor = modes.get(FLOOR, {}).get("latency_ms_mean")
@@ -277,12 +277,15 @@ def bench_table(report: dict) -> str:
         speed = m["latency_ms_mean"] / base if base else float("nan")
         over_floor = m["latency_ms_mean"] / floor if floor else float("nan")
         lines.append(
-            f"{name:<{width}}  {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
+            f"{name:<{width}}  {m.get('precision', ''):>8} {m['latency_ms_mean']:9.1f} {m['latency_ms_p50']:9.1f} "
             f"{m['latency_ms_p95']:9.1f} {speed:8.2f} {over_floor:8.2f} {m.get('micro_f1', float('nan')) * 100:7.2f} "
             f"{m.get('span_micro_f1', float('nan')) * 100:8.2f} {m['tokens_per_sequence_mean']:8.2f} "
             f"{m['forward_calls_mean']:8.1f} {m.get('windows_mean', 1.0):8.1f}"
         )
     lines.append("speedup column: this mode's mean latency / PaDeLLM (prefix sharing) mean latency")
+    aliases = [f"{name} is the {m['same_run_as']} run" for name, m in modes.items() if "same_run_as" in m]
+    if aliases:
+        lines.append("; ".join(aliases) + " (the precision --dtype resolved to on this machine)")
     if floor:
         lines.append(
             "x floor column: this mode's mean latency / the floor's (each document's longest chain, a count and its "
@@ -291,7 +294,8 @@ def bench_table(report: dict) -> str:
     for key, value in report.items():
         if key.startswith("documents_differing_from_"):
             differing = ", ".join(f"{name} {n}" for name, n in value.items())
-            lines.append(f"documents whose entities differ from {key.rsplit('_', 1)[-1]}'s: {differing}")
+            reference = key.removeprefix("documents_differing_from_")
+            lines.append(f"documents whose entities differ from {reference}'s ({report.get('dtype')}): {differing}")
     if report.get("lookup_tokens"):
         kept = ", ".join(
             f"{name} {m.get('drafted_tokens_mean', 0):.1f} / {m.get('accepted_tokens_mean', 0):.1f}"
@@ -311,7 +315,7 @@ def bench_plot(report: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    modes = list(report["modes"])
+    modes = [name for name, m in report["modes"].items() if "same_run_as" not in m]
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     x = range(len(modes))
     for offset, key, label in (

@@ -32,7 +32,10 @@ class Precision(str, Enum):
 
 
 def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX)."""
+    """Whether this CPU computes bf16 matmuls natively (AVX512-BF16 or AMX); PADELLM_CPU_NATIVE_BF16 overrides it."""
+    override = config.cpu_native_bf16_override()
+    if override is not None:
+        return override
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu; private, hence getattr
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in probes)
 
