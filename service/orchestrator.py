@@ -114,6 +114,19 @@ class _Decoded:
     count_ms: dict[tuple[int, str], float] = field(default_factory=dict)
     mention_ms: list[float] = field(default_factory=list)  # one per mention, in the order of `mentions`
     counts_done: float = 0.0  # perf_counter when the last count arrived
+    models: set[tuple[str, str]] = field(default_factory=set)  # (model, version) of the workers that answered
+
+    def answered_by(self, response: worker_pb2.CountResponse | worker_pb2.MentionResponse) -> None:
+        if response.model:  # workers before the field: the service's own idea of the model stands
+            self.models.add((response.model, response.model_version))
+
+    def model(self, fallback: tuple[str, str]) -> tuple[str, str]:
+        """The model and version that decoded the document, as its workers said (during a rollout a document's
+        calls may meet two versions: both are named)."""
+        if not self.models:
+            return fallback
+        names, versions = zip(*sorted(self.models))
+        return ",".join(dict.fromkeys(names)), ",".join(versions)
 
 
 class Orchestrator:
@@ -183,11 +196,12 @@ class Orchestrator:
             paper_latency_ms=paper,
         )
         metrics.observe_document(self.config.mode.value, timings, decoded.counts, decoded.mentions, prediction)
+        model, model_version = decoded.model((self.config.model, self.config.model_version))
         return EntityRecord.from_prediction(
             document_id,
             prediction,
-            model=self.config.model,
-            model_version=self.config.model_version,
+            model=model,
+            model_version=model_version,
             schema=plan.schema.name,
             timings=timings,
         )
@@ -221,6 +235,7 @@ class Orchestrator:
         async def count(ask: CountAsk) -> CountResult:
             response = await self._count(document_id, plan, ask)
             result = _count_result(response, ask.window)
+            decoded.answered_by(response)
             decoded.counts.append(result)
             decoded.count_ms[(ask.window, ask.label)] = response.latency_ms
             decoded.counts_done = time.perf_counter()
@@ -229,6 +244,7 @@ class Orchestrator:
         async def mentions(asks: list[MentionAsk]) -> None:
             responses = await _all(self._mention(document_id, plan, ask) for ask in asks)
             for ask, response in zip(asks, responses):
+                decoded.answered_by(response)
                 decoded.mentions.append(_mention_result(response, ask.window))
                 decoded.mention_ms.append(response.latency_ms)
 
@@ -255,9 +271,11 @@ class Orchestrator:
                 _affinity(document_id, window), lambda stub: stub.Extract(request, timeout=self._timeout())
             )
             for c in response.counts:
+                decoded.answered_by(c)
                 decoded.counts.append(_count_result(c, window.index))
                 decoded.count_ms[(window.index, c.label)] = c.latency_ms
             for m in response.mentions:
+                decoded.answered_by(m)
                 decoded.mentions.append(_mention_result(m, window.index))
                 decoded.mention_ms.append(m.latency_ms)
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
 
 from padellm.v1 import ner_pb2, ner_pb2_grpc
 from padellm_ner.grpc_common import TlsFiles, channel, start_server
@@ -123,3 +131,72 @@ class SlowBackend:
     async def extract(self, *a):
         await asyncio.sleep(self.delay_s)
         return await self.inner.extract(*a)
+
+
+class FaultProxy:
+    """A real HTTP server in front of a model server (vLLM, the TGI stand-in) that answers the next requests to
+    `path` with the statuses queued in `fail` and forwards the rest, counting what it saw: the failures a real
+    server does not make on demand."""
+
+    TGI_ERROR_TYPES = {422: "validation", 424: "generation", 429: "overloaded"}
+
+    def __init__(self, upstream: str, path: str = "/v1/completions", style: str = "openai"):
+        self.upstream = upstream
+        self.path = path
+        self.style = style  # the error bodies: OpenAI's (vLLM) or TGI's
+        self.fail: list[int] = []
+        self.requests = 0
+        self.prompts_per_request: list[int] = []
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def __aenter__(self):
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self.forward)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        self._http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc):
+        await self._http.close()
+        assert self._runner is not None
+        await self._runner.cleanup()
+
+    async def forward(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if request.path == self.path:
+            self.requests += 1
+            prompts = json.loads(body).get("prompt", json.loads(body).get("inputs"))
+            self.prompts_per_request.append(len(prompts) if isinstance(prompts, list) else 1)
+            if self.fail:
+                status = self.fail.pop(0)
+                if self.style == "tgi":
+                    error_type = self.TGI_ERROR_TYPES.get(status, "unhealthy")
+                    return web.json_response({"error": f"injected {status}", "error_type": error_type}, status=status)
+                return web.json_response({"error": {"message": f"injected {status}", "code": status}}, status=status)
+        headers = {"Content-Type": request.content_type} if body else {}
+        async with self._http.request(
+            request.method, self.upstream + request.path_qs, data=body, headers=headers
+        ) as reply:
+            return web.Response(
+                body=await reply.read(), status=reply.status, content_type=reply.content_type or "application/json"
+            )
+
+
+def start_worker_process(port: int, *args: str) -> subprocess.Popen:
+    """A `padellm-ner worker` process on loopback (one torch thread), returned once it says it is ready."""
+    env = {**os.environ, "PADELLM_THREADS": "1", "PADELLM_LOG_LEVEL": "WARNING"}
+    cli = str(Path(sys.executable).parent / "padellm-ner")
+    process = subprocess.Popen(
+        [cli, "worker", "--port", str(port), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    assert process.stdout is not None and "ready on" in process.stdout.readline()
+    return process

@@ -22,7 +22,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from kafka_helpers import TEXTS, collect, create_topics, names, produce, produce_documents
-from test_stream import CLI, REPO, start_stream_process
+from serving import start_worker_process
+from test_stream import REPO, start_stream_process
 
 from service.stream.processor import DEADLINE_ATTEMPTS
 
@@ -307,15 +308,6 @@ async def test_broker_restart(worker_process, tmp_path, exactly_once):
         assert result.duplicates == 0
 
 
-def start_worker(port: int):
-    env = {**os.environ, "PADELLM_THREADS": "1", "PADELLM_LOG_LEVEL": "WARNING"}
-    process = subprocess.Popen(
-        [CLI, "worker", "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
-    )
-    assert "ready on" in process.stdout.readline()
-    return process
-
-
 async def test_worker_killed_and_back(kafka_bootstrap):
     """The only worker is killed with SIGKILL mid-stream and comes back 5 s later on the same address: the stream
     waits (overload back-off), then reads on; nothing is lost."""
@@ -323,14 +315,14 @@ async def test_worker_killed_and_back(kafka_bootstrap):
     topics = names("faults-worker")
     await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]], partitions=2)
     ids = await produce_documents(kafka_bootstrap, topics["input"], 16)
-    worker = start_worker(port)
+    worker = start_worker_process(port)
     stream = start_stream_process(kafka_bootstrap, topics, f"127.0.0.1:{port}")
     try:
         await collect(kafka_bootstrap, topics["output"], until=3, timeout_s=240)
         stop(worker, signal.SIGKILL)
         await asyncio.sleep(5.0)
         before = len(await collect(kafka_bootstrap, topics["output"], until=len(ids), timeout_s=3))
-        worker = start_worker(port)
+        worker = start_worker_process(port)
         back = time.monotonic()
         await collect(kafka_bootstrap, topics["output"], until=before + 1, timeout_s=120)
         recovered_s = time.monotonic() - back

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from kafka_helpers import TEXTS, collect, create_topics, document, names, produce, produce_documents
+from serving import start_worker_process
 
 from padellm_ner.core import get_schema
 from service.orchestrator import Orchestrator, OrchestratorConfig
@@ -260,3 +261,32 @@ async def test_kafka_consume_reads_any_record(kafka_bootstrap):
     assert result.returncode == 0, result.stderr
     values = [json.loads(line)["value"] for line in result.stdout.splitlines()]
     assert values == [None, "\\xff\\xfe bytes", {"id": "d"}]
+
+
+async def test_records_name_the_model_when_the_stream_starts_before_its_worker(kafka_bootstrap):
+    """A cluster rollout starts the stream while its worker still loads: the records name the worker's model and
+    version all the same (from the workers' answers, not from an Info call at the stream's start)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    topics = names("model-order")
+    await create_topics(kafka_bootstrap, [topics["input"], topics["output"], topics["dead"]])
+    ids = await produce_documents(kafka_bootstrap, topics["input"], 4)
+    stream = start_stream_process(kafka_bootstrap, topics, f"127.0.0.1:{port}")
+    await asyncio.sleep(3.0)  # the stream asked for its workers' model and found none
+    worker = start_worker_process(port)
+    try:
+        records = await collect(kafka_bootstrap, topics["output"], expect_ids=set(ids), timeout_s=240)
+    finally:
+        stream.send_signal(signal.SIGTERM)
+        stream.wait(timeout=120)
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=120)
+    version = json.loads((REPO / "models" / "padellm-conll03" / "padellm.json").read_text())["version"]
+    assert {r.key.decode() for r in records} == set(ids)
+    for record in records:
+        value = json.loads(record.value)
+        assert (value["model"], value["model_version"]) == ("padellm-conll03", version)
+        assert dict(record.headers)["model-version"] == version.encode()

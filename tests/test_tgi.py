@@ -5,7 +5,7 @@ import asyncio
 import aiohttp
 import grpc
 import pytest
-from serving import entities, ner_client, ner_service, recognize, worker
+from serving import FaultProxy, entities, ner_client, ner_service, recognize, worker
 
 from padellm_ner.errors import ErrorCode, PadellmError
 from workers.backends.embedded import EmbeddedBackend
@@ -21,7 +21,8 @@ async def test_tgi_api_shapes(serving_engine_model):
         async with http.get(f"{base}/health") as r:
             assert r.status == 200
         async with http.get(f"{base}/info") as r:
-            assert (await r.json())["max_concurrent_requests"] == 128
+            info = await r.json()
+            assert info["max_concurrent_requests"] == 128 and "model_dtype" not in info  # TGI 3 dropped it
         body = {
             "inputs": "text:\nEU rejects\nentity type:\nORG\n\n<num>",
             "parameters": {"details": True, "max_new_tokens": 10, "stop": ["\n"]},
@@ -37,9 +38,15 @@ async def test_tgi_api_shapes(serving_engine_model):
             ({"inputs": ""}, 422),
             ({"inputs": "x", "parameters": {"stop": ["a"] * 5}}, 422),
             ({"inputs": "x", "parameters": {"do_sample": True}}, 422),
+            ({"inputs": "x", "parameters": {"temperature": 0}}, 422),  # TGI: greedy is do_sample false
         ):
             async with http.post(f"{base}/generate", json=bad) as r:
-                assert r.status == status and (await r.json())["error_type"] == "validation"
+                error = await r.json()
+                assert r.status == status and error["error_type"] == "validation"
+                assert error["error"].startswith("Input validation error: ")
+        api.generating = False  # as a TGI whose shard cannot generate
+        async with http.get(f"{base}/health") as r:
+            assert r.status == 503 and (await r.json())["error_type"] == "healthcheck"
 
 
 async def test_tgi_backend_equals_the_embedded_backend(serving_engine_model):
@@ -77,9 +84,9 @@ async def test_service_over_tgi_workers_matches_embedded_workers(serving_engine_
 
 
 async def test_tgi_errors_map_to_grpc_statuses(serving_engine_model):
-    # 429 past max_concurrent_requests -> RESOURCE_EXHAUSTED
+    # 429 past max_concurrent_requests, retried until the call's time is up -> RESOURCE_EXHAUSTED
     async with TgiApiServer(serving_engine_model, max_concurrent_requests=0) as api:
-        tgi = TgiBackend(f"http://127.0.0.1:{api.port}")
+        tgi = TgiBackend(f"http://127.0.0.1:{api.port}", timeout_s=1.0)
         await tgi.start()
         with pytest.raises(PadellmError) as error:
             await tgi.count("d", TEXT, "conll03", "ORG")
@@ -182,3 +189,28 @@ async def test_the_tgi_backend_is_healthy_while_tgi_answers(serving_engine_model
         assert await tgi.healthy()
     assert not await tgi.healthy()  # the server is gone
     await tgi.stop()
+
+
+async def test_overload_and_shard_failures_are_retried_and_concurrency_follows_tgi(serving_engine_model):
+    """The backend takes TGI's max_concurrent_requests as its own bound (so it queues what TGI would refuse with
+    429), and retries 429, 424 (a shard failed generating) and 503 inside the call's deadline."""
+    async with TgiApiServer(serving_engine_model, max_concurrent_requests=2) as api:
+        async with FaultProxy(f"http://127.0.0.1:{api.port}", path="/generate", style="tgi") as proxy:
+            tgi = TgiBackend(proxy.url, prime_documents=False)
+            await tgi.start()
+            try:
+                assert tgi.max_concurrency == 2
+                labels = ("ORG", "MISC", "PER", "LOC") * 2
+                results = await asyncio.gather(
+                    *(tgi.count(f"d{i}", TEXT, "conll03", label) for i, label in enumerate(labels))
+                )
+                assert len(results) == 8  # eight calls, never more than two at TGI: no 429
+                expected = (await tgi.count("d", TEXT, "conll03", "ORG")).result.raw
+                proxy.fail = [429, 424, 503]
+                assert (await tgi.count("d", TEXT, "conll03", "ORG")).result.raw == expected and not proxy.fail
+                proxy.fail = [422]
+                with pytest.raises(PadellmError) as error:
+                    await tgi.count("d", TEXT, "conll03", "ORG")
+                assert error.value.code is ErrorCode.INVALID_ARGUMENT
+            finally:
+                await tgi.stop()

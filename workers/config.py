@@ -34,6 +34,7 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16", "int8")  # workers/engine/precis
 class BackendKind(str, Enum):
     EMBEDDED = "embedded"  # the torch engine in this process
     TGI = "tgi"  # a text-generation-inference server over HTTP
+    VLLM = "vllm"  # an OpenAI-compatible completions server (vLLM) over HTTP
 
 
 @dataclass(frozen=True)
@@ -137,8 +138,8 @@ class TgiArgs:
         )
         parser.add_argument(
             "--schemas",
-            help="comma-separated label schemas the TGI model serves (default: read from "
-            "the model id in TGI's /info, e.g. ..._conll03)",
+            help="comma-separated label schemas the model server's model serves (backends tgi and vllm; "
+            "default: the --model folder's, else read from the model id in TGI's /info, e.g. ..._conll03)",
         )
 
     @classmethod
@@ -148,12 +149,61 @@ class TgiArgs:
 
 
 @dataclass(frozen=True)
+class VllmArgs:
+    """An OpenAI-compatible completions server (vLLM) as the worker's backend. The model's name, version and
+    schema come from its folder's padellm.json where the worker can read it (`--model`), else from
+    `--vllm-model` and `--schemas`."""
+
+    url: str | None = None
+    served_model: str | None = None
+    timeout_s: float = 30.0
+    max_concurrency: int = 256
+    max_prompts: int = 64
+
+    @staticmethod
+    def add_cli_args(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--vllm-url", help="the server's base URL, e.g. http://127.0.0.1:8000 (backend vllm)")
+        parser.add_argument(
+            "--vllm-model",
+            help="the model name the server serves it under (its --served-model-name; default: the name in "
+            "the --model folder's padellm.json)",
+        )
+        parser.add_argument(
+            "--vllm-timeout-s",
+            type=float,
+            default=VllmArgs.timeout_s,
+            help="the longest a request may take, retries included, where the caller set no shorter deadline "
+            f"(default {VllmArgs.timeout_s:g})",
+        )
+        parser.add_argument(
+            "--vllm-max-concurrency",
+            type=positive,
+            default=VllmArgs.max_concurrency,
+            help="sequences in flight to the server, at most; fewer where its KV cache holds fewer "
+            f"(default {VllmArgs.max_concurrency})",
+        )
+        parser.add_argument(
+            "--vllm-max-prompts",
+            type=positive,
+            default=VllmArgs.max_prompts,
+            help=f"prompts sent in one /v1/completions request, at most (default {VllmArgs.max_prompts})",
+        )
+
+    @classmethod
+    def from_cli_args(cls, args: argparse.Namespace) -> VllmArgs:
+        return cls(
+            args.vllm_url, args.vllm_model, args.vllm_timeout_s, args.vllm_max_concurrency, args.vllm_max_prompts
+        )
+
+
+@dataclass(frozen=True)
 class WorkerArgs:
     """`padellm-ner worker`: a gRPC model worker over a backend."""
 
     backend: BackendKind = BackendKind.EMBEDDED
     engine: EngineArgs = field(default_factory=EngineArgs)
     tgi: TgiArgs = field(default_factory=TgiArgs)
+    vllm: VllmArgs = field(default_factory=VllmArgs)
     host: str = "127.0.0.1"
     port: int = 50061
     batch_window_ms: float = 2.0
@@ -173,6 +223,8 @@ class WorkerArgs:
     def __post_init__(self) -> None:
         if self.backend is BackendKind.TGI and not self.tgi.url:
             raise ValueError("--backend tgi needs --tgi-url")
+        if self.backend is BackendKind.VLLM and not self.vllm.url:
+            raise ValueError("--backend vllm needs --vllm-url")
 
     @staticmethod
     def add_cli_args(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +232,7 @@ class WorkerArgs:
         parser.add_argument("--host", default=WorkerArgs.host)
         parser.add_argument("--backend", default=WorkerArgs.backend.value, choices=[b.value for b in BackendKind])
         TgiArgs.add_cli_args(parser)
+        VllmArgs.add_cli_args(parser)
         parser.add_argument(
             "--tgi-api-port", type=int, help="also serve the backend behind TGI's HTTP API on this port"
         )
@@ -249,6 +302,7 @@ class WorkerArgs:
             backend=BackendKind(args.backend),
             engine=EngineArgs.from_cli_args(args),
             tgi=TgiArgs.from_cli_args(args),
+            vllm=VllmArgs.from_cli_args(args),
             host=args.host,
             port=args.port,
             batch_window_ms=args.batch_window_ms,

@@ -32,6 +32,23 @@ def make_backend(args: WorkerArgs) -> Backend:
             prefix_cache_tokens=args.prefix_cache_tokens,
             lookup_tokens=args.engine.lookup_tokens,
         )
+    if args.backend is BackendKind.VLLM:
+        from pathlib import Path
+
+        from padellm_ner import config as environment
+
+        from .backends.vllm import VllmBackend, served_model
+
+        folder = args.engine.model or environment.model_override()
+        return VllmBackend(
+            args.vllm.url or "",
+            served_model(args.vllm.served_model, Path(folder) if folder else None, args.tgi.schemas),
+            timeout_s=args.vllm.timeout_s,
+            max_concurrency=args.vllm.max_concurrency,
+            max_prompts=args.vllm.max_prompts,
+            batch_window_ms=args.batch_window_ms,
+            api_key=environment.vllm_api_key(),
+        )
     from .backends.tgi import TgiBackend
 
     return TgiBackend(

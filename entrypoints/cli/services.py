@@ -13,7 +13,7 @@ from service.orchestrator import MentionStart, Mode
 from service.stream.config import StreamArgs
 from workers.config import EngineArgs, WorkerArgs
 
-from .options import add_reader_options, reader_options, schema_of
+from .options import add_reader_options, add_selection_options, reader_options, schema_of, selected
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -52,14 +52,23 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
     engine = EngineArgs.from_cli_args(args)  # once: the in-process engine and the spawned workers must agree
     engine.apply_threads()
     corpus = read_corpus(args.data, args.format, **reader_options(args))
-    texts = [d.text for d in in_unit(corpus.documents, args.unit)[: args.limit]]
+    documents, selection = selected(args, in_unit(corpus.documents, args.unit))
     engine_model = engine.load()
     schema = schema_of(engine, engine_model)
-    workers = [int(n) for n in args.worker_counts.split(",")]
+    workers = [int(n) for n in args.worker_counts.split(",") if n.strip() and int(n) > 0]
+    other_backends = {}
+    if args.vllm_url:
+        from workers.engine.loading import resolve_model_dir
+
+        name = args.vllm_model or engine_model.info.get("name", "")
+        model_dir = resolve_model_dir(engine.model)
+        folder = ["--model", str(model_dir)] if model_dir else ["--schemas", schema.name]
+        # the worker takes the model's name and version from the folder's padellm.json (the shipped model's)
+        other_backends["vllm"] = ["--backend", "vllm", "--vllm-url", args.vllm_url, "--vllm-model", name, *folder]
     report = asyncio.run(
         bench.run(
             engine_model,
-            texts,
+            documents,
             schema,
             worker_counts=workers,
             concurrencies=[int(n) for n in args.concurrency.split(",")],
@@ -67,10 +76,13 @@ def cmd_bench_serving(args: argparse.Namespace) -> int:
             mode=args.mode,
             lookup_tokens=engine.lookup_tokens,
             mention_start=bench.MentionStart(args.mention_start),
+            other_backends=other_backends,
+            measure_overhead=not args.no_overhead,
         )
     )
     report["data"] = args.data
     report["unit"] = args.unit
+    report["documents_selected"] = selection
     if args.output:
         Path(args.output).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2) if args.json else bench.table(report))
@@ -121,13 +133,27 @@ def register(commands) -> None:
     kc.add_argument("--pretty", action="store_true")
     kc.set_defaults(handler=cmd_kafka)
 
-    bs = commands.add_parser("bench-serving", help="gRPC + orchestration overhead and documents/s with 1 and 2 workers")
+    bs = commands.add_parser(
+        "bench-serving",
+        help="gRPC + orchestration overhead, documents/s with 1 and 2 workers, and the embedded engine against vLLM",
+    )
     bs.add_argument("--data", required=True)
     add_reader_options(bs)
-    bs.add_argument("--limit", type=int, default=100)
+    add_selection_options(bs, 100)
     EngineArgs.add_cli_args(bs)
     bs.add_argument("--mode", default=Mode.MULTI.value, choices=[m.value for m in Mode])
-    bs.add_argument("--worker-counts", default="1,2", help="comma-separated numbers of worker processes")
+    bs.add_argument(
+        "--worker-counts", default="1,2", help="comma-separated numbers of worker processes (0: skip that part)"
+    )
+    bs.add_argument(
+        "--vllm-url",
+        help="a vLLM server serving the same model (scripts/vllm.sh start): measure its backend beside the "
+        "embedded engine, on the same documents at each --concurrency",
+    )
+    bs.add_argument("--vllm-model", help="the model's name on that server (default: the model folder's name)")
+    bs.add_argument(
+        "--no-overhead", action="store_true", help="leave out the in-process vs gRPC + orchestrator comparison"
+    )
     bs.add_argument("--mention-start", default=MentionStart.PER_LABEL.value, choices=[m.value for m in MentionStart])
     bs.add_argument(
         "--unit",

@@ -12,8 +12,14 @@ sequence TGI cut at `max_new_tokens` (`finish_reason` "length") comes back marke
 flagged, a truncated mention is never returned as an entity. The worker serves the schemas it is given, or the
 one named by the model id in TGI's `/info` (`..._conll03`); requests for other schemas are refused.
 
-Errors: 429 (overloaded) -> RESOURCE_EXHAUSTED, 422 (validation) -> INVALID_ARGUMENT, timeouts ->
-DEADLINE_EXCEEDED, connection failures and 503 -> UNAVAILABLE, anything else -> INTERNAL.
+Calls in flight are bounded per worker by TGI's own `max_concurrent_requests` (its `/info`), so that the worker
+queues what TGI would refuse with 429. 429 (overloaded), 424 (a shard failed generating), 503 and connection
+failures are retried with back-off inside the caller's deadline and for at most 5 s after TGI began failing,
+then RESOURCE_EXHAUSTED (429) or UNAVAILABLE (during a longer outage calls fail at once);
+422 (validation) is INVALID_ARGUMENT, a timeout DEADLINE_EXCEEDED, anything else INTERNAL.
+
+TGI is in maintenance upstream since December 2025, which recommends vLLM (`--backend vllm`) for new GPU
+deployments; this backend stays for the TGI servers that run.
 """
 
 from __future__ import annotations
@@ -37,12 +43,12 @@ from huggingface_hub.errors import (
 
 from padellm_ner.core import DEFAULT_MAX_COUNT, SCHEMAS, CountResult, MentionResult, template_for
 from padellm_ner.core.aggregate import FinishReason
-from padellm_ner.core.plan import DocumentPlan
 from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.validation import InvalidInput, check_labels, check_mention_index, check_schema
 
-from .base import Extracted, Timed
+from .base import Extracted, Timed, extract_by_calls, time_left
+from .retry import Backoff, Outage, Slots
 
 log = logging.getLogger(__name__)
 COUNT_MAX_NEW_TOKENS = 10
@@ -76,11 +82,17 @@ def _status_of(error: Exception) -> PadellmError:
             return InvalidInput(f"TGI rejected the request (422): {error}")
         if status in (502, 503, 504):
             return PadellmError(f"TGI is unavailable ({status}): {error}", code=ErrorCode.UNAVAILABLE)
-    if isinstance(error, TextGenerationError):
-        return PadellmError(f"TGI generation failed: {error}", code=ErrorCode.INTERNAL)
+        if status == 424:  # a shard failed during generation (out of memory, a restart): another try may pass
+            return PadellmError(f"TGI failed generating (424): {error}", code=ErrorCode.UNAVAILABLE)
+    if isinstance(error, TextGenerationError):  # what huggingface_hub makes of a 424
+        return PadellmError(f"TGI failed generating: {error}", code=ErrorCode.UNAVAILABLE)
     if isinstance(error, httpx2.TransportError | OSError):
         return PadellmError(f"TGI cannot be reached: {error}", code=ErrorCode.UNAVAILABLE)
     return PadellmError(f"TGI call failed: {type(error).__name__}: {error}", code=ErrorCode.INTERNAL)
+
+
+RETRIED = (ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.UNAVAILABLE)
+DEFAULT_MAX_CONCURRENCY = 128  # TGI's own default --max-concurrent-requests, until /info says otherwise
 
 
 def sequence_logprob(details) -> tuple[float, int]:
@@ -120,10 +132,16 @@ class TgiBackend(AsyncComponent):
         self.prime_documents = prime_documents
         self.client: AsyncInferenceClient | None = None
         self._primed: OrderedDict[tuple[str, str], asyncio.Future] = OrderedDict()
+        self._slots = Slots(DEFAULT_MAX_CONCURRENCY)
+        self._outage = Outage()
 
     async def _start(self) -> None:
-        """Reads TGI's /info to check (or, where none were given, learn) the schemas its model serves."""
-        model_id = await self._model_id()
+        """Reads TGI's /info to check (or, where none were given, learn) the schemas its model serves, and how
+        many requests it takes at once."""
+        info = await self._info()
+        model_id = info.get("model_id")
+        if isinstance(info.get("max_concurrent_requests"), int) and info["max_concurrent_requests"] > 0:
+            await self._slots.set_limit(info["max_concurrent_requests"])
         named = schema_of_model_id(model_id) if model_id else None
         if self.schemas and named and named not in self.schemas:
             raise ValueError(f"TGI serves {model_id}, a model for schema {named}, not {', '.join(self.schemas)}")
@@ -147,15 +165,20 @@ class TgiBackend(AsyncComponent):
         except (TimeoutError, aiohttp.ClientError):
             return False
 
-    async def _model_id(self) -> str | None:
+    @property
+    def max_concurrency(self) -> int:
+        return self._slots.limit
+
+    async def _info(self) -> dict:
         try:
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=min(10.0, self.timeout_s))) as session:
                 async with session.get(f"{self.url}/info") as response:
                     response.raise_for_status()
-                    return (await response.json()).get("model_id")
+                    info = await response.json()
+                    return info if isinstance(info, dict) else {}
         except (TimeoutError, aiohttp.ClientError, ValueError) as error:
             log.warning("TGI's /info at %s did not answer (%s)", self.url, error)
-            return None
+            return {}
 
     async def _stop(self) -> None:
         if self.client is not None:
@@ -163,20 +186,34 @@ class TgiBackend(AsyncComponent):
             self.client = None
 
     async def _generate(self, prompt: str, max_new_tokens: int) -> tuple[str, float, int, FinishReason, float]:
+        """One greedy request, at most `max_concurrency` in flight, retried while TGI is overloaded or away and
+        the caller's deadline allows."""
         if self.client is None:
             raise PadellmError("the backend is not started", code=ErrorCode.UNAVAILABLE)
-        started = time.perf_counter()
-        try:
-            output = await asyncio.wait_for(
-                self.client.text_generation(
-                    prompt, details=True, max_new_tokens=max_new_tokens, stop=["\n"], do_sample=False
-                ),
-                self.timeout_s,
-            )
-        except PadellmError:
-            raise
-        except Exception as error:
-            raise _status_of(error) from error
+        backoff = Backoff()
+        deadline = time.monotonic() + time_left(self.timeout_s)
+        async with self._slots:
+            started = time.perf_counter()
+            while True:
+                try:
+                    output = await asyncio.wait_for(
+                        self.client.text_generation(
+                            prompt, details=True, max_new_tokens=max_new_tokens, stop=["\n"], do_sample=False
+                        ),
+                        max(0.001, deadline - time.monotonic()),
+                    )
+                    self._outage.answered()
+                    break
+                except Exception as error:
+                    failure = _status_of(error)
+                    if failure.code not in RETRIED:
+                        raise failure from error
+                    self._outage.failed()
+                    pause = backoff.next_pause()
+                    if time.monotonic() + pause >= self._outage.retry_until(deadline):
+                        raise failure from error
+                    log.debug("retrying a TGI request in %.2f s: %s", pause, failure)
+                    await asyncio.sleep(pause)
         if output.details is None:  # asked with details=True: a server that drops them is not TGI-compatible
             raise PadellmError(
                 "the TGI server answered without details (token log-probabilities)", code=ErrorCode.INTERNAL
@@ -227,25 +264,4 @@ class TgiBackend(AsyncComponent):
         return Timed(MentionResult(label, k, raw, logprob, tokens, finish), latency)
 
     async def extract(self, document_id: str, text: str, schema: str, labels: Sequence[str]) -> Extracted:
-        """Both steps of one window, as the core plans them: each label's mentions asked as soon as its count is
-        known (TGI batches whatever is in flight)."""
-        label_schema, labels = self._resolve(schema, labels)
-        plan = DocumentPlan.one_window(text, label_schema, labels, self.max_count)
-        started = time.perf_counter()
-        extracted = Extracted()
-
-        async def label_sequences(label: str) -> None:
-            count = await self.count(document_id, text, schema, label)
-            extracted.counts.append(count)
-            extracted.mentions.extend(
-                await asyncio.gather(
-                    *(
-                        self.mention(document_id, text, schema, ask.label, ask.count, ask.k)
-                        for ask in plan.mention_asks(count.result)
-                    )
-                )
-            )
-
-        await asyncio.gather(*(label_sequences(ask.label) for ask in plan.count_asks()))
-        extracted.latency_s = time.perf_counter() - started
-        return extracted
+        return await extract_by_calls(self, document_id, text, schema, labels, self.max_count)

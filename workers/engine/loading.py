@@ -152,6 +152,8 @@ def load_engine_model(
         base_model = base_model or run_config["base_model"]
     elif model_dir is not None:
         info = json.loads((model_dir / "padellm.json").read_text())
+        if (model_dir / "config.json").exists():  # a merged folder (`model serve-folder`): the whole network
+            base_model = model_dir
     base = ensure_base_model(base_model)
     tokenizer = AutoTokenizer.from_pretrained(base)
     network: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
@@ -167,7 +169,7 @@ def load_engine_model(
         if missing:
             raise ValueError(f"{run_weights} does not fit the base model: {sorted(missing)[:3]}")
         network.load_state_dict(weights, strict=False)
-    elif model_dir is not None:
+    elif model_dir is not None and model_dir != Path(base):
         network = _with_folder_weights(network, model_dir)
     peaks = _int8_peaks(model_dir) if precision is Precision.INT8 else None
     network = cast("PreTrainedModel", apply_precision(network, precision, target, peaks))

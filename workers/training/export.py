@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file
@@ -338,3 +339,41 @@ def export_run(
     if config["method"] == "full":
         return export_full_as_lora(config["base_model"], weights, rank, output, info)
     return export_lora(config["base_model"], weights, config["lora_rank"], config["lora_alpha"], output, info)
+
+
+SERVED_FORM = "merged"  # padellm.json "format" of a folder written by export_serving_folder
+
+
+def export_serving_folder(model: Path | None, output: Path, base_model: str | None = None) -> dict:
+    """The model as a plain transformers folder that a model server loads (vLLM, TGI): the base model with the
+    folder's weights merged in, fp32 safetensors (the server casts to the precision it runs), the tokenizer and
+    generation config, and the model's `padellm.json` (same name and version, so records name the same model
+    whichever backend decoded them). The engine loads such a folder too (`--model`)."""
+    import shutil
+    import tempfile
+
+    from ..engine.loading import load_engine_model
+
+    engine_model = load_engine_model(model, base_model=base_model, device="cpu", dtype="float32")
+    if model is None or not (Path(model) / "padellm.json").exists():
+        raise ValueError(f"{model}: not a model folder (no padellm.json)")
+    info = json.loads((Path(model) / "padellm.json").read_text())
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}-"))
+    network: Any = engine_model.model  # a transformers PreTrainedModel (the engine types it as a torch Module)
+    network.save_pretrained(staging, safe_serialization=True)
+    engine_model.tokenizer.save_pretrained(staging)
+    served = {
+        **info,
+        "name": engine_model.info["name"],
+        "format": SERVED_FORM,
+        "merged_from": {"format": info.get("format"), "base_model_name": info.get("base_model_name")},
+    }
+    (staging / "padellm.json").write_text(json.dumps(served, indent=2, sort_keys=True))
+    for path in [staging, *staging.rglob("*")]:  # a server image runs as another user than the one exporting
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    if output.exists():
+        shutil.rmtree(output)
+    staging.rename(output)
+    size = sum(f.stat().st_size for f in output.iterdir())
+    return {"output": str(output), "name": served["name"], "version": served.get("version"), "bytes": size}
