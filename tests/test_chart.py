@@ -92,15 +92,116 @@ def test_tgi_on_gpu():
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert tgi[probe]["httpGet"]["path"] == "/health"
     assert {"--backend=tgi", "--tgi-url=http://127.0.0.1:8080"} <= set(sidecar["args"])
-    assert pod["nodeSelector"]["nvidia.com/gpu.present"] == "true"
+    # the GPU request places the pod on a GPU node; no label that only NVIDIA's GPU Feature Discovery sets
+    assert "nodeSelector" not in pod
     assert any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
     shm = next(v for v in pod["volumes"] if v["name"] == "shm")
     assert shm["emptyDir"]["medium"] == "Memory"
+    # one model cache for every worker pod, kept across restarts and uninstalls: the model is downloaded once
     cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
-    assert cache["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    (claim,) = by_kind(docs, "PersistentVolumeClaim")
+    assert cache["persistentVolumeClaim"]["claimName"] == claim["metadata"]["name"] == "ner-padellm-ner-model-cache"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    per_pod = render(
+        {**load(CHART / "ci" / "tgi-gpu-values.yaml"), "tgi": {"enabled": True, "modelCache": {"shared": False}}}
+    )
+    pod = by_kind(per_pod, "StatefulSet")[0]["spec"]["template"]["spec"]
+    cache = next(v for v in pod["volumes"] if v["name"] == "model-cache")
+    assert "ephemeral" in cache and not by_kind(per_pod, "PersistentVolumeClaim")
     token = next(e for e in tgi["env"] if e["name"] == "HF_TOKEN")
     assert token["valueFrom"]["secretKeyRef"]["name"] == "hf-token"
     assert by_kind(docs, "ServiceMonitor")[0]["metadata"]["labels"]["release"] == "prometheus"
+
+
+def test_vllm_on_gpu():
+    """vLLM beside each worker: the model's serving folder from a claim (read-only, nothing downloaded), prefix
+    caching on, /health probes, the worker on the vllm backend over localhost with the folder's padellm.json."""
+    docs = render(load(CHART / "ci" / "vllm-gpu-values.yaml"))
+    pod = by_kind(docs, "StatefulSet")[0]["spec"]["template"]["spec"]
+    vllm, worker = pod["containers"]
+    assert vllm["name"] == "vllm" and worker["name"] == "worker"
+    assert vllm["image"] == "docker.io/vllm/vllm-openai:v0.32.0"
+    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 1
+    args = vllm["args"]
+    assert args[0] == "/models/padellm-conll03" and "--served-model-name=padellm-conll03" in args
+    assert "--enable-prefix-caching" in args and "--host=0.0.0.0" in args
+    assert int(args_of(docs, "vllm")["max-model-len"]) >= 2 * int(args_of(docs, "worker")["max-window-tokens"]) + 128
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert vllm[probe]["httpGet"]["path"] == "/health"
+    assert {"HF_HUB_OFFLINE"} <= {e["name"] for e in vllm["env"]}
+    assert {
+        "--backend=vllm",
+        "--vllm-url=http://127.0.0.1:8000",
+        "--vllm-model=padellm-conll03",
+        "--model=/models/padellm-conll03",
+    } <= set(worker["args"])
+    model = next(v for v in pod["volumes"] if v["name"] == "model")
+    assert model["persistentVolumeClaim"] == {"claimName": "padellm-models", "readOnly": True}
+    assert all(m["readOnly"] for c in (vllm, worker) for m in c["volumeMounts"] if m["name"] == "model")
+    assert worker["image"] == containers(docs)["ner-padellm-ner-service/api"]["image"]  # no torch beside vLLM
+    assert "nodeSelector" not in pod and any(t["key"] == "nvidia.com/gpu" for t in pod["tolerations"])
+    with pytest.raises(Exception, match="existingClaim"):
+        render({"vllm": {"enabled": True}})
+    with pytest.raises(Exception, match="one model server"):
+        render({"vllm": {"enabled": True, "model": {"existingClaim": "m"}}, "tgi": {"enabled": True}})
+    with pytest.raises(Exception, match="maxModelLen"):
+        render({"vllm": {"enabled": True, "model": {"existingClaim": "m"}, "maxModelLen": 512}})
+
+
+def test_workers_scale_on_calls_in_flight_with_keda():
+    docs = render(load(CHART / "ci" / "vllm-gpu-values.yaml"))
+    worker_scalers = [s for s in by_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"]
+    (scaled,) = worker_scalers
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "ner-padellm-ner-worker"
+    (trigger,) = scaled["spec"]["triggers"]
+    assert trigger["type"] == "prometheus"
+    assert trigger["metadata"]["query"] == (
+        'sum(padellm_worker_calls_in_flight{namespace="nlp",pod=~"ner-padellm-ner-worker-[0-9]+"})'
+    )
+    assert trigger["metadata"]["threshold"] == "64"
+    assert not [
+        h for h in by_kind(docs, "HorizontalPodAutoscaler") if h["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"
+    ]
+
+
+def policy(docs: list[dict], component: str) -> dict:
+    return next(p for p in by_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith(f"-{component}"))
+
+
+@pytest.mark.parametrize("values_file", [None, *VALUES_FILES], ids=lambda p: p.name if p else "defaults")
+def test_network_policies_close_the_model_server_and_bound_egress(values_file):
+    """A model server's port (it generates, not only reports metrics) is open to no other pod unless scrapers are
+    named; every pod's egress is bounded: DNS, the workers' gRPC, Kafka's ports, HTTPS only for a downloading TGI."""
+    values = load(values_file) if values_file else {}
+    docs = render(values)
+    workers, service = policy(docs, "worker"), policy(docs, "service")
+    assert workers["spec"]["policyTypes"] == service["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    server_ports = {8000, 8080} & {p["port"] for rule in workers["spec"]["ingress"] for p in rule.get("ports", [])}
+    scrapers = values.get("networkPolicy", {}).get("metricsIngressFrom")
+    for rule in workers["spec"]["ingress"]:
+        if {p["port"] for p in rule["ports"]} & server_ports:
+            assert rule["from"] == scrapers  # never open to everyone
+    if not scrapers:
+        assert not server_ports
+    egress_ports = {p["port"] for rule in service["spec"]["egress"] for p in rule["ports"]}
+    bootstrap = values.get("kafka", {}).get("bootstrapServers", "kafka:9092")
+    assert egress_ports == {53, 50061} | {int(server.rsplit(":", 1)[1]) for server in bootstrap.split(",")}
+    worker_egress = {p["port"] for rule in workers["spec"]["egress"] for p in rule["ports"]}
+    assert worker_egress == ({53, 443} if values.get("tgi", {}).get("enabled") else {53})
+    kafka = render({"kafka": {"bootstrapServers": "k-0.kafka:9093,k-1.kafka:9093"}})
+    assert {p["port"] for rule in policy(kafka, "service")["spec"]["egress"] for p in rule["ports"]} == {
+        53,
+        50061,
+        9093,
+    }
+
+
+def test_the_helm_test_pod_is_deleted_passed_or_failed():
+    (pod,) = by_kind(render(), "Pod")
+    policies = pod["metadata"]["annotations"]["helm.sh/hook-delete-policy"].split(",")
+    assert {"hook-succeeded", "hook-failed", "before-hook-creation"} == set(policies)
 
 
 def test_service_is_wired_to_every_worker_and_the_topics():
@@ -217,13 +318,24 @@ def test_readme_documents_every_value():
             if (
                 isinstance(item, dict)
                 and item
-                and path not in {"service.resources", "worker.resources", "tgi.resources", "tgi.nodeSelector"}
+                and path
+                not in {"service.resources", "worker.resources", "tgi.resources", "vllm.resources", "vllm.nodeSelector"}
             ):
                 yield from leaves(item, path + ".")
             else:
                 yield path
 
     assert set(leaves(load(CHART / "values.yaml"))) <= documented
+    # and the table is the one values.yaml's comments give (scripts/chart/values_table.py writes it)
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("values_table", CHART.parents[1] / "scripts/chart/values_table.py")
+    values_table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(values_table)
+    readme = (CHART / "README.md").read_text()
+    assert values_table.render(readme, (CHART / "values.yaml").read_text()) == readme, (
+        "run .venv/bin/python scripts/chart/values_table.py"
+    )
 
 
 def args_of(docs: list[dict], container: str) -> dict[str, str]:
@@ -324,6 +436,8 @@ def test_every_metrics_port_is_scraped_and_none_is_public(values_file):
     }
     if any(n.endswith("/tgi") for n in containers(docs)):
         container_metrics.add("tgi-http")
+    if any(n.endswith("/vllm") for n in containers(docs)):
+        container_metrics.add("vllm-http")
     (monitor,) = by_kind(docs, "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     selected = [s for s in by_kind(docs, "Service") if selector.items() <= s["metadata"]["labels"].items()]
@@ -356,6 +470,8 @@ def test_no_disruption_budget_blocks_a_drain_and_no_upgrade_meets_an_immutable_f
         assert "minAvailable" not in pdb["spec"] and pdb["spec"]["maxUnavailable"] >= 1
     for workload in by_kind(docs, "StatefulSet"):
         assert "volumeClaimTemplates" not in workload["spec"]  # immutable: a changed size would fail upgrades
+    for claim in by_kind(docs, "PersistentVolumeClaim"):  # the chart's own: kept when the release goes
+        assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
 
 
 def test_embedded_worker_threads_follow_its_cpu_limit():

@@ -119,14 +119,16 @@ def test_the_embedded_profile_installs_and_becomes_ready_under_the_restricted_st
 
 
 def test_a_tgi_release_upgrades_with_a_new_model_cache_size():
-    """Nothing of the chart sits in an immutable field: the model cache size changes on `helm upgrade`."""
+    """Nothing of the chart sits in an immutable field: the size of a per-pod model cache changes on `helm
+    upgrade` (the shared claim, the default, grows where its storage class allows expansion)."""
     name = f"padellm-tgi-{uuid.uuid4().hex[:6]}"
     run("kubectl", "create", "namespace", name)
     run("kubectl", "label", "namespace", name, "pod-security.kubernetes.io/enforce=baseline")
     try:
         values = str(CHART / "ci" / "tgi-gpu-values.yaml")
-        run("helm", "install", "ner", str(CHART), "-n", name, "-f", values)
-        upgrade = run("helm", "upgrade", "ner", str(CHART), "-n", name, "-f", values,
+        per_pod = ("--set", "tgi.modelCache.shared=false")
+        run("helm", "install", "ner", str(CHART), "-n", name, "-f", values, *per_pod)
+        upgrade = run("helm", "upgrade", "ner", str(CHART), "-n", name, "-f", values, *per_pod,
                       "--set", "tgi.modelCache.size=80Gi", "--set", "worker.replicaCount=2", check=False)  # fmt: skip
         assert upgrade.returncode == 0, upgrade.stderr
         sts = json.loads(
@@ -134,5 +136,25 @@ def test_a_tgi_release_upgrades_with_a_new_model_cache_size():
         )
         cache = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache")
         assert cache["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "80Gi"
+    finally:
+        run("kubectl", "delete", "namespace", name, "--wait=false", check=False)
+
+
+def test_the_shared_model_cache_outlives_the_release():
+    """TGI's shared model cache claim is made once and kept when the release is uninstalled (resource-policy
+    keep), so a reinstall finds the model already downloaded."""
+    name = f"padellm-cache-{uuid.uuid4().hex[:6]}"
+    run("kubectl", "create", "namespace", name)
+    run("kubectl", "label", "namespace", name, "pod-security.kubernetes.io/enforce=baseline")
+    try:
+        values = str(CHART / "ci" / "tgi-gpu-values.yaml")
+        run("helm", "install", "ner", str(CHART), "-n", name, "-f", values)
+        claim = json.loads(run("kubectl", "get", "pvc", "ner-padellm-ner-model-cache", "-n", name, "-o", "json").stdout)
+        assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
+        run("helm", "uninstall", "ner", "-n", name, "--wait")
+        kept = run("kubectl", "get", "pvc", "ner-padellm-ner-model-cache", "-n", name, "-o", "json", check=False)
+        assert kept.returncode == 0 and json.loads(kept.stdout)["metadata"]["uid"] == claim["metadata"]["uid"]
+        reinstall = run("helm", "install", "ner", str(CHART), "-n", name, "-f", values, check=False)
+        assert reinstall.returncode == 0, reinstall.stderr
     finally:
         run("kubectl", "delete", "namespace", name, "--wait=false", check=False)

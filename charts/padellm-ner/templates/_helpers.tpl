@@ -67,6 +67,38 @@ a Deployment otherwise. */}}
 {{ include "padellm-ner.image" (dict "registry" .Values.tgi.image.registry "repository" .Values.tgi.image.repository "digest" .Values.tgi.image.digest "tag" .Values.tgi.image.tag) }}
 {{- end -}}
 
+{{- define "padellm-ner.vllmImage" -}}
+{{ include "padellm-ner.image" (dict "registry" .Values.vllm.image.registry "repository" .Values.vllm.image.repository "digest" .Values.vllm.image.digest "tag" .Values.vllm.image.tag) }}
+{{- end -}}
+
+{{/* The model server beside each worker: "vllm", "tgi", or "" (the embedded engine); one at most. */}}
+{{- define "padellm-ner.modelServer" -}}
+{{- if and .Values.vllm.enabled .Values.tgi.enabled -}}
+{{- fail "vllm.enabled and tgi.enabled: a worker pod runs one model server" -}}
+{{- else if .Values.vllm.enabled -}}vllm
+{{- else if .Values.tgi.enabled -}}tgi
+{{- end -}}
+{{- end -}}
+
+{{/* The model server's HTTP port (its API and its /metrics), where one runs. */}}
+{{- define "padellm-ner.modelServerPort" -}}
+{{- if .Values.vllm.enabled -}}{{ .Values.vllm.port }}{{- else if .Values.tgi.enabled -}}{{ .Values.tgi.port }}{{- end -}}
+{{- end -}}
+
+{{- define "padellm-ner.tgiModelCacheClaim" -}}
+{{- default (printf "%s-model-cache" (include "padellm-ner.fullname" .)) .Values.tgi.modelCache.existingClaim -}}
+{{- end -}}
+
+{{/* The ports of kafka.bootstrapServers, each once: where the service's egress may go. */}}
+{{- define "padellm-ner.kafkaPorts" -}}
+{{- $ports := list -}}
+{{- range splitList "," .Values.kafka.bootstrapServers -}}
+{{- $port := regexFind "[0-9]+$" (trim .) | default "9092" -}}
+{{- $ports = append $ports $port -}}
+{{- end -}}
+{{- join "," (uniq $ports) -}}
+{{- end -}}
+
 {{/* The workers, as one gRPC target: the headless Service's DNS name resolves to every ready worker pod, and
 the service's channel balances over them round-robin (re-resolving as pods come and go), so scaling the worker
 StatefulSet changes capacity without re-rendering the service. */}}
@@ -147,9 +179,22 @@ mention suffix).
 {{- if and .Values.tgi.enabled (lt (int .Values.tgi.maxInputTokens) (add (mul 2 $worker) 128)) -}}
 {{- fail (printf "tgi.maxInputTokens (%d) must be at least 2 x worker.maxWindowTokens + 128 (%d)" (int .Values.tgi.maxInputTokens) (add (mul 2 $worker) 128)) -}}
 {{- end -}}
+{{- if and .Values.vllm.enabled (lt (int .Values.vllm.maxModelLen) (add (mul 2 $worker) 128)) -}}
+{{- fail (printf "vllm.maxModelLen (%d) must be at least 2 x worker.maxWindowTokens + 128 (%d)" (int .Values.vllm.maxModelLen) (add (mul 2 $worker) 128)) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* The label the ServiceMonitor selects: the Services that carry metrics ports. */}}
 {{- define "padellm-ner.metricsLabel" -}}
 padellm-ner.io/metrics: "true"
+{{- end -}}
+
+
+{{/* Egress to the cluster's DNS: names are resolved (the workers' headless Service, Kafka's brokers). */}}
+{{- define "padellm-ner.dnsEgress" -}}
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
 {{- end -}}
