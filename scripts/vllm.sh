@@ -13,9 +13,9 @@
 # scripts/vllm/requirements.txt (uv-compiled with hashes, torch==2.13.0 instead) and the wheel, sha256-checked,
 # without its dependencies. About 6 GB, in ${PADELLM_CACHE:-~/.cache/padellm-ner}/vllm-0.32.0, kept between runs.
 # Precision: bfloat16 where the CPU computes it natively, else float32, as the engine's `auto` decides
-# (PADELLM_DTYPE and PADELLM_CPU_NATIVE_BF16 move both alike).
+# (PADELLM_DTYPE and PADELLM_CPU_NATIVE_BF16 move both alike; VLLM_DTYPE sets the server's alone).
 #
-# VLLM_PORT (8123), VLLM_MODEL_DIR (the shipped model), VLLM_KV_CACHE_GB (1), VLLM_CPU_CORES (all: 0-(nproc-1)) can
+# VLLM_PORT (8123), VLLM_MODEL_DIR (the shipped model), VLLM_KV_CACHE_GB (2), VLLM_CPU_CORES (all: 0-(nproc-1)) can
 # be set. The server logs to $VLLM_HOME/server-$VLLM_PORT.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,13 +97,13 @@ start() {
   mkdir -p "$VLLM_HOME"
   serving_folder
   local dtype cores
-  dtype=$(precision)
+  dtype=${VLLM_DTYPE:-$(precision)}
   echo "$dtype" > "$DTYPEFILE"
   cores=${VLLM_CPU_CORES:-0-$(($(nproc) - 1))}
   # --enforce-eager: no torch.compile (2 minutes at every start); --block-size 32: prefix caching hits on a
   # window's prompts, which the CPU default of 128-token blocks never does; all cores bound to its threads (the
   # default `auto` keeps one core back and runs on one thread here).
-  VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_KV_CACHE_GB:-1} VLLM_CPU_OMP_THREADS_BIND=$cores \
+  VLLM_TARGET_DEVICE=cpu VLLM_CPU_KVCACHE_SPACE=${VLLM_KV_CACHE_GB:-2} VLLM_CPU_OMP_THREADS_BIND=$cores \
     HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1 \
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
     --model "$FOLDER" --served-model-name "$MODEL_NAME" --dtype "$dtype" --enforce-eager --block-size 32 \

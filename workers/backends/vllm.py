@@ -53,7 +53,9 @@ log = logging.getLogger(__name__)
 COUNT_MAX_NEW_TOKENS = 10  # as the official inference and the engine
 DEFAULT_MAX_CONCURRENCY = 256
 DEFAULT_MAX_PROMPTS = 64  # prompts in one /v1/completions request
-SEQUENCE_TOKENS = 640  # what one sequence may hold in the server's KV cache: a window's prompt and its new tokens
+# what one sequence holds in the server's KV cache, about: a window's prompt (a sentence and the template, 100-150
+# tokens; its blocks shared by the window's other prompts through prefix caching) and its new tokens
+SEQUENCE_TOKENS = 256
 
 
 @dataclass(frozen=True)
