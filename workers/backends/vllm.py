@@ -20,7 +20,9 @@ reuse its KV blocks.
   after the server began failing; then they are RESOURCE_EXHAUSTED / UNAVAILABLE, and while the server stays
   away calls fail at once (the stream pauses and tries the document again; no document's budget is spent
   waiting). 400 and 422 (a prompt the server refuses) are INVALID_ARGUMENT, a request
-  past the deadline DEADLINE_EXCEEDED, anything else INTERNAL.
+  past the deadline DEADLINE_EXCEEDED. Other server errors (500) are tried twice more, then INTERNAL, except
+  from a server whose /health no longer answers (one shutting down, or whose engine died): UNAVAILABLE, an
+  outage to wait out.
 - The backend is healthy while `/health` answers and `/v1/models` lists the expected model: a server still
   loading, or serving another model, leaves the worker NOT_SERVING.
 """
@@ -133,6 +135,7 @@ def _error_of(status: int, body: str) -> PadellmError:
 
 
 RETRIED = (ErrorCode.RESOURCE_EXHAUSTED, ErrorCode.UNAVAILABLE)
+SERVER_ERROR_RETRIES = 2  # a 500 is tried again this many times before it is the request's INTERNAL error
 
 
 @dataclass
@@ -329,6 +332,7 @@ class VllmBackend(AsyncComponent):
             "stop": ["\n"],
         }
         backoff = Backoff()
+        server_errors = 0
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -336,6 +340,14 @@ class VllmBackend(AsyncComponent):
             try:
                 completions = await self._post(body, len(prompts), remaining)
             except PadellmError as error:
+                if error.code is ErrorCode.INTERNAL and server_errors < SERVER_ERROR_RETRIES:
+                    # a 500 is most often the server going away under the request (its engine shutting down
+                    # answers what it had accepted with 500): the next try meets the outage itself
+                    server_errors += 1
+                    pause = backoff.next_pause()
+                    if time.monotonic() + pause < deadline:
+                        await asyncio.sleep(pause)
+                        continue
                 if error.code not in RETRIED:
                     raise
                 self._outage.failed()
@@ -356,14 +368,20 @@ class VllmBackend(AsyncComponent):
                 f"{self.url}/v1/completions", json=body, timeout=aiohttp.ClientTimeout(total=timeout_s)
             ) as reply:
                 text = await reply.text()
-                if reply.status != 200:
-                    raise _error_of(reply.status, text)
+                status = reply.status
         except TimeoutError as error:
             raise PadellmError(
                 f"the model server did not answer in {timeout_s:.1f} s", code=ErrorCode.DEADLINE_EXCEEDED
             ) from error
         except aiohttp.ClientError as error:
             raise PadellmError(f"the model server cannot be reached: {error}", code=ErrorCode.UNAVAILABLE) from error
+        if status != 200:
+            error = _error_of(status, text)
+            if error.code is ErrorCode.INTERNAL and not await self._answers_health():
+                # a server that is shutting down or whose engine died answers 500 to what it had accepted: an
+                # outage the caller waits out (and tries again), not a fault of the request
+                error = PadellmError(f"the model server is going away: {error}", code=ErrorCode.UNAVAILABLE)
+            raise error
         try:
             choices = sorted(json.loads(text)["choices"], key=lambda c: c["index"])
         except (ValueError, KeyError, TypeError) as error:
@@ -371,6 +389,14 @@ class VllmBackend(AsyncComponent):
         if len(choices) != expected:
             raise PadellmError(f"the model server answered {len(choices)} choices for {expected} prompts")
         return [read_choice(choice) for choice in choices]
+
+    async def _answers_health(self) -> bool:
+        assert self._session is not None
+        try:
+            async with self._session.get(f"{self.url}/health", timeout=aiohttp.ClientTimeout(total=2.0)) as reply:
+                return reply.status == 200
+        except (TimeoutError, aiohttp.ClientError):
+            return False
 
     async def _complete(self, coalescer: _Coalescer, prompt: str) -> tuple[Completion, float]:
         deadline = time.monotonic() + time_left(self.timeout_s)
