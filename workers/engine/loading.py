@@ -154,7 +154,7 @@ def load_engine_model(
         info = json.loads((model_dir / "padellm.json").read_text())
         if (model_dir / "config.json").exists():  # a merged folder (`model serve-folder`): the whole network
             base_model = model_dir
-    base = ensure_base_model(base_model)
+    base = ensure_base_model(base_model, info.get("base_model_name"))
     tokenizer = AutoTokenizer.from_pretrained(base)
     network: PreTrainedModel = AutoModelForCausalLM.from_pretrained(
         base, dtype=torch.float32, attn_implementation="sdpa"
