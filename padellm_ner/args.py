@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
-from .core.segment import DEFAULT_WINDOW_TOKENS, WindowPolicy, WindowUnit
+from .core.segment import DEFAULT_WINDOW_TOKENS_BY_LANGUAGE, WindowPolicy, WindowUnit
 from .grpc_common import TlsFiles
 
 
@@ -30,10 +30,12 @@ def add_window_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--window-tokens",
         type=at_least(8),
-        default=DEFAULT_WINDOW_TOKENS,
+        default=None,
         metavar="N",
         help="documents are read as windows of at most N estimated tokens; a longer sentence is cut "
-        f"at its best break (default {DEFAULT_WINDOW_TOKENS})",
+        "at its best break (default by language: "
+        + ", ".join(f"{language} {n}" for language, n in DEFAULT_WINDOW_TOKENS_BY_LANGUAGE.items())
+        + ")",
     )
     parser.add_argument(
         "--window-unit",

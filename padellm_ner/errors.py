@@ -12,6 +12,7 @@ class ErrorCode(Enum):
 
     INVALID_ARGUMENT = "INVALID_ARGUMENT"  # the request is wrong: do not retry it
     RESOURCE_EXHAUSTED = "RESOURCE_EXHAUSTED"  # overloaded: retry later (RetryInfo says when, where known)
+    FAILED_PRECONDITION = "FAILED_PRECONDITION"  # the service cannot read this request as deployed (no model)
     DEADLINE_EXCEEDED = "DEADLINE_EXCEEDED"
     UNAVAILABLE = "UNAVAILABLE"  # a dependency cannot be reached: retry
     INTERNAL = "INTERNAL"  # a bug or a broken dependency

@@ -129,6 +129,26 @@ class _Decoded:
         return ",".join(dict.fromkeys(names)), ",".join(versions)
 
 
+_BACKEND_NAMES = {
+    worker_pb2.BACKEND_EMBEDDED: "embedded",
+    worker_pb2.BACKEND_TGI: "tgi",
+    worker_pb2.BACKEND_VLLM: "vllm",
+}
+
+
+@dataclass
+class ServedModel:
+    """A model that workers serve, as the discovery call lists it."""
+
+    model: str
+    model_version: str
+    schema: str
+    language: str
+    labels: list[str]
+    backend: str
+    workers: int
+
+
 class Orchestrator:
     def __init__(self, pool: WorkerPool, config: OrchestratorConfig | None = None):
         self.pool = pool
@@ -156,10 +176,37 @@ class Orchestrator:
             raise PadellmError("the caller's deadline has passed", code=ErrorCode.DEADLINE_EXCEEDED)
         return min(self.config.call_deadline_s, remaining)
 
-    async def _bounded(self, affinity: str, invoke):
+    async def _bounded(self, affinity: str, schema: str, invoke):
         document_slots = _DOCUMENT_SLOTS.get()
         async with document_slots or contextlib.nullcontext(), self._slots:
-            return await self.pool.call(affinity, invoke)
+            return await self.pool.call(affinity, invoke, schema)
+
+    def served_models(self) -> list[ServedModel]:
+        """The models the workers said they serve, one per (schema, model, version), by schema."""
+        models: dict[tuple[str, str, str], ServedModel] = {}
+        for schema, endpoints in sorted(self.pool.served().items()):
+            for endpoint in endpoints:
+                info = endpoint.info
+                assert info is not None
+                key = (schema, info.model, info.model_version)
+                if key in models:
+                    models[key].workers += 1
+                    continue
+                described = {s.name: s for s in info.schema_info}.get(schema)
+                models[key] = ServedModel(
+                    model=info.model,
+                    model_version=info.model_version,
+                    schema=schema,
+                    language=described.language if described else "",
+                    labels=list(described.labels) if described else [],
+                    backend=_BACKEND_NAMES.get(info.backend, "unspecified"),
+                    workers=1,
+                )
+        return list(models.values())
+
+    def unreachable_workers(self) -> int:
+        """Worker endpoints that have not said what they serve."""
+        return sum(1 for endpoint in self.pool.endpoints if endpoint.info is None)
 
     def plan(self, text: str, schema: LabelSchema, labels: Sequence[str] | None = None) -> DocumentPlan:
         return DocumentPlan.of(text, schema, labels, self.config.window_policy, self.config.max_count)
@@ -213,7 +260,9 @@ class Orchestrator:
         request = worker_pb2.CountRequest(
             document_id=document_id, text=window.text, schema=plan.schema.name, label=ask.label
         )
-        return self._bounded(_affinity(document_id, window), lambda stub: stub.Count(request, timeout=self._timeout()))
+        return self._bounded(
+            _affinity(document_id, window), plan.schema.name, lambda stub: stub.Count(request, timeout=self._timeout())
+        )
 
     def _mention(self, document_id: str, plan: DocumentPlan, ask: MentionAsk):
         window = plan.windows[ask.window]
@@ -226,7 +275,9 @@ class Orchestrator:
             k=ask.k,
         )
         return self._bounded(
-            _affinity(document_id, window), lambda stub: stub.Mention(request, timeout=self._timeout())
+            _affinity(document_id, window),
+            plan.schema.name,
+            lambda stub: stub.Mention(request, timeout=self._timeout()),
         )
 
     async def _count_and_mention(self, document_id: str, plan: DocumentPlan) -> _Decoded:
@@ -268,7 +319,9 @@ class Orchestrator:
                 document_id=document_id, text=window.text, schema=plan.schema.name, labels=list(plan.labels)
             )
             response = await self._bounded(
-                _affinity(document_id, window), lambda stub: stub.Extract(request, timeout=self._timeout())
+                _affinity(document_id, window),
+                plan.schema.name,
+                lambda stub: stub.Extract(request, timeout=self._timeout()),
             )
             for c in response.counts:
                 decoded.answered_by(c)

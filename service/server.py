@@ -50,6 +50,7 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
         max_documents: int = MAX_DOCUMENTS,
         stream_window: int = 32,
     ):
+        check_schema(default_schema)
         self.orchestrator = orchestrator
         self.default_schema = default_schema
         self.max_text_chars = max_text_chars
@@ -148,6 +149,19 @@ class NerService(ner_pb2_grpc.NerServiceServicer):
                 item = pending.get_nowait()
                 if isinstance(item, asyncio.Future):
                     item.cancel()
+
+    async def ListModels(self, request, context):
+        models = self.orchestrator.served_models()
+        return ner_pb2.ListModelsResponse(
+            models=[ner_pb2.ServedModel(**vars(model)) for model in models],
+            limits=ner_pb2.Limits(
+                max_text_chars=self.max_text_chars,
+                max_batch=self.max_batch,
+                max_window_tokens=self.orchestrator.config.window_policy.largest,
+            ),
+            default_schema=self.default_schema,
+            unreachable_workers=self.orchestrator.unreachable_workers(),
+        )
 
 
 def add_to_server(service: NerService):

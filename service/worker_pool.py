@@ -10,6 +10,11 @@ An endpoint may itself name many workers: `dns:///workers-headless.ns.svc.cluste
 Service) resolves to every ready worker pod, and the channel balances calls over them round-robin; workers
 close connections after an age (`--max-connection-age-s`), so the channel re-resolves and finds new pods.
 Scaling the workers then needs no change here.
+
+Each endpoint serves one model (a worker group): the pool asks every endpoint's `Info` at start and every
+`info_refresh_s`, and sends a document's calls only to the endpoints that serve its schema. Where none does,
+the call fails with FAILED_PRECONDITION naming the schema and what is served, once every endpoint has answered;
+while some have not, with UNAVAILABLE (a worker still starting may serve it: the caller retries).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ from typing import TypeVar
 
 import grpc
 
-from padellm.v1 import worker_pb2_grpc
+from padellm.v1 import worker_pb2, worker_pb2_grpc
+from padellm_ner.errors import ErrorCode, PadellmError
 from padellm_ner.grpc_common import TlsFiles, channel
 from padellm_ner.lifecycle import AsyncComponent
 from padellm_ner.logs import RateLimitedLog
@@ -60,6 +66,9 @@ class RetryPolicy:
         return random.uniform(ceiling / 2, ceiling)
 
 
+INFO_TIMEOUT_S = 2.0
+
+
 @dataclass
 class Endpoint:
     target: str
@@ -68,6 +77,10 @@ class Endpoint:
     down_until: float = 0.0
     calls: int = 0
     failures: int = 0
+    info: worker_pb2.InfoResponse | None = None  # what the endpoint last said it serves; None: not yet answered
+
+    def serves(self, schema: str) -> bool:
+        return self.info is not None and schema in self.info.schemas
 
 
 @dataclass
@@ -84,6 +97,7 @@ class WorkerPool(AsyncComponent):
         tls: TlsFiles | None = None,
         affinity: bool = True,
         retry: RetryPolicy | None = None,
+        info_refresh_s: float = 15.0,
     ):
         if not targets:
             raise ValueError("at least one worker endpoint is needed")
@@ -91,10 +105,12 @@ class WorkerPool(AsyncComponent):
         self.tls = tls
         self.affinity = affinity
         self.retry = retry or RetryPolicy()
+        self.info_refresh_s = info_refresh_s
         self.endpoints: list[Endpoint] = []
         self.stats = PoolStats()
         self._next = 0
         self._retry_log = RateLimitedLog(log, every_s=10.0)  # an outage: a line per 10 s, not per call
+        self._refresher: asyncio.Task | None = None
 
     async def _start(self) -> None:
         for target in self.targets:
@@ -102,31 +118,105 @@ class WorkerPool(AsyncComponent):
             # over them round-robin and follows DNS as workers come and go
             ch = channel(target, self.tls, options=CHANNEL_OPTIONS)
             self.endpoints.append(Endpoint(target, ch, worker_pb2_grpc.ModelWorkerServiceStub(ch)))
+        await self.refresh()  # at most INFO_TIMEOUT_S: workers not up yet are asked again, soon
+        self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def _stop(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            await asyncio.gather(self._refresher, return_exceptions=True)
+            self._refresher = None
         await asyncio.gather(*(e.channel.close() for e in self.endpoints))
         self.endpoints.clear()
 
-    def _order(self, document_id: str) -> list[Endpoint]:
+    # --- what each endpoint serves ------------------------------------------------------------------------------
+
+    async def _describe(self, endpoint: Endpoint) -> None:
+        try:
+            info = await endpoint.stub.Info(worker_pb2.InfoRequest(), timeout=INFO_TIMEOUT_S)
+        except grpc.aio.AioRpcError as error:
+            log.debug("worker %s did not describe itself: %s", endpoint.target, error.code().name)
+            return
+        if endpoint.info is None or list(endpoint.info.schemas) != list(info.schemas):
+            log.info(
+                "worker %s serves %s %s (%s)", endpoint.target, info.model, info.model_version, ", ".join(info.schemas)
+            )
+        endpoint.info = info
+
+    async def refresh(self, endpoints: list[Endpoint] | None = None) -> None:
+        """Ask endpoints (default: all) what they serve, concurrently."""
+        await asyncio.gather(*(self._describe(e) for e in (self.endpoints if endpoints is None else endpoints)))
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            # soon again while some endpoint has never answered (a worker still starting)
+            unknown = any(e.info is None for e in self.endpoints)
+            await asyncio.sleep(min(1.0, self.info_refresh_s) if unknown else self.info_refresh_s)
+            await self.refresh()
+
+    def served(self) -> dict[str, list[Endpoint]]:
+        """Schema -> the endpoints that said they serve it."""
+        by_schema: dict[str, list[Endpoint]] = {}
+        for endpoint in self.endpoints:
+            for schema in endpoint.info.schemas if endpoint.info is not None else ():
+                by_schema.setdefault(schema, []).append(endpoint)
+        return by_schema
+
+    async def endpoints_for(self, schema: str) -> list[Endpoint]:
+        """The endpoints that serve `schema`; endpoints not heard from yet are asked first."""
+        serving = [e for e in self.endpoints if e.serves(schema)]
+        if serving:
+            return serving
+        unknown = [e for e in self.endpoints if e.info is None]
+        if unknown:
+            await self.refresh(unknown)
+            serving = [e for e in self.endpoints if e.serves(schema)]
+            if serving:
+                return serving
+            unknown = [e for e in self.endpoints if e.info is None]
+        if unknown:
+            raise PadellmError(
+                f"no worker serving schema {schema} has answered yet ({len(unknown)} of {len(self.endpoints)} "
+                "worker endpoints unreachable)",
+                code=ErrorCode.UNAVAILABLE,
+            )
+        served = "; ".join(
+            f"{name} ({endpoints[0].info.model} {endpoints[0].info.model_version})".replace(" )", ")")
+            for name, endpoints in sorted(self.served().items())
+            if endpoints[0].info is not None
+        )
+        raise PadellmError(
+            f"no worker serves schema {schema}; the workers serve: {served or 'nothing'}",
+            code=ErrorCode.FAILED_PRECONDITION,
+        )
+
+    # --- calls --------------------------------------------------------------------------------------------------
+
+    def _order(self, document_id: str, endpoints: list[Endpoint]) -> list[Endpoint]:
         """Endpoints to try, in order: affinity's home endpoint first, or the next one round-robin."""
-        n = len(self.endpoints)
+        n = len(endpoints)
         if self.affinity:
             first = zlib.crc32(document_id.encode()) % n
         else:
             first = self._next % n
             self._next += 1
-        ordered = [self.endpoints[(first + i) % n] for i in range(n)]
+        ordered = [endpoints[(first + i) % n] for i in range(n)]
         now = time.monotonic()
         up = [e for e in ordered if e.down_until <= now]
         return up + [e for e in ordered if e.down_until > now]  # cooling-down endpoints as a last resort
 
     async def call(
-        self, document_id: str, invoke: Callable[[worker_pb2_grpc.ModelWorkerServiceStub], Awaitable[T]]
+        self,
+        document_id: str,
+        invoke: Callable[[worker_pb2_grpc.ModelWorkerServiceStub], Awaitable[T]],
+        schema: str | None = None,
     ) -> T:
-        """`invoke(stub)` on an endpoint, retried on other endpoints for retryable errors."""
+        """`invoke(stub)` on an endpoint that serves `schema` (None: any endpoint), retried on other endpoints
+        for retryable errors."""
         last_error: grpc.aio.AioRpcError | None = None
         for attempt in range(self.retry.attempts):
-            order = self._order(document_id)
+            candidates = self.endpoints if schema is None else await self.endpoints_for(schema)
+            order = self._order(document_id, candidates)
             endpoint = order[attempt % len(order)] if attempt < len(order) else order[0]
             endpoint.calls += 1
             try:

@@ -85,6 +85,19 @@ def test_chinese_splits_at_sentence_marks_and_line_breaks():
     covers(text, split_windows(text, "zh", WindowPolicy(40)))
 
 
+def test_the_default_budget_keeps_a_long_chinese_sentence_whole():
+    """Chinese is estimated at 2 tokens a character: with English's budget a Resume sentence of 90 characters
+    would be cut in three; the Chinese default keeps it whole, as the model was trained on it."""
+    sentence = (
+        "吴重阳，中国国籍，大学本科，教授级高工，享受国务院特殊津贴，历任邮电部侯马电缆厂仪表试制组长、"
+        "光缆分厂副厂长、研究所副所长，获得过山西省科技先进工作者、邮电部成绩优异高级工程师等多种荣誉称号。"
+    )
+    assert len(sentence) > 90 and WindowPolicy().budget("zh") == 320 and WindowPolicy().budget("en") == 64
+    assert [w.text for w in split_windows(sentence, "zh")] == [sentence]
+    assert len(split_windows(sentence, "zh", WindowPolicy(64))) >= 3
+    assert WindowPolicy(100).budget("zh") == WindowPolicy(100).budget("en") == 100
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     st.text(alphabet=st.sampled_from(list("abc XYZ.,;!?\n\té日😀")), max_size=400),

@@ -1,6 +1,7 @@
 """The serving stack against real gRPC servers on loopback with the real model."""
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
@@ -374,8 +375,9 @@ async def test_a_schema_the_model_was_not_trained_for_is_refused(backend, servin
     async with worker(backend()) as (target, _), ner_service([target]) as (service, _), ner_client(service) as stub:
         with pytest.raises(grpc.aio.AioRpcError) as error:
             await recognize(stub, "d", "张三毕业于北京大学", schema="resume", deadline=60)
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "resume" in error.value.details() and served in error.value.details()
+        # no worker serves it: the service says so at once, naming the schema and what is served
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "schema resume" in error.value.details() and served in error.value.details()
         async with channel(target) as ch:  # the worker itself says what it serves, and refuses the rest
             stub = worker_pb2_grpc.ModelWorkerServiceStub(ch)
             assert list((await stub.Info(worker_pb2.InfoRequest())).schemas) == [served]
@@ -407,3 +409,64 @@ async def test_a_document_of_100000_characters(backend):
         if entity.HasField("start"):
             assert text[entity.start : entity.end] == entity.text
     assert {"Peter Blackburn", "Japan", "Syria"} <= {e.text for e in record.entities}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_documents_go_to_the_workers_of_their_schema_and_the_service_lists_them(serving_engine_model):
+    """Two worker groups, each serving one model: a Chinese and an English document sent to one service come back
+    from their own schema's model; ListModels lists both; a schema nobody serves is FAILED_PRECONDITION, and
+    UNAVAILABLE while a worker that might serve it has not answered."""
+    served = serving_engine_model.info.get("schema")
+    if not served:
+        pytest.skip("the bare base model serves every schema")
+    # a second model for the Chinese schema: the same network under another identity (what is tested here is
+    # where calls go, not what the network reads)
+    chinese = dataclasses.replace(
+        serving_engine_model,
+        info={**serving_engine_model.info, "schema": "resume", "name": "resume-probe", "version": "7"},
+    )
+    async with (
+        worker(EmbeddedBackend(serving_engine_model)) as (english_target, _),
+        worker(EmbeddedBackend(chinese)) as (chinese_target, _),
+        ner_service([english_target, chinese_target]) as (service, orchestrator),
+        ner_client(service) as stub,
+    ):
+        english = await recognize(stub, "en", TEXTS[0], deadline=60)
+        assert (english.schema, english.model) == (served, serving_engine_model.info["name"])
+        assert entities(english), "the English document's entities"
+        zh = await recognize(stub, "zh", "吴重阳，中国国籍，大学本科，教授级高工。", schema="resume", deadline=60)
+        assert (zh.schema, zh.model, zh.model_version) == ("resume", "resume-probe", "7")
+        calls = {e.target: e.calls for e in orchestrator.pool.endpoints}
+        # the Chinese document's 8 counts (and any mentions) reached the Chinese worker only
+        assert calls[chinese_target] >= 8
+        assert calls[english_target] == len(english.counts) + sum(c.count for c in english.counts)
+        listed = await stub.ListModels(ner_pb2.ListModelsRequest(), timeout=10)
+        by_schema = {m.schema: m for m in listed.models}
+        assert set(by_schema) == {served, "resume"} and listed.unreachable_workers == 0
+        assert (by_schema["resume"].language, list(by_schema["resume"].labels)[:2]) == ("zh", ["NAME", "CONT"])
+        assert by_schema[served].language == "en" and by_schema[served].backend == "embedded"
+        assert by_schema[served].workers == 1 and by_schema["resume"].model_version == "7"
+        assert listed.limits.max_text_chars == 100_000 and listed.default_schema == "conll03"
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await recognize(stub, "g", "IL-2 gene expression requires NF-kappa B .", schema="genia", deadline=60)
+        assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "schema genia" in error.value.details() and "resume (resume-probe 7)" in error.value.details()
+    # a worker endpoint that never answered may yet serve a schema: UNAVAILABLE (retry), not FAILED_PRECONDITION
+    async with (
+        worker(EmbeddedBackend(serving_engine_model)) as (english_target, _),
+        ner_service([english_target, f"127.0.0.1:{_free_port()}"], attempts=1) as (service, _),
+        ner_client(service) as stub,
+    ):
+        assert entities(await recognize(stub, "en", TEXTS[0], deadline=60))
+        listed = await stub.ListModels(ner_pb2.ListModelsRequest(), timeout=10)
+        assert [m.schema for m in listed.models] == [served] and listed.unreachable_workers == 1
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await recognize(stub, "g", "IL-2 gene expression requires NF-kappa B .", schema="genia", deadline=60)
+        assert error.value.code() == grpc.StatusCode.UNAVAILABLE and "has answered yet" in error.value.details()

@@ -158,8 +158,9 @@ async def test_bad_input_goes_to_the_dead_letter_topic(kafka_bootstrap, worker_p
     assert "not valid UTF-8 JSON" in reasons[b"not json"] and "missing required field `id`" in reasons[bad[1]]
     assert "limit is 1000000" in reasons[bad[2]] and "not valid UTF-8 JSON" in reasons[b"\xff\xfe\xfa"]
     assert "100002 characters; the limit is 100000" in reasons[bad[7]]
-    # a schema the workers' model was not trained for: refused by the worker, with its reason
-    assert "INVALID_ARGUMENT" in reasons[bad[8]] and "'resume' is not one of them" in reasons[bad[8]]
+    # a schema no worker serves: FAILED_PRECONDITION, naming the schema and what the workers serve
+    assert "FAILED_PRECONDITION" in reasons[bad[8]] and "no worker serves schema resume" in reasons[bad[8]]
+    assert dict(by_source[values.index(bad[8])].headers)["error-type"] == b"schema-not-served"
     assert "unknown label schema" in reasons[bad[4]] and "document id" in reasons[bad[6]]
     assert "`$.schema`" in reasons[bad[9]] and "not valid UTF-8 JSON" in reasons[bad[10]]
     assert "nested too deeply" in reasons[bad[11]] and "`$.id`" in reasons[bad[12]] and "`$.labels`" in reasons[bad[13]]

@@ -8,7 +8,7 @@ import time
 from contextlib import contextmanager
 
 from padellm.v1 import worker_pb2, worker_pb2_grpc
-from padellm_ner.core import DEFAULT_MAX_COUNT
+from padellm_ner.core import DEFAULT_MAX_COUNT, get_schema
 from padellm_ner.core.aggregate import parse_result
 from padellm_ner.core.segment import estimate_tokens
 from padellm_ner.validation import DEFAULT_MAX_WINDOW_CHARS, DEFAULT_MAX_WINDOW_TOKENS, InvalidInput, check_text
@@ -123,7 +123,13 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
             schemas=list(self.backend.schemas),
             max_text_chars=self.max_text_chars,
             max_window_tokens=self.max_window_tokens,
+            schema_info=[_schema_info(name) for name in self.backend.schemas],
         )
+
+
+def _schema_info(name: str) -> worker_pb2.SchemaInfo:
+    schema = get_schema(name)
+    return worker_pb2.SchemaInfo(name=schema.name, language=schema.language, labels=list(schema.labels))
 
 
 @contextmanager

@@ -139,7 +139,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = {
         "data": args.data,
         "unit": args.unit,
-        "window_tokens": args.window_tokens,
+        "window_tokens": engine.window_policy.budget(schema.language),
         "window_unit": args.window_unit,
         "documents_selected": selection,
         "model": engine_model.info.get("name"),
@@ -249,7 +249,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = {
         "data": args.data,
         "unit": args.unit,
-        "window_tokens": policy.max_tokens,
+        "window_tokens": policy.budget(schema.language),
         "window_unit": policy.unit.value,
         "documents": len(documents),
         "documents_selected": selection,

@@ -16,7 +16,7 @@ record of an id seen at another offset (`--duplicate-ids process`, the default),
 source.
 
 Dead letters: the original key and value bytes, unchanged, with headers `error` (the reason), `error-type` (
-`invalid-input`, `deadline`, `worker-error`, `internal-error`), `exception-type`, `source-topic`,
+`invalid-input`, `deadline`, `schema-not-served`, `worker-error`, `internal-error`), `exception-type`, `source-topic`,
 `source-partition`, `source-offset`, `timestamp`. A value over `max_message_bytes` (or a key over 4 KiB) is cut
 to that size, with headers `truncated-value`, `original-value-size` and `original-value-sha256` (likewise for the
 key), so that every dead letter fits the producer's limit.

@@ -282,6 +282,8 @@ class StreamProcessor(AsyncComponent):
                     reason = f"the document ran past its deadline {deadlines} times: {details}"
                     return self._dead_letter(tp, record, reason, "deadline", error)
                 reason = f"{code.name}: {details}"
+                if code == grpc.StatusCode.FAILED_PRECONDITION:  # no worker serves the document's schema
+                    return self._dead_letter(tp, record, reason, "schema-not-served", error)
                 return self._dead_letter(tp, record, reason, "worker-error", error)
         self.processed += 1
         value = json.dumps(entity_record.to_json(), ensure_ascii=False).encode()

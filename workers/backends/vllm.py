@@ -376,12 +376,12 @@ class VllmBackend(AsyncComponent):
         except aiohttp.ClientError as error:
             raise PadellmError(f"the model server cannot be reached: {error}", code=ErrorCode.UNAVAILABLE) from error
         if status != 200:
-            error = _error_of(status, text)
-            if error.code is ErrorCode.INTERNAL and not await self._answers_health():
+            failure = _error_of(status, text)
+            if failure.code is ErrorCode.INTERNAL and not await self._answers_health():
                 # a server that is shutting down or whose engine died answers 500 to what it had accepted: an
                 # outage the caller waits out (and tries again), not a fault of the request
-                error = PadellmError(f"the model server is going away: {error}", code=ErrorCode.UNAVAILABLE)
-            raise error
+                failure = PadellmError(f"the model server is going away: {failure}", code=ErrorCode.UNAVAILABLE)
+            raise failure
         try:
             choices = sorted(json.loads(text)["choices"], key=lambda c: c["index"])
         except (ValueError, KeyError, TypeError) as error:
