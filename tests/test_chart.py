@@ -154,11 +154,11 @@ def test_workers_scale_on_calls_in_flight_with_keda():
     docs = render(load(CHART / "ci" / "vllm-gpu-values.yaml"))
     worker_scalers = [s for s in by_kind(docs, "ScaledObject") if s["spec"]["scaleTargetRef"]["kind"] == "StatefulSet"]
     (scaled,) = worker_scalers
-    assert scaled["spec"]["scaleTargetRef"]["name"] == "ner-padellm-ner-worker"
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "ner-padellm-ner-worker-conll03"
     (trigger,) = scaled["spec"]["triggers"]
     assert trigger["type"] == "prometheus"
     assert trigger["metadata"]["query"] == (
-        'sum(padellm_worker_calls_in_flight{namespace="nlp",pod=~"ner-padellm-ner-worker-[0-9]+"})'
+        'sum(padellm_worker_calls_in_flight{namespace="nlp",pod=~"ner-padellm-ner-worker-conll03-[0-9]+"})'
     )
     assert trigger["metadata"]["threshold"] == "64"
     assert not [
@@ -285,7 +285,7 @@ def test_keda_replaces_the_hpa():
 def test_tls_everywhere():
     docs = render(load(CHART / "ci" / "tls-values.yaml"))
     c = containers(docs)
-    api, worker = c["ner-padellm-ner-service/api"], c["ner-padellm-ner-worker/worker"]
+    api, worker = c["ner-padellm-ner-service/api"], c["ner-padellm-ner-worker-conll03/worker"]
     assert {
         "--tls-cert=/etc/padellm/grpc-tls/tls.crt",
         "--tls-client-ca=/etc/padellm/grpc-tls/ca.crt",
@@ -304,6 +304,9 @@ def test_schema_rejects_bad_values():
             {"worker": {"replicaCount": 0}},
             {"unknownKey": 1},
             {"kafka": {"securityProtocol": "TLS"}},
+            {"models": []},
+            {"models": [{"name": "Resume_Model", "schema": "resume"}]},
+            {"models": [{"name": "resume"}]},
         ):
             with pytest.raises(helm.errors.HelmValuesError):
                 chart.validate_schema(bad)
@@ -366,7 +369,7 @@ def test_window_sizes_that_disagree_do_not_render():
 def test_tgi_listens_on_the_pod_address_with_probes_fit_for_a_7b_model():
     """Kubelet's httpGet probes and Prometheus connect to the pod IP: TGI must not listen on loopback only."""
     docs = render(load(CHART / "ci" / "tgi-gpu-values.yaml"))
-    tgi = containers(docs)["ner-padellm-ner-worker/tgi"]
+    tgi = containers(docs)["ner-padellm-ner-worker-conll03/tgi"]
     hostname = args_of(docs, "tgi")["hostname"]
     assert hostname == "0.0.0.0"
     port = next(p for p in tgi["ports"] if p["name"] == "tgi-http")["containerPort"]
@@ -475,22 +478,87 @@ def test_no_disruption_budget_blocks_a_drain_and_no_upgrade_meets_an_immutable_f
 
 
 def test_embedded_worker_threads_follow_its_cpu_limit():
-    worker = containers(render())["ner-padellm-ner-worker/worker"]
+    worker = containers(render())["ner-padellm-ner-worker-conll03/worker"]
     threads = next(e for e in worker["env"] if e["name"] == "PADELLM_THREADS")
     assert threads["valueFrom"]["resourceFieldRef"] == {
         "containerName": "worker",
         "resource": "limits.cpu",
         "divisor": "1",
     }
-    fixed = containers(render({"worker": {"threads": 3}}))["ner-padellm-ner-worker/worker"]
+    fixed = containers(render({"worker": {"threads": 3}}))["ner-padellm-ner-worker-conll03/worker"]
     assert next(e for e in fixed["env"] if e["name"] == "PADELLM_THREADS")["value"] == "3"
 
 
 def test_the_tgi_sidecar_runs_from_the_service_image_and_images_pin_by_digest():
     docs = render(load(CHART / "ci" / "tgi-gpu-values.yaml"))
     c = containers(docs)
-    assert c["ner-padellm-ner-worker/worker"]["image"] == c["ner-padellm-ner-service/api"]["image"]
+    assert c["ner-padellm-ner-worker-conll03/worker"]["image"] == c["ner-padellm-ner-service/api"]["image"]
     digest = "sha256:" + "a" * 64
     pinned = containers(render({"image": {"serviceDigest": digest, "workerDigest": digest}}))
-    assert pinned["ner-padellm-ner-worker/worker"]["image"] == f"ghcr.io/padellm-ner/worker@{digest}"
+    assert pinned["ner-padellm-ner-worker-conll03/worker"]["image"] == f"ghcr.io/padellm-ner/worker@{digest}"
     assert pinned["ner-padellm-ner-service/api"]["image"] == f"ghcr.io/padellm-ner/service@{digest}"
+
+
+def test_one_worker_group_per_model():
+    """Each entry of `models` is a worker StatefulSet of its own (selector, headless Service, PDB, autoscaler), the
+    service reaches every group, and each group's worker serves its model."""
+    models = [
+        {"name": "conll03", "schema": "conll03"},
+        {"name": "resume", "schema": "resume", "replicaCount": 2, "path": "/opt/padellm/models/padellm-resume"},
+    ]
+    docs = render({"models": models, "worker": {"autoscaling": {"enabled": True}}})
+    sets = {s["metadata"]["name"]: s for s in by_kind(docs, "StatefulSet")}
+    assert set(sets) == {"ner-padellm-ner-worker-conll03", "ner-padellm-ner-worker-resume"}
+    selectors = [s["spec"]["selector"]["matchLabels"] for s in sets.values()]
+    assert selectors[0] != selectors[1] and all(s["padellm-ner.dev/model"] for s in selectors)
+    for workload in sets.values():  # each selects its own pods only
+        assert (
+            workload["spec"]["selector"]["matchLabels"].items()
+            <= workload["spec"]["template"]["metadata"]["labels"].items()
+        )
+    headless = {s["metadata"]["name"]: s for s in by_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"}
+    assert set(headless) == {"ner-padellm-ner-worker-conll03-headless", "ner-padellm-ner-worker-resume-headless"}
+    assert headless["ner-padellm-ner-worker-resume-headless"]["spec"]["selector"]["padellm-ner.dev/model"] == "resume"
+    for kind in ("PodDisruptionBudget", "HorizontalPodAutoscaler"):
+        names = {d["metadata"]["name"] for d in by_kind(docs, kind)}
+        assert {"ner-padellm-ner-worker-conll03", "ner-padellm-ner-worker-resume"} <= names, kind
+    config = next(c for c in by_kind(docs, "ConfigMap") if "PADELLM_WORKERS" in c["data"])
+    assert config["data"]["PADELLM_WORKERS"].split(",") == [
+        "dns:///ner-padellm-ner-worker-conll03-headless.nlp.svc.cluster.local:50061",
+        "dns:///ner-padellm-ner-worker-resume-headless.nlp.svc.cluster.local:50061",
+    ]
+    workers = containers(docs)
+    assert "--model=/opt/padellm/models/padellm-resume" in workers["ner-padellm-ner-worker-resume/worker"]["args"]
+    assert not any(a.startswith("--model=") for a in workers["ner-padellm-ner-worker-conll03/worker"]["args"])
+    # without autoscaling a group's own replica count wins over worker.replicaCount
+    fixed = {s["metadata"]["name"]: s for s in by_kind(render({"models": models}), "StatefulSet")}
+    assert fixed["ner-padellm-ner-worker-resume"]["spec"]["replicas"] == 2
+    assert fixed["ner-padellm-ner-worker-conll03"]["spec"]["replicas"] == 1
+    # beside TGI each worker names its model's schema; beside vLLM each serves its own folder
+    tgi = containers(
+        render(
+            {
+                **load(CHART / "ci" / "tgi-gpu-values.yaml"),
+                "models": [
+                    {"name": "conll03", "schema": "conll03"},
+                    {"name": "resume", "schema": "resume", "tgiModelId": "org/padellm-resume"},
+                ],
+            }
+        )
+    )
+    assert "--schemas=resume" in tgi["ner-padellm-ner-worker-resume/worker"]["args"]
+    assert "--model-id=org/padellm-resume" in tgi["ner-padellm-ner-worker-resume/tgi"]["args"]
+    vllm_values = load(CHART / "ci" / "vllm-gpu-values.yaml")
+    vllm = containers(
+        render(
+            {
+                **vllm_values,
+                "models": [
+                    {"name": "conll03", "schema": "conll03"},
+                    {"name": "resume", "schema": "resume", "path": "resume", "servedName": "padellm-resume"},
+                ],
+            }
+        )
+    )
+    assert vllm["ner-padellm-ner-worker-resume/vllm"]["args"][0] == "/models/resume"
+    assert "--vllm-model=padellm-resume" in vllm["ner-padellm-ner-worker-resume/worker"]["args"]

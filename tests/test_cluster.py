@@ -102,18 +102,18 @@ def test_the_embedded_profile_installs_and_becomes_ready_under_the_restricted_st
     assert install.returncode == 0, install.stderr
     pods = json.loads(run("kubectl", "get", "pods", "-n", namespace, "-o", "json").stdout)["items"]
     ready = {p["metadata"]["name"]: all(c["ready"] for c in p["status"].get("containerStatuses", [])) for p in pods}
-    assert any(n.startswith("ner-padellm-ner-worker-") for n in ready) and all(ready.values()), ready
+    assert any(n.startswith("ner-padellm-ner-worker-conll03-") for n in ready) and all(ready.values()), ready
     assert any(n.startswith("ner-padellm-ner-service-") for n in ready)
     # the workers' one DNS name resolves through a headless Service with the worker pods as endpoints
     endpoints = json.loads(
         run("kubectl", "get", "endpointslices", "-n", namespace, "-l",
-            "kubernetes.io/service-name=ner-padellm-ner-worker-headless", "-o", "json").stdout
+            "kubernetes.io/service-name=ner-padellm-ner-worker-conll03-headless", "-o", "json").stdout
     )["items"]  # fmt: skip
     assert sum(len(s.get("endpoints") or []) for s in endpoints) == 1
     # scaling the workers is a change to the StatefulSet alone: the service's configuration stays as it was
     config_before = run("kubectl", "get", "configmap", "ner-padellm-ner", "-n", namespace, "-o", "json").stdout
-    run("kubectl", "scale", "statefulset", "ner-padellm-ner-worker", "-n", namespace, "--replicas=3")
-    run("kubectl", "rollout", "status", "statefulset/ner-padellm-ner-worker", "-n", namespace, "--timeout=120s")
+    run("kubectl", "scale", "statefulset", "ner-padellm-ner-worker-conll03", "-n", namespace, "--replicas=3")
+    run("kubectl", "rollout", "status", "statefulset/ner-padellm-ner-worker-conll03", "-n", namespace, "--timeout=120s")
     config_after = run("kubectl", "get", "configmap", "ner-padellm-ner", "-n", namespace, "-o", "json").stdout
     assert json.loads(config_before)["data"] == json.loads(config_after)["data"]
 
@@ -132,7 +132,7 @@ def test_a_tgi_release_upgrades_with_a_new_model_cache_size():
                       "--set", "tgi.modelCache.size=80Gi", "--set", "worker.replicaCount=2", check=False)  # fmt: skip
         assert upgrade.returncode == 0, upgrade.stderr
         sts = json.loads(
-            run("kubectl", "get", "statefulset", "ner-padellm-ner-worker", "-n", name, "-o", "json").stdout
+            run("kubectl", "get", "statefulset", "ner-padellm-ner-worker-conll03", "-n", name, "-o", "json").stdout
         )
         cache = next(v for v in sts["spec"]["template"]["spec"]["volumes"] if v["name"] == "model-cache")
         assert cache["ephemeral"]["volumeClaimTemplate"]["spec"]["resources"]["requests"]["storage"] == "80Gi"

@@ -249,3 +249,18 @@ def test_official_bracket_escapes_read_as_brackets():
     assert [(e.text, e.label) for e in document.entities] == [("Chelsea", "ORG"), ("England", "LOC")]
     assert document.text[document.entities[1].start : document.entities[1].end] == "England"
     assert details["offsets"] == "token"
+
+
+@pytest.mark.parametrize(("join", "separator"), [("line", "\n"), ("space", " ")])
+def test_documents_join_their_sentences_on_lines_or_run_on(join, separator):
+    from padellm_ner.data.units import in_unit
+
+    docs, _ = read_columns(CONLL, "t")
+    article, short = in_unit(docs, "document", join)
+    assert article.text == f"EU rejects German call .{separator}Peter Blackburn" and short.text == "BRUSSELS"
+    assert [(article.text[e.start : e.end], e.label) for e in article.entities] == [
+        ("EU", "ORG"),
+        ("German", "MISC"),
+        ("Peter Blackburn", "PER"),
+    ]
+    assert [article.text[a:b] for a, b in article.sentences] == ["EU rejects German call .", "Peter Blackburn"]

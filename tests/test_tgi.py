@@ -158,7 +158,8 @@ async def test_tgi_schemas_come_from_its_model_and_others_are_refused(serving_en
         ):
             with pytest.raises(grpc.aio.AioRpcError) as error:
                 await recognize(stub, "d", "张三毕业于北京大学", schema="resume", deadline=60)
-            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "resume" in error.value.details()
+            assert error.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "no worker serves schema resume" in error.value.details()
 
 
 async def test_a_mention_cut_at_its_token_limit_is_never_an_entity(serving_engine_model):

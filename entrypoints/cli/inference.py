@@ -139,6 +139,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     report = {
         "data": args.data,
         "unit": args.unit,
+        "join": args.join,
         "window_tokens": engine.window_policy.budget(schema.language),
         "window_unit": args.window_unit,
         "documents_selected": selection,
@@ -171,7 +172,7 @@ def _documents(args: argparse.Namespace):
     from padellm_ner.data.units import in_unit
 
     corpus = read_corpus(args.data, args.format, **reader_options(args))
-    return selected(args, in_unit(corpus.documents, args.unit))
+    return selected(args, in_unit(corpus.documents, args.unit, args.join))
 
 
 def _on_document(recognize, schema):
@@ -249,6 +250,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     report = {
         "data": args.data,
         "unit": args.unit,
+        "join": args.join,
         "window_tokens": policy.budget(schema.language),
         "window_unit": policy.unit.value,
         "documents": len(documents),
@@ -293,6 +295,13 @@ def add_unit_option(parser: argparse.ArgumentParser) -> None:
         help="score the corpus's sentences (default), or the documents they came from (CoNLL "
         "-DOCSTART- groups, a sentence per line); --limit/--sample count that unit. "
         "bench --unit document adds PaDeLLM on each document's sentences one by one",
+    )
+    parser.add_argument(
+        "--join",
+        default="line",
+        choices=("line", "space"),
+        help="--unit document: the sentences of a document each on a line of its own (default), or run on with "
+        "one space between them, as text extracted from HTML or PDF arrives (Chinese takes no separator)",
     )
 
 

@@ -5,6 +5,10 @@ documents, each run becomes one text, its sentences on lines of their own (headl
 results tables, which make up much of the corpus, are lines in any real article), with every entity moved to its
 offset in that text and the sentences' spans kept (`Document.sentences`) so that a benchmark can also read them
 one by one. Records of a file without sources (a JSON-lines file of whole documents) are documents already.
+
+How the sentences are joined (`Join`): each on a line of its own (as above), or run on, separated by one space
+(no separator in Chinese), as text extracted from HTML or PDF often arrives: a headline, a byline, a dateline and
+the first sentence with no line break between them.
 """
 
 from __future__ import annotations
@@ -16,18 +20,25 @@ from itertools import groupby
 from ..core.document import Document, Entity
 from ..core.schemas import CHINESE
 
-SEPARATORS = {CHINESE: ""}  # Chinese prose runs on; others: a line break
-
 
 class Unit(str, Enum):
     SENTENCE = "sentence"
     DOCUMENT = "document"
 
 
-def join_sentences(sentences: Sequence[Document]) -> Document:
+class Join(str, Enum):
+    LINE = "line"  # a sentence per line
+    SPACE = "space"  # run on: one space between sentences (none in Chinese)
+
+
+# Chinese prose runs on whichever way: its sentences end with their own marks and take no space
+SEPARATORS = {Join.LINE: "\n", Join.SPACE: " "}
+
+
+def join_sentences(sentences: Sequence[Document], join: Join | str = Join.LINE) -> Document:
     """One document of consecutive sentences (all of one source), in order."""
     text, spans, entities = "", [], []
-    separator = SEPARATORS.get(sentences[0].language, "\n")
+    separator = "" if sentences[0].language == CHINESE else SEPARATORS[Join(join)]
     for sentence in sentences:
         if text:
             text += separator
@@ -46,12 +57,12 @@ def join_sentences(sentences: Sequence[Document]) -> Document:
     )
 
 
-def in_unit(documents: Sequence[Document], unit: Unit | str) -> list[Document]:
+def in_unit(documents: Sequence[Document], unit: Unit | str, join: Join | str = Join.LINE) -> list[Document]:
     """The corpus as sentences (unchanged) or as documents (runs of sentences of one source joined)."""
     if Unit(unit) is Unit.SENTENCE:
         return list(documents)
     out: list[Document] = []
     for source, group in groupby(documents, key=lambda d: d.source_document):
         run = list(group)
-        out.extend([join_sentences(run)] if source is not None else run)
+        out.extend([join_sentences(run, join)] if source is not None else run)
     return out

@@ -35,8 +35,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 it its Kafka transactional id across restarts (a restarted pod fences its predecessor's open transaction);
 a Deployment otherwise. */}}
 {{- define "padellm-ner.service.kind" -}}{{ if .Values.service.stream.exactlyOnce }}StatefulSet{{ else }}Deployment{{ end }}{{- end -}}
-{{- define "padellm-ner.worker.fullname" -}}{{ include "padellm-ner.fullname" . }}-worker{{- end -}}
-{{- define "padellm-ner.worker.headless" -}}{{ include "padellm-ner.fullname" . }}-worker-headless{{- end -}}
+{{/* A model group's names and labels: called with a model context (`padellm-ner.modelContexts`: the root's
+fields and .Model, an entry of .Values.models). */}}
+{{- define "padellm-ner.worker.fullname" -}}{{ include "padellm-ner.fullname" . }}-worker-{{ .Model.name }}{{- end -}}
+{{- define "padellm-ner.worker.headless" -}}{{ include "padellm-ner.worker.fullname" . }}-headless{{- end -}}
+{{- define "padellm-ner.worker.selectorLabels" -}}
+{{ include "padellm-ner.selectorLabels" . }}
+app.kubernetes.io/component: worker
+padellm-ner.dev/model: {{ .Model.name }}
+{{- end -}}
 
 {{- define "padellm-ner.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
@@ -99,11 +106,17 @@ a Deployment otherwise. */}}
 {{- join "," (uniq $ports) -}}
 {{- end -}}
 
-{{/* The workers, as one gRPC target: the headless Service's DNS name resolves to every ready worker pod, and
-the service's channel balances over them round-robin (re-resolving as pods come and go), so scaling the worker
-StatefulSet changes capacity without re-rendering the service. */}}
+{{/* The workers, one gRPC target per model group: the group's headless Service's DNS name resolves to every
+ready worker pod of it, and the service's channel balances over them round-robin (re-resolving as pods come and
+go), so scaling a worker StatefulSet changes capacity without re-rendering the service. The service asks each
+target which schema it serves and sends documents to their schema's group. */}}
 {{- define "padellm-ner.workerEndpoints" -}}
-{{- printf "dns:///%s.%s.svc.%s:%d" (include "padellm-ner.worker.headless" .) .Release.Namespace .Values.clusterDomain (int .Values.worker.grpcPort) -}}
+{{- $targets := list -}}
+{{- range $model := .Values.models -}}
+{{- $ctx := dict "Values" $.Values "Release" $.Release "Chart" $.Chart "Model" $model -}}
+{{- $targets = append $targets (printf "dns:///%s.%s.svc.%s:%d" (include "padellm-ner.worker.headless" $ctx) $.Release.Namespace $.Values.clusterDomain (int $.Values.worker.grpcPort)) -}}
+{{- end -}}
+{{- join "," $targets -}}
 {{- end -}}
 
 {{/* Kafka's bootstrap servers as KEDA's operator (in its own namespace) must see them: a host without a dot is
