@@ -109,7 +109,7 @@ class SlowBackend:
     def __init__(self, inner: EmbeddedBackend, delay_s: float):
         self.inner, self.delay_s = inner, delay_s
         self.name, self.model_name, self.model_version = inner.name, inner.model_name, inner.model_version
-        self.schemas = inner.schemas
+        self.schemas, self.window_limit = inner.schemas, inner.window_limit
 
     async def start(self):
         await self.inner.start()

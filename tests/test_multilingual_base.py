@@ -58,3 +58,16 @@ def test_prefix_shared_decoding_on_gemma_equals_generate(gemma_engine_model):
         for generated, (tokens, logprobs) in zip(got, expected):
             assert generated.token_ids == tokens, name
             assert generated.logprobs == pytest.approx(logprobs, abs=2e-4), name
+
+
+def test_a_worker_on_gemma_keeps_its_windows_inside_the_sliding_window(gemma_engine_model, serving_engine_model):
+    """Gemma 3's local layers see 512 tokens back, and the engine's masks do not cut them: a worker on it accepts
+    only windows whose prompt fits (the window, the template, the longest mention); a Llama-shaped model has no
+    such limit."""
+    from workers.backends.embedded import PROMPT_TOKENS, EmbeddedBackend
+    from workers.server import WorkerService
+
+    assert gemma_engine_model.attention_window == 512 and serving_engine_model.attention_window is None
+    gemma = WorkerService(EmbeddedBackend(gemma_engine_model, max_mention_tokens=48), max_window_tokens=512)
+    assert gemma.max_window_tokens == 512 - PROMPT_TOKENS - 48
+    assert WorkerService(EmbeddedBackend(serving_engine_model), max_window_tokens=512).max_window_tokens == 512

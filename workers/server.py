@@ -41,6 +41,11 @@ class WorkerService(worker_pb2_grpc.ModelWorkerServiceServicer):
     ):
         self.backend = backend
         self.max_text_chars = max_text_chars
+        if backend.window_limit is not None and backend.window_limit < max_window_tokens:
+            log.info(
+                "windows of at most %d estimated tokens: what %s can read", backend.window_limit, backend.model_name
+            )
+            max_window_tokens = backend.window_limit
         self.max_window_tokens = max_window_tokens
         self.max_count = max_count
 

@@ -41,6 +41,7 @@ class Backend(Protocol):
     model_name: str
     schemas: tuple[str, ...]  # the label schemas the model serves; requests for others are refused
     model_version: str
+    window_limit: int | None  # the largest window (estimated tokens) the model can read, where it has one
 
     async def start(self) -> Self: ...  # idempotent (padellm_ner.lifecycle.AsyncComponent)
 

@@ -50,6 +50,7 @@ if TYPE_CHECKING:
 
 
 CONTINUATIONS = 2048  # decoded counts kept for their Mention calls (a few tokens each)
+PROMPT_TOKENS = 64  # the template, the label word and a mention marker around a window, at most
 
 
 @dataclass
@@ -105,6 +106,10 @@ class EmbeddedBackend(AsyncComponent):
         # a trained model serves the schema it was trained for; the bare base model (tests) any
         trained_for = engine_model.info.get("schema")
         self.schemas: tuple[str, ...] = (trained_for,) if trained_for else tuple(SCHEMAS)
+        # a model with local attention (Gemma 3's sliding window): a prompt of the window, the template and the
+        # longest mention must fit in it
+        attention = engine_model.attention_window
+        self.window_limit = None if attention is None else attention - PROMPT_TOKENS - max_mention_tokens
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.max_batch = max_batch

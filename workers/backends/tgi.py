@@ -127,6 +127,7 @@ class TgiBackend(AsyncComponent):
         self.timeout_s = timeout_s
         self.model_name = model_name
         self.model_version = ""
+        self.window_limit: int | None = None  # TGI enforces its own --max-input-tokens
         self.max_count = max_count
         self.max_mention_tokens = max_mention_tokens
         self.prime_documents = prime_documents

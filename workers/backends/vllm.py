@@ -245,6 +245,7 @@ class VllmBackend(AsyncComponent):
         self.model_name = model.name
         self.model_version = model.version
         self.schemas = model.schemas
+        self.window_limit: int | None = None  # the server enforces its own --max-model-len
         self.timeout_s = timeout_s
         self.max_concurrency = max_concurrency
         self.max_count = max_count

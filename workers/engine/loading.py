@@ -63,6 +63,14 @@ class EngineModel:
     def pad_id(self) -> int:
         return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_id
 
+    @property
+    def attention_window(self) -> int | None:
+        """How far back the model's local-attention layers see (Gemma 3's sliding window), None where every layer
+        sees the whole sequence. The engine's masks do not apply it: prompts must stay inside it."""
+        config = self.model.config
+        window = getattr(config, "sliding_window", None)
+        return int(window) if window and "sliding_attention" in (getattr(config, "layer_types", None) or ()) else None
+
     def encode(self, text: str, special: bool = False) -> list[int]:
         return self.tokenizer(text, add_special_tokens=special)["input_ids"]
 
