@@ -164,3 +164,25 @@ def test_a_window_text_is_planned_as_one_window():
     assert [w.text for w in plan.windows] == [text]
     prediction = plan.merge([CountResult("PER", "1", window=0)], [MentionResult("PER", 1, "Blackburn", window=0)])
     assert [(m.start, m.end) for m in prediction.mentions] == [(7, 16)]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "SOCCER - BLINKER BAN LIFTED . LONDON 1996-12-06 Dutch forward Reggie Blinker had his ban lifted .",
+            ["SOCCER - BLINKER BAN LIFTED .", "LONDON 1996-12-06", "Dutch forward Reggie Blinker had his ban lifted ."],
+        ),
+        (
+            "WASHINGTON, Dec 7 (Reuters) - The Federal Reserve kept rates .",
+            ["WASHINGTON, Dec 7 (Reuters) -", "The Federal Reserve kept rates ."],
+        ),
+        ("LONDON (Reuters) - Shares fell .", ["LONDON (Reuters) -", "Shares fell ."]),
+        # no dateline: a sentence that opens in mixed case, or whose date is followed by lower case
+        ("Japan won on 1996-12-06 Friday .", ["Japan won on 1996-12-06 Friday ."]),
+        ("EU officials said on Dec 5 that they would meet .", ["EU officials said on Dec 5 that they would meet ."]),
+        ("LONDON 1996-12-06", ["LONDON 1996-12-06"]),
+    ],
+)
+def test_a_dateline_run_on_into_its_first_sentence_is_split_off(text, expected):
+    assert [text[a:b] for a, b in sentence_spans(text, "en")] == expected

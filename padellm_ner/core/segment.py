@@ -129,10 +129,41 @@ def sentence_spans(text: str, language: str) -> list[tuple[int, int]]:
 
         spans = [(b["start_index"], b["end_index"]) for b in sentencex.get_sentence_boundaries(language, text)]
     lines = [(start + m.start(), start + m.end()) for start, end in spans for m in _LINE.finditer(text[start:end])]
-    return [s for s in (_strip(text, start, end) for start, end in lines) if s]
+    stripped = [s for s in (_strip(text, start, end) for start, end in lines) if s]
+    if language == CHINESE:
+        return stripped
+    return [piece for start, end in stripped for piece in _split_dateline(text, start, end)]
 
 
 _LINE = re.compile(r"[^\n]+")
+
+# A news dateline that runs on into the first sentence when a text's line breaks are lost ("LONDON 1996-12-06 Dutch
+# forward Reggie Blinker ...", "WASHINGTON, Dec 7 (Reuters) - The ..."): a date or a wire agency ...
+_DATELINE_END = re.compile(
+    r"(?:\b\d{4}-\d{2}-\d{2}|\b(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec)[a-z]*\.?\s+\d{1,2}"
+    r"(?:\s*,\s*\d{4})?)\b(?:\s*\((?:Reuters|AP|AFP|UPI|dpa|Bloomberg)\))?(?:\s*[-\u2013\u2014]+)?"
+    r"|\((?:Reuters|AP|AFP|UPI|dpa|Bloomberg)\)(?:\s*[-\u2013\u2014]+)?"
+)
+_FIRST_WORD = re.compile(r"[^\W\d_][\w'.&-]*")
+DATELINE_MAX_WORDS = 25
+
+
+def _split_dateline(text: str, start: int, end: int) -> list[tuple[int, int]]:
+    """[start, end) as two spans where it opens with a dateline run on into a sentence: ... within its first
+    DATELINE_MAX_WORDS words, after text whose first word is in capitals (a headline, a place: no sentence opens
+    so), and followed by a sentence that opens with a capital letter. Anything else is left whole."""
+    piece = text[start:end]
+    first = _FIRST_WORD.search(piece)
+    if first is None or not (first.group().isupper() and len(first.group()) > 1):
+        return [(start, end)]
+    match = _DATELINE_END.search(piece)
+    if match is None or len(piece[: match.start()].split()) > DATELINE_MAX_WORDS:
+        return [(start, end)]
+    rest = piece[match.end() :]
+    if not rest.strip() or not rest.lstrip()[0].isupper():
+        return [(start, end)]
+    head, tail = _strip(text, start, start + match.end()), _strip(text, start + match.end(), end)
+    return [span for span in (head, tail) if span]
 
 
 def _strip(text: str, start: int, end: int) -> tuple[int, int] | None:
