@@ -6,7 +6,6 @@ import asyncio
 import logging
 from contextlib import AsyncExitStack
 
-from padellm.v1 import worker_pb2
 from padellm_ner.grpc_common import GrpcServer
 from padellm_ner.lifecycle import shutdown_requested
 from padellm_ner.telemetry import start_metrics_server
@@ -24,13 +23,13 @@ def worker_pool(args: WorkersArgs) -> WorkerPool:
     return WorkerPool(list(args.addresses), tls=args.tls, affinity=args.affinity)
 
 
-async def worker_model_info(pool: WorkerPool) -> tuple[str, str]:
-    try:
-        info = await pool.call("", lambda stub: stub.Info(worker_pb2.InfoRequest(), timeout=10))
-        return info.model, info.model_version
-    except Exception as error:  # the service still starts; records then name the model as unknown
-        log.warning("could not ask the workers for their model: %s", error)
-        return "unknown", ""
+def worker_model_info(pool: WorkerPool) -> tuple[str, str]:
+    """The model a worker named when the pool asked at start (records take theirs from each answer)."""
+    for endpoint in pool.endpoints:
+        if endpoint.info is not None:
+            return endpoint.info.model, endpoint.info.model_version
+    log.warning("no worker has said what it serves yet; records name the model as their workers answer")
+    return "unknown", ""
 
 
 async def run_service(args: ServeArgs) -> None:
@@ -38,7 +37,7 @@ async def run_service(args: ServeArgs) -> None:
     start_metrics_server(args.metrics_port, args.metrics_host or args.host)
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(worker_pool(args.workers))
-        model, version = await worker_model_info(pool)
+        model, version = worker_model_info(pool)
         orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
         service = NerService(
             orchestrator,

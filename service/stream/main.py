@@ -50,7 +50,7 @@ async def run_stream(args: StreamArgs) -> None:
         )
     async with AsyncExitStack() as stack:
         pool = await stack.enter_async_context(worker_pool(args.workers))
-        model, version = await worker_model_info(pool)
+        model, version = worker_model_info(pool)
         orchestrator = Orchestrator(pool, args.orchestrator.config(model, version))
         processor = await stack.enter_async_context(StreamProcessor(config, orchestrator))
         log.info(
